@@ -1,0 +1,217 @@
+"""The `kgclip` command line: parses, calls a stage or a command, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.table import Table
+
+from kgclip import __version__
+from kgclip.config import Config, ConfigError, builtin_names, load, resolve
+from kgclip.progress import console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+corpus_app = typer.Typer(no_args_is_help=True, help="Build and query local image-text corpora.")
+config_app = typer.Typer(no_args_is_help=True, help="Bundled configs.")
+app.add_typer(corpus_app, name="corpus")
+app.add_typer(config_app, name="config")
+
+F = TypeVar("F", bound=Callable[..., Any])
+RESOLVED_CONFIG = "config.json"
+
+
+class UserError(Exception):
+    """Raised by commands for a condition the user can fix; printed without a traceback."""
+
+
+def friendly(fn: F) -> F:
+    """Known failures become one clear line and exit code 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kgclip.kg.wordnet import WordNetNotFound
+        from kgclip.pipeline import PipelineError
+        from kgclip.search.corpus import CorpusError
+        from kgclip.search.importers import CorpusSourceError
+
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, ConfigError, PipelineError, WordNetNotFound, CorpusError, CorpusSourceError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"kgclip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    """Harvest image-text datasets for CLIP training from knowledge graphs."""
+
+
+WorkdirOpt = Annotated[Path, typer.Option("-w", "--workdir", help="work directory of the harvest")]
+
+
+@app.command()
+@friendly
+def harvest(
+    config: Annotated[str, typer.Argument(help="a config file, or a bundled config name")],
+    workdir: WorkdirOpt,
+    only: Annotated[str | None, typer.Option("--only", help="run just this stage (its inputs must exist)")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="re-run this stage and everything after it")] = None,
+) -> None:
+    """Run every stage that is not up to date."""
+    ran = _run(load(config), workdir, only=only, start=start)
+    console.print(f"harvest: {'ran ' + ', '.join(ran) if ran else 'nothing to do, all stages up to date'}")
+
+
+def _run(cfg: Config, workdir: Path, only: str | None = None, start: str | None = None) -> list[str]:
+    """Record the resolved config beside the manifest (for `status`), then harvest."""
+    from kgclip.pipeline import harvest as run_harvest
+    from kgclip.workdir import Workdir, atomic_write_bytes
+
+    wd = Workdir(workdir)
+    wd.create()
+    dumped = orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+    atomic_write_bytes(wd.path(RESOLVED_CONFIG), dumped)
+    return run_harvest(cfg, wd, only=only, start=start)
+
+
+def _workdir_config(workdir: Path, config: str | None) -> Config:
+    if config is not None:
+        return load(config)
+    path = workdir / RESOLVED_CONFIG
+    if not path.is_file():
+        raise UserError(f"{workdir} is not a kgclip work directory (no {RESOLVED_CONFIG}); run `kgclip harvest` first")
+    from kgclip.config import parse
+
+    return parse(orjson.loads(path.read_bytes()), source=str(path))
+
+
+@app.command()
+@friendly
+def status(
+    workdir: Annotated[Path, typer.Argument(help="work directory")],
+    config: Annotated[
+        str | None, typer.Option("-c", "--config", help="compare with this config, not the one last run")
+    ] = None,
+) -> None:
+    """Each stage: done, stale or missing, with row counts and time taken."""
+    from kgclip.pipeline import status as pipeline_status
+    from kgclip.workdir import Workdir
+
+    cfg = _workdir_config(workdir, config)
+    table = Table("stage", "state", "why", "rows", "seconds", title=f"{workdir} ({cfg.name})")
+    colours = {"done": "green", "stale": "yellow", "missing": "red"}
+    for st in pipeline_status(cfg, Workdir(workdir)):
+        rec = st.record
+        table.add_row(
+            st.stage.name,
+            f"[{colours[st.state]}]{st.state}[/]",
+            st.why,
+            f"{rec.rows:,}" if rec else "",
+            f"{rec.seconds:.1f}" if rec else "",
+        )
+    console.print(table)
+
+
+@app.command()
+@friendly
+def demo(
+    workdir: Annotated[Path, typer.Option("-w", "--workdir")] = Path("kgclip-demo"),
+    keep: Annotated[bool, typer.Option("--keep", help="reuse an existing demo work directory")] = False,
+) -> None:
+    """Harvest the embedded offline default (WordNet living things x Tux Paint stamps)."""
+    from kgclip.workdir import MANIFEST
+
+    if workdir.exists() and not keep:
+        if any(workdir.iterdir()) and not (workdir / MANIFEST).exists() and not (workdir / RESOLVED_CONFIG).exists():
+            raise UserError(f"{workdir} exists and is not a kgclip work directory; choose another with -w")
+        shutil.rmtree(workdir)
+    _run(load("demo"), workdir)
+    _describe_shards(workdir)
+
+
+def _describe_shards(root: Path) -> None:
+    import pyarrow.parquet as pq
+
+    samples = pq.read_table(root / "samples.parquet").to_pylist()
+    shards = sorted({s["shard"] for s in samples})
+    entities = {e for s in samples for e in s["entity_ids"]}
+    console.print(
+        f"\n[bold]Done.[/bold] {len(samples):,} image-text samples for {len(entities):,} entities in "
+        f"{len(shards)} WebDataset shards under {root / 'shards'}"
+    )
+    console.print("Each sample is KEY.jpg, KEY.txt (default caption) and KEY.json (all texts by kind). Examples:")
+    for s in samples[:: max(1, len(samples) // 4)][:4]:
+        console.print(f"  {s['shard']}/{s['key']}: {s['caption']!r}  queries: {len(s['query_ids'])}")
+    console.print(f"Inspect with: kgclip status {root}")
+
+
+@corpus_app.command("index")
+@friendly
+def corpus_index(
+    src: Annotated[Path, typer.Argument(help="folder with sidecar captions, Tux Paint stamps, or a parquet/CSV")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="the SQLite index to write")],
+    importer: Annotated[str, typer.Option(help="auto, folder, table or tuxpaint")] = "auto",
+) -> None:
+    """Build an SQLite FTS5 index over a local image-text collection."""
+    from kgclip.search.corpus import build_index
+
+    report = build_index(src, out, importer)
+    console.print(f"indexed {report.items:,} items into {out} in {report.seconds:.1f}s (corpus id {report.corpus_id})")
+    for reason, count in sorted(report.skipped.items()):
+        console.print(f"  skipped {count:,}: {reason}")
+
+
+@corpus_app.command("search")
+@friendly
+def corpus_search(
+    index: Annotated[Path, typer.Argument(help="a corpus index")],
+    text: Annotated[str, typer.Argument(help="query text")],
+    k: Annotated[int, typer.Option("-k", help="how many results")] = 10,
+) -> None:
+    """Search a corpus index the way the search stage does."""
+    from kgclip.search.corpus import CorpusBackend
+    from kgclip.tables import Query, QueryParams
+
+    backend = CorpusBackend(index)
+    try:
+        outcome = backend.search_now(Query("-", "entity", text, None, None, QueryParams()), k)
+    finally:
+        backend.close()
+    if outcome.failure:
+        raise UserError(outcome.failure)
+    for rank, found in enumerate(outcome.results, start=1):
+        console.print(f"{rank:3d}. {found.alt_text}  [dim]{found.url}[/dim]")
+
+
+@config_app.command("list")
+def config_list() -> None:
+    """Names of the bundled configs."""
+    for name in builtin_names():
+        console.print(name)
+
+
+@config_app.command("show")
+@friendly
+def config_show(name: Annotated[str, typer.Argument(help="bundled config name or path")]) -> None:
+    """Print a config file, e.g. to start your own from `kgclip config show livingthings > my.toml`."""
+    typer.echo(resolve(name).read_text(encoding="utf-8"), nl=False)
+
+
+if __name__ == "__main__":
+    app()

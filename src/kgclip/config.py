@@ -1,0 +1,201 @@
+"""The harvest config: TOML validated by pydantic, so a typo is an error that names the key's path.
+
+Every section is strict (unknown keys are refused) because a silently ignored key in a
+harvest that runs for days costs far more than an error at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WordNetSource(Section):
+    """Select noun synsets below `roots` from a WordNet 3.0 database."""
+
+    path: Path | None = Field(
+        default=None,
+        description="folder holding data.noun and index.noun; default: Debian's or nltk_data's",
+    )
+    roots: list[str] = Field(default_factory=lambda: ["living_thing.n.01"], min_length=1)
+    exclude_subtrees: list[str] = Field(default_factory=list)
+    exclude_names: list[str] = Field(default_factory=list)
+    include_instances: bool = False
+    drop_instances_under: list[str] = Field(default_factory=list)
+
+
+class EntitiesConfig(Section):
+    wordnet: WordNetSource = Field(default_factory=WordNetSource)
+
+
+class KGTypeRule(Section):
+    """Nearest ancestor that people name often enough (see docs/stages/types.md)."""
+
+    min_popularity: int = Field(default=20, ge=0)
+    too_general: list[str] = Field(default_factory=list)
+
+
+class TypesConfig(Section):
+    method: Literal["kg"] = "kg"
+    kg: KGTypeRule = Field(default_factory=KGTypeRule)
+
+
+class QueriesConfig(Section):
+    kinds: list[Literal["entity"]] = Field(default_factory=lambda: ["entity"], min_length=1)
+    entities: Literal["leaves", "all"] = Field(
+        default="leaves", description="leaves only (the method's `livingthings` set) or all entities"
+    )
+    use_aliases: bool = Field(default=True, description="every lemma/alias becomes a query, not just the name")
+    max_per_entity: int | None = Field(default=None, ge=1)
+    type_or_term: bool = Field(default=True, description="add the natural type as an or-term")
+    exclude_terms: list[str] = Field(default_factory=list)
+    photo_only: bool = True
+
+
+class CorpusConfig(Section):
+    """A local image-text collection indexed with SQLite FTS5 (`kgclip corpus index`)."""
+
+    index: Path | None = Field(default=None, description="a built index; relative paths are to the workdir")
+    source: Path | None = Field(default=None, description="build the index from this folder or table if missing")
+    importer: Literal["auto", "folder", "table", "tuxpaint"] = "auto"
+
+    @model_validator(mode="after")
+    def _index_or_source(self) -> CorpusConfig:
+        if self.index is None and self.source is None:
+            raise ValueError("set `index` (a built corpus) or `source` (to build one)")
+        return self
+
+
+class SearchConfig(Section):
+    backend: Literal["corpus"] = "corpus"
+    top_k: int = Field(default=20, ge=1, le=1000)
+    corpus: CorpusConfig | None = None
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> SearchConfig:
+        if self.backend == "corpus" and self.corpus is None:
+            raise ValueError("backend 'corpus' needs a [search.corpus] section")
+        return self
+
+
+class FetchConfig(Section):
+    resize: Literal["shorter", "longer", "none"] = Field(
+        default="shorter", description="which side `size` bounds; images are only ever made smaller"
+    )
+    size: int = Field(default=512, ge=16)
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    min_side: int = Field(default=32, ge=1, description="reject images whose shorter side is smaller")
+    max_pixels: int = Field(default=89_478_485, ge=1, description="decompression-bomb guard")
+    max_bytes: int = Field(default=50_000_000, ge=1)
+    workers: int = Field(default=0, ge=0, description="decode processes; 0 = one per core")
+    batch_size: int = Field(default=256, ge=1, description="images per tar part (the unit of resume)")
+
+
+class CurateConfig(Section):
+    samples_per_shard: int = Field(default=5000, ge=1)
+    shard_prefix: str = Field(default="shard", pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class Config(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    entities: EntitiesConfig = Field(default_factory=EntitiesConfig)
+    types: TypesConfig = Field(default_factory=TypesConfig)
+    queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    search: SearchConfig
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+
+    def section_hash(self, *names: str) -> str:
+        """A digest of the named sections, so a stage re-runs exactly when its own settings change."""
+        data = {name: getattr(self, name) for name in names}
+        dumped = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in data.items()}
+        return hashlib.sha256(orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+BUILTIN = "kgclip.configs"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(BUILTIN).iterdir() if p.name.endswith(".toml"))
+
+
+def resolve(ref: str | Path, base: Path | None = None) -> Path:
+    """A config reference: a path, or the name of a bundled config (`demo`, `livingthings`)."""
+    path = Path(ref)
+    candidates = [base / path] if base is not None and not path.is_absolute() else []
+    candidates.append(path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    name = path.name.removesuffix(".toml")
+    if name in builtin_names() and path.parent == Path("."):
+        return Path(str(resources.files(BUILTIN) / f"{name}.toml"))
+    raise ConfigError(f"no config file {ref!s} (bundled configs: {', '.join(builtin_names())})")
+
+
+def load_raw(ref: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Parse TOML and apply `extends` (tables merge key by key; other values replace)."""
+    path = resolve(ref)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: must be a config name or path")
+    base = load_raw(resolve(parent, base=path.parent), (*_seen, path.resolve()))
+    return _merge(base, data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(ref: str | Path) -> Config:
+    return parse(load_raw(ref), source=str(ref))
+
+
+def parse(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, source)) from None
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"]
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Curation: merging duplicates and writing the final WebDataset shards."""

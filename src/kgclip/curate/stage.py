@@ -1,0 +1,167 @@
+"""The curate stage: merge duplicates, then write self-contained WebDataset shards.
+
+Each sample's JSON carries every text a trainer may sample from, grouped by kind, so that
+training needs the shards alone and not the work directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from typing import Any
+
+from kgclip.curate.dedup import Group, group_duplicates
+from kgclip.curate.shards import PartReader, write_shard, write_sizes
+from kgclip.fetch.stage import PARTS
+from kgclip.pipeline import StageContext, StageResult
+from kgclip.progress import console, meter
+from kgclip.tables import (
+    Entity,
+    Fetched,
+    Hit,
+    NaturalType,
+    Query,
+    Rejected,
+    Sample,
+    read_records,
+    write_records,
+)
+
+SHARDS = "shards"
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.config.curate
+    entities = {e.id: e for e in read_records(ctx.path("entities.parquet"), Entity)}
+    types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
+    queries = {q.query_id: q for q in read_records(ctx.path("queries.parquet"), Query)}
+    fetched = list(read_records(ctx.path("fetched.parquet"), Fetched))
+    hits = list(read_records(ctx.path("hits.parquet"), Hit))
+
+    groups = group_duplicates(fetched, hits)
+    rejected = [Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"]
+
+    shard_dir = ctx.path(SHARDS)
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True)
+    samples: list[Sample] = []
+    sizes: dict[str, int] = {}
+    reader = PartReader(ctx.path(PARTS))
+    n_shards = (len(groups) + cfg.samples_per_shard - 1) // cfg.samples_per_shard
+    try:
+        with meter("curate: writing shards", len(groups)) as m:
+            for s in range(n_shards):
+                chunk = groups[s * cfg.samples_per_shard : (s + 1) * cfg.samples_per_shard]
+                name = f"{cfg.shard_prefix}-{s:05d}.tar"
+                first = s * cfg.samples_per_shard
+                made = [_sample(f"{first + i:09d}", name, g, queries) for i, g in enumerate(chunk)]
+                members = (
+                    (sm.key, reader.read(g.first.part or "", g.first.member or ""), sm.caption,
+                     _sample_json(sm, g, queries, entities, types))
+                    for sm, g in zip(made, chunk, strict=True)
+                )
+                sizes[name] = write_shard(shard_dir / name, members)
+                samples.extend(made)
+                m.advance(len(chunk))
+    finally:
+        reader.close()
+
+    write_sizes(shard_dir / "sizes.json", sizes)
+    write_records(ctx.path("samples.parquet"), samples, Sample)
+    write_records(ctx.path("rejected.parquet"), rejected, Rejected)
+    stats = _stats(fetched, groups, samples, rejected, entities)
+    _print_summary(stats, shard_dir, sizes)
+    summary = f"{len(samples):,} samples in {len(sizes)} shards under {shard_dir}"
+    return StageResult(len(samples), stats, summary)
+
+
+def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample:
+    licence, attribution = g.licence()
+    query_texts = [queries[q].text for q in g.query_ids() if q in queries]
+    alt = g.alt_texts()
+    caption = alt[0] if alt else (query_texts[0] if query_texts else "")
+    return Sample(
+        key=key,
+        shard=shard,
+        sha256=g.pixel_sha256,
+        width=g.first.width or 0,
+        height=g.first.height or 0,
+        orig_width=g.first.orig_width or 0,
+        orig_height=g.first.orig_height or 0,
+        urls=g.urls(),
+        page_urls=g.page_urls(),
+        alt_texts=alt,
+        query_ids=g.query_ids(),
+        entity_ids=g.entity_ids(queries),
+        license=licence,
+        attribution=attribution,
+        caption=caption,
+    )
+
+
+def _sample_json(
+    s: Sample, g: Group, queries: dict[str, Query], entities: dict[str, Entity], types: dict[str, NaturalType]
+) -> dict[str, Any]:
+    return {
+        "key": s.key,
+        "caption": s.caption,
+        "alt_texts": s.alt_texts,
+        "queries": [
+            {"id": q.query_id, "kind": q.kind, "text": q.text, "entity_id": q.entity_id, "attribute": q.attribute}
+            for q in (queries[i] for i in s.query_ids if i in queries)
+        ],
+        "entities": [_entity_json(entities[e], types.get(e)) for e in s.entity_ids if e in entities],
+        "urls": s.urls,
+        "page_urls": s.page_urls,
+        "license": s.license,
+        "attribution": s.attribution,
+        "width": s.width,
+        "height": s.height,
+        "orig_width": s.orig_width,
+        "orig_height": s.orig_height,
+        "sha256": s.sha256,
+    }
+
+
+def _entity_json(e: Entity, t: NaturalType | None) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "name": e.name,
+        "aliases": e.aliases,
+        "description": e.description,
+        "wordnet": e.wordnet,
+        "wikidata": e.wikidata,
+        "taxon_name": e.taxon_name,
+        "common_names": e.common_names,
+        "natural_type": None
+        if t is None
+        else {"id": t.type_id, "name": t.type_name, "aliases": t.type_aliases, "description": t.type_description},
+    }
+
+
+def _stats(
+    fetched: list[Fetched], groups: list[Group], samples: list[Sample], rejected: list[Rejected],
+    entities: dict[str, Entity],
+) -> dict[str, Any]:
+    ok = sum(r.status == "ok" for r in fetched)
+    covered = {e for s in samples for e in s.entity_ids}
+    roots = Counter(entities[e].root for e in covered if e in entities)
+    return {
+        "fetched_ok": ok,
+        "samples": len(samples),
+        "duplicates_merged": ok - len(groups),
+        "entities_covered": len(covered),
+        "entities_per_root": dict(roots),
+        "with_alt_text": sum(bool(s.alt_texts) for s in samples),
+        "rejected": dict(Counter(r.reason for r in rejected)),
+    }
+
+
+def _print_summary(stats: dict[str, Any], shard_dir: object, sizes: dict[str, int]) -> None:
+    console.print(
+        f"curate: {stats['samples']:,} samples ({stats['duplicates_merged']:,} duplicate copies merged) "
+        f"covering {stats['entities_covered']:,} entities, in {len(sizes)} shards at {shard_dir}"
+    )
+    if stats["rejected"]:
+        console.print("curate: images rejected: " + ", ".join(f"{k} {v}" for k, v in stats["rejected"].items()))

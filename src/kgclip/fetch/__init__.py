@@ -1,0 +1,1 @@
+"""Fetching hit images, validating and normalising them into tar parts."""

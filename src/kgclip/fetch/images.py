@@ -1,0 +1,439 @@
+"""Validate one downloaded image and normalise it into the stored form (method.md §6).
+
+`normalize` is the fetch stage's hot path and runs in worker processes: it is a pure module-level
+function of (bytes, options) that returns a value for every input, so a corrupted or hostile file
+becomes a `Rejection` and never an exception or a printed warning in the worker.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import hashlib
+import io
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from PIL import ExifTags, Image, ImageFile
+
+from kgclip.config import FetchConfig
+
+ResizeMode = Literal["shorter", "longer", "none"]
+
+# Formats that web image hosts serve (plus TIFF, which Wikimedia Commons hosts). Everything else is
+# refused before decoding, which also keeps Pillow from handing EPS files to Ghostscript.
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF", "ICO")
+
+# What Pillow raises on malformed input, at open, load or metadata parsing time. IndexError,
+# TypeError and KeyError come out of plugins that index into corrupt headers; the AVIF plugin
+# reports decoder failures as RuntimeError.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    TypeError,
+    KeyError,
+    RuntimeError,
+)
+_BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+# Shrink by a fast integer box reduction first while the remaining LANCZOS step stays >= 3x: per
+# Pillow's docs this is indistinguishable from plain LANCZOS and much faster on big sources.
+_REDUCING_GAP = 3.0
+_SNIFF_BYTES = 1024
+
+
+class Reason(StrEnum):
+    """Why an input was not stored; a closed set so that fetch statistics can be grouped by it."""
+
+    EMPTY_FILE = "empty_file"
+    TOO_MANY_BYTES = "too_many_bytes"
+    NOT_AN_IMAGE = "not_an_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    TRUNCATED = "truncated"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    UNSUPPORTED_MODE = "unsupported_mode"
+    TOO_SMALL = "too_small"
+    DECODE_ERROR = "decode_error"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOptions:
+    """The `FetchConfig` fields a worker needs, as a small picklable value."""
+
+    resize: ResizeMode
+    size: int
+    jpeg_quality: int
+    min_side: int
+    max_pixels: int
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        # Fail here, in the caller, rather than have a bad option turn every image into a rejection.
+        if self.resize not in ("shorter", "longer", "none"):
+            raise ValueError(f"resize must be 'shorter', 'longer' or 'none', not {self.resize!r}")
+        if min(self.size, self.min_side, self.max_pixels, self.max_bytes) < 1:
+            raise ValueError("size, min_side, max_pixels and max_bytes must be positive")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be within 1..100")
+
+    @classmethod
+    def from_config(cls, config: FetchConfig) -> ImageOptions:
+        names = [field.name for field in dataclasses.fields(cls)]
+        return cls(**{name: getattr(config, name) for name in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """A stored image. Sizes are upright (after EXIF orientation), so original and stored agree."""
+
+    jpeg: bytes
+    width: int
+    height: int
+    orig_width: int
+    orig_height: int
+    source_sha256: str
+    pixel_sha256: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    detail: str
+
+
+@dataclass(slots=True)
+class _Decoded:
+    """A fully loaded source plus what was learnt from its header before the pixels were decoded."""
+
+    image: Image.Image
+    format: str
+    orig_size: tuple[int, int]
+    target: tuple[int, int]
+    box: tuple[float, float, float, float] | None
+    transpose: Image.Transpose | None
+
+
+def normalize(data: bytes, opts: ImageOptions) -> Normalized | Rejection:
+    """Verify `data` by decoding it fully and return the stored JPEG, or why it was refused."""
+    if not data:
+        return Rejection(Reason.EMPTY_FILE, "0 bytes")
+    if len(data) > opts.max_bytes:
+        return Rejection(Reason.TOO_MANY_BYTES, f"{len(data)} bytes > max_bytes {opts.max_bytes}")
+    with _pillow_warnings(opts.max_pixels):
+        decoded = _decode(data, opts)
+        if isinstance(decoded, Rejection):
+            return decoded
+        return _store(decoded, data, opts.jpeg_quality)
+
+
+def target_size(width: int, height: int, resize: ResizeMode, size: int) -> tuple[int, int]:
+    """The stored size: `size` bounds the shorter or longer side, rounded half up, never enlarged.
+
+    Integer arithmetic keeps the result exact and identical on every platform (1600×1200 with
+    "shorter" and 512 gives 683×512).
+    """
+    if resize == "none":
+        return width, height
+    bound = min(width, height) if resize == "shorter" else max(width, height)
+    if bound <= size:
+        return width, height
+    return _scale_side(width, bound, size), _scale_side(height, bound, size)
+
+
+def _scale_side(side: int, bound: int, size: int) -> int:
+    return max(1, (2 * side * size + bound) // (2 * bound))
+
+
+@contextmanager
+def _pillow_warnings(max_pixels: int) -> Iterator[None]:
+    """Silence Pillow's warnings (corrupt EXIF, ...) and make its bomb warning an exception.
+
+    Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that. The warning becomes a
+    rejection only when our own limit is not higher than Pillow's; otherwise our header check is
+    the one that decides. `warnings.catch_warnings` is process-wide state, which is why this
+    module is meant for worker processes rather than threads.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        if pillow_limit is not None and max_pixels <= pillow_limit:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _decode(data: bytes, opts: ImageOptions) -> _Decoded | Rejection:
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        refused = _check_header(image.size, opts)
+        if refused is not None:
+            return refused
+        orig_size = image.size
+        target = target_size(*orig_size, opts.resize, opts.size)
+        box = _draft(image, target)
+        image.load()
+        return _Decoded(image, image.format or "", orig_size, target, box, _orientation(image))
+    except Image.UnidentifiedImageError:
+        return _unidentified(data)
+    except _BOMB_ERRORS as exc:
+        return Rejection(Reason.DECOMPRESSION_BOMB, str(exc))
+    except _DECODE_ERRORS as exc:
+        return _decode_failure(exc, data)
+
+
+def _check_header(size: tuple[int, int], opts: ImageOptions) -> Rejection | None:
+    """Refuse from the header alone, before a single pixel is decoded or allocated."""
+    width, height = size
+    if width * height > opts.max_pixels:
+        return Rejection(
+            Reason.DECOMPRESSION_BOMB,
+            f"{width}×{height} = {width * height} pixels > max_pixels {opts.max_pixels}",
+        )
+    if min(width, height) < opts.min_side:
+        return Rejection(Reason.TOO_SMALL, f"{width}×{height}: shorter side < min_side {opts.min_side}")
+    return None
+
+
+def _draft(image: ImageFile.ImageFile, target: tuple[int, int]) -> tuple[float, ...] | None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is at least 2× smaller.
+
+    Draft only picks a scale whose result is still at least the target, and the returned box
+    (the source area in reduced pixels) lets the final resize hit the exact target geometry.
+    Non-JPEG images have no draft mode and return None.
+    """
+    width, height = image.size
+    if width < 2 * target[0] or height < 2 * target[1]:
+        return None
+    drafted = image.draft("RGB", target)
+    return None if drafted is None else drafted[1]
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}
+_SWAPS_SIDES |= {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270}
+
+
+def _orientation(image: Image.Image) -> Image.Transpose | None:
+    """The EXIF/XMP orientation as ImageOps.exif_transpose reads it, to apply after resizing.
+
+    Transposing the small result instead of the decoded source saves a full-size copy. A file
+    whose metadata cannot be parsed keeps its pixels as stored: the pixels themselves decoded.
+    """
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation)
+    except _DECODE_ERRORS:
+        return None
+    return _TRANSPOSE.get(value) if isinstance(value, int) else None
+
+
+def _decode_failure(exc: Exception, data: bytes) -> Rejection:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, EOFError) or "truncated" in message.lower():
+        return Rejection(Reason.TRUNCATED, message)
+    if _riff_is_short(data):
+        declared = int.from_bytes(data[4:8], "little") + 8
+        return Rejection(Reason.TRUNCATED, f"RIFF header declares {declared} bytes, got {len(data)}")
+    return Rejection(Reason.DECODE_ERROR, f"{type(exc).__name__}: {message}")
+
+
+def _riff_is_short(data: bytes) -> bool:
+    """libwebp reports a cut file only as "could not create decoder object"; its RIFF header knows better."""
+    return data[:4] == b"RIFF" and len(data) < int.from_bytes(data[4:8], "little") + 8
+
+
+def _store(decoded: _Decoded, data: bytes, quality: int) -> Normalized | Rejection:
+    working = _working_mode(decoded.image)
+    if isinstance(working, Rejection):
+        return working
+    image = _resize(working, decoded.target, decoded.box)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    orig_width, orig_height = decoded.orig_size
+    if decoded.transpose is not None:
+        image = image.transpose(decoded.transpose)
+        if decoded.transpose in _SWAPS_SIDES:
+            orig_width, orig_height = orig_height, orig_width
+    return Normalized(
+        jpeg=_encode(image, quality),
+        width=image.width,
+        height=image.height,
+        orig_width=orig_width,
+        orig_height=orig_height,
+        source_sha256=hashlib.sha256(data).hexdigest(),
+        pixel_sha256=_pixel_sha256(image),
+        format=decoded.format,
+    )
+
+
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+_TRANSPARENCY_KEY_MODES = frozenset({"1", "L", "P", "RGB"})  # alpha via info["transparency"] / palette
+_TO_RGB_MODES = frozenset({"P", "CMYK", "YCbCr", "HSV", "RGBX"})
+_REFUSED_MODES = {
+    "F": "32-bit float pixels have no agreed display range",
+    "LAB": "CIELab pixels need colour management to become RGB",
+}
+
+
+def _working_mode(image: Image.Image) -> Image.Image | Rejection:
+    """Bring every accepted mode to L or RGB, the only modes resizing and encoding then see.
+
+    Greyscale stays single-channel through the resize (a third of the work) and becomes RGB only
+    at the end; transparency is flattened on white because the stored JPEG has no alpha.
+    """
+    mode = image.mode
+    if mode in _ALPHA_MODES or (mode in _TRANSPARENCY_KEY_MODES and image.has_transparency_data):
+        return _on_white(image)
+    if mode in ("RGB", "L"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode in _TO_RGB_MODES:
+        return image.convert("RGB")
+    if mode == "I" or mode.startswith("I;16"):
+        return _sixteen_bit_to_l(image)
+    why = _REFUSED_MODES.get(mode, "no faithful RGB conversion")
+    return Rejection(Reason.UNSUPPORTED_MODE, f"{mode}: {why}")
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    white = Image.new("RGB", rgba.size, (255, 255, 255))
+    white.paste(rgba, mask=rgba)
+    return white
+
+
+def _sixteen_bit_to_l(image: Image.Image) -> Image.Image | Rejection:
+    """Scale 0..65535 onto 0..255 with rounding; Pillow's own conversion clips everything above 255.
+
+    Mode I (32-bit) is read as 16-bit data, which is what PNG and most TIFFs put there; values
+    outside that range have no known scale and are refused rather than guessed.
+    """
+    wide = image if image.mode == "I" else image.convert("I")
+    if image.mode == "I":
+        low, high = wide.getextrema()
+        if low < 0 or high > 65535:
+            return Rejection(Reason.UNSUPPORTED_MODE, f"I: values {low}..{high} exceed the 16-bit range")
+    return wide.point(lambda value: value / 257 + 0.5).convert("L")
+
+
+def _resize(image: Image.Image, target: tuple[int, int], box: tuple[float, ...] | None) -> Image.Image:
+    if image.size == target and (box is None or box == (0, 0, *image.size)):
+        return image
+    return image.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP)
+
+
+def _pixel_sha256(image: Image.Image) -> str:
+    """The exact-duplicate key: a hash of the stored RGB pixels and their size, not of the file.
+
+    Two sources whose pixels agree after normalisation (a PNG and its lossless re-save, a copy
+    with its metadata stripped) share the key although their bytes, and so `source_sha256`,
+    differ. The size is hashed too because the same bytes can be laid out as 2×8 or 4×4. JPEG
+    decoding may differ between libjpeg builds, so compare keys made by one Pillow build.
+    """
+    digest = hashlib.sha256(b"%dx%d:" % image.size)
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def _encode(image: Image.Image, quality: int) -> bytes:
+    """Baseline JPEG with no EXIF, ICC, XMP or comment; the same pixels always give the same bytes.
+
+    Subsampling is fixed rather than left to Pillow's default so the output cannot change with a
+    library upgrade; `comment` is passed empty because Pillow otherwise copies a source comment.
+    """
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, subsampling="4:2:0", comment=b"")
+    return out.getvalue()
+
+
+def _unidentified(data: bytes) -> Rejection:
+    """Say what the bytes are, because "not an image" alone does not tell a soft 404 from junk."""
+    document = _describe_document(data[:_SNIFF_BYTES])
+    if document is not None:
+        return Rejection(Reason.NOT_AN_IMAGE, document)
+    other = _other_format(data)
+    if other is not None:
+        return Rejection(Reason.UNSUPPORTED_FORMAT, f"{other} is not an accepted format")
+    signature = _signature(data)
+    if signature is not None:
+        detail = f"{signature} signature but unreadable header (truncated or corrupt)"
+        return Rejection(Reason.DECODE_ERROR, detail)
+    return Rejection(Reason.NOT_AN_IMAGE, f"unrecognised data starting {data[:8].hex(' ')}")
+
+
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
+
+
+def _describe_document(head: bytes) -> str | None:
+    """Servers answer image URLs with error pages, SVG or JSON; name them in the detail."""
+    head = head.removeprefix(codecs.BOM_UTF8).lstrip().lower()
+    if head.startswith(_HTML_STARTS):
+        return "html document"
+    if b"<svg" in head:
+        return "svg document"
+    if b"<html" in head:
+        return "html document"
+    if not _is_text(head):
+        return None
+    if head.startswith(b"<"):
+        return "xml document"
+    if head.startswith((b"{", b"[")):
+        return "json document"
+    return "text document"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return all(char.isprintable() or char in "\t\n\r\f" for char in text)
+
+
+def _other_format(data: bytes) -> str | None:
+    """A format Pillow knows but we refuse (PSD, EPS, ...): identified from the header only."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except (*_DECODE_ERRORS, *_BOMB_ERRORS):
+        return None
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+)
+
+
+def _signature(data: bytes) -> str | None:
+    """The accepted format a broken file claims to be, so its detail says truncated-or-corrupt."""
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return "AVIF"
+    return None

@@ -1,0 +1,60 @@
+"""The fetch ledger: one row per URL, committed only after its tar part is safely on disk.
+
+That ordering is what makes fetch survive SIGKILL: a part without ledger rows is an orphan
+that the next run deletes and redoes; ledger rows always point at a complete part.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from kgclip.tables import Fetched
+
+COLUMNS = [
+    "url", "status", "reason", "detail", "part", "member", "orig_width", "orig_height", "width", "height", "bytes",
+    "source_sha256", "pixel_sha256",
+]
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS outcomes(
+    url TEXT PRIMARY KEY, params TEXT NOT NULL, {", ".join(c + " " for c in COLUMNS[1:])} at REAL);
+"""
+
+
+class FetchLedger:
+    def __init__(self, path: Path, params: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.params = params
+        self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def drop_other_params(self) -> int:
+        """Outcomes made with other image settings no longer describe what this run would store."""
+        with self._db:
+            return self._db.execute("DELETE FROM outcomes WHERE params != ?", (self.params,)).rowcount
+
+    def done_urls(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT url FROM outcomes")}
+
+    def parts(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT DISTINCT part FROM outcomes WHERE part IS NOT NULL")}
+
+    def record(self, rows: Iterable[Fetched]) -> None:
+        placeholders = ", ".join("?" * (len(COLUMNS) + 2))
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO outcomes(params, {', '.join(COLUMNS)}, at) VALUES ({placeholders})",
+                [(self.params, *(getattr(r, c) for c in COLUMNS), now) for r in rows],
+            )
+
+    def outcomes(self, urls: Iterable[str]) -> list[Fetched]:
+        wanted = set(urls)
+        rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM outcomes ORDER BY url")
+        return [Fetched(*row) for row in rows if row[0] in wanted]
+
+    def close(self) -> None:
+        self._db.close()

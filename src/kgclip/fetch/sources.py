@@ -1,0 +1,33 @@
+"""Reading a hit's bytes from where its URL points. Local files for now; HTTP arrives with the
+safe web client (SSRF guard, per-host limits), and until then is refused with a reason."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlparse
+
+from kgclip.fetch.images import Rejection, RejectReason
+
+
+def read_source(url: str, max_bytes: int) -> bytes | Rejection:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return Rejection(RejectReason.UNSUPPORTED_SCHEME, f"file URL with a host: {parsed.netloc}")
+        path = unquote(parsed.path)
+    elif parsed.scheme == "" and os.path.isabs(url):
+        path = url
+    else:
+        return Rejection(RejectReason.UNSUPPORTED_SCHEME, f"{parsed.scheme or 'relative'} URLs are not fetched yet")
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            return Rejection(RejectReason.TOO_MANY_BYTES, f"{size} bytes > {max_bytes}")
+        with open(path, "rb") as fh:
+            return fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        return Rejection(RejectReason.NOT_FOUND, path)
+    except IsADirectoryError:
+        return Rejection(RejectReason.NOT_FOUND, f"{path} is a folder")
+    except PermissionError as exc:
+        return Rejection(RejectReason.UNREADABLE, str(exc))

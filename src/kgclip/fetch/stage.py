@@ -1,0 +1,128 @@
+"""The fetch stage: every hit URL read, validated and normalised into tar parts, resumably.
+
+Work goes in batches; a batch's images go into one tar part written atomically, and only
+then are its outcomes committed to the ledger. A killed run therefore resumes at the first
+batch that was not committed, and no image is lost or stored twice.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow.parquet as pq
+
+from kgclip.fetch.images import ImageOptions, Normalized, Rejection, normalize
+from kgclip.fetch.ledger import FetchLedger
+from kgclip.fetch.sources import read_source
+from kgclip.pipeline import StageContext, StageResult
+from kgclip.progress import console, meter
+from kgclip.tables import Fetched, write_records
+from kgclip.tario import add_member
+from kgclip.workdir import atomic_path, digest_of
+
+T = TypeVar("T")
+LEDGER = "cache/fetch.sqlite"
+PARTS = "parts"
+
+
+def process(url: str, opts: ImageOptions) -> Normalized | Rejection:
+    """Runs in a worker process: read the bytes, then validate and normalise them."""
+    data = read_source(url, opts.max_bytes)
+    return data if isinstance(data, Rejection) else normalize(data, opts)
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.config.fetch
+    opts = ImageOptions.from_config(cfg)
+    params = digest_of(*(f"{k}={v}" for k, v in sorted(asdict(opts).items())))[:8]
+    urls = _unique_urls(ctx.path("hits.parquet"))
+    ledger = FetchLedger(ctx.path(LEDGER), params)
+    try:
+        dropped = ledger.drop_other_params()
+        if dropped:
+            console.print(f"fetch: image settings changed, {dropped:,} earlier outcomes dropped")
+        parts_dir = ctx.path(PARTS)
+        _remove_unreferenced_parts(parts_dir, ledger.parts())
+        done = ledger.done_urls()
+        pending = [u for u in urls if u not in done]
+        next_part = _next_part_number(parts_dir, params)
+        workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(pending)))
+        with meter("fetch", len(pending)) as m, _executor(workers) as pool:
+            for start in range(0, len(pending), cfg.batch_size):
+                batch = pending[start : start + cfg.batch_size]
+                part = f"{params}-{next_part:05d}.tar"
+                results = pool.map(process, batch, [opts] * len(batch), chunksize=max(1, len(batch) // (4 * workers)))
+                rows = _write_part(parts_dir / part, part, next_part, batch, results)
+                ledger.record(rows)
+                next_part += 1
+                m.advance(len(batch))
+        rows = ledger.outcomes(urls)
+    finally:
+        ledger.close()
+    write_records(ctx.path("fetched.parquet"), rows, Fetched)
+    reasons = Counter(r.reason for r in rows if r.status != "ok")
+    ok = sum(r.status == "ok" for r in rows)
+    stats = {"urls": len(urls), "fetched_now": len(pending), "ok": ok, "rejected": dict(reasons)}
+    summary = f"{ok:,}/{len(urls):,} images ok ({len(pending):,} processed this run)"
+    if reasons:
+        summary += ", rejected: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+    return StageResult(len(rows), stats, summary)
+
+
+def _unique_urls(hits_path: Path) -> list[str]:
+    seen: dict[str, None] = {}
+    for url in pq.read_table(hits_path, columns=["url"]).column("url").to_pylist():
+        seen.setdefault(url, None)
+    return list(seen)
+
+
+@contextmanager
+def _executor(workers: int) -> Iterator[Executor | _Inline]:
+    if workers <= 1:
+        yield _Inline()
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield pool
+
+
+class _Inline:
+    """The executor interface without processes, for one worker (and for debugging)."""
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], chunksize: int = 1) -> Iterator[T]:
+        return map(fn, *iterables)
+
+
+def _write_part(path: Path, part: str, number: int, urls: list[str], results: Iterator) -> list[Fetched]:
+    rows: list[Fetched] = []
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
+        for i, (url, res) in enumerate(zip(urls, results, strict=True)):
+            if isinstance(res, Rejection):
+                rows.append(Fetched(url, "rejected", str(res.reason), res.detail, None, None, None, None, None,
+                                    None, None, None, None))
+                continue
+            member = f"{number:05d}{i:05d}"
+            add_member(tar, f"{member}.jpg", res.jpeg)
+            rows.append(Fetched(url, "ok", None, None, part, member, res.orig_width, res.orig_height, res.width,
+                                res.height, len(res.jpeg), res.source_sha256, res.pixel_sha256))
+    return rows
+
+
+def _remove_unreferenced_parts(parts_dir: Path, referenced: set[str]) -> None:
+    if not parts_dir.is_dir():
+        return
+    for path in parts_dir.glob("*.tar"):
+        if path.name not in referenced:
+            path.unlink()
+
+
+def _next_part_number(parts_dir: Path, params: str) -> int:
+    numbers = [int(p.stem.split("-")[1]) for p in parts_dir.glob(f"{params}-*.tar")] if parts_dir.is_dir() else []
+    return max(numbers, default=-1) + 1

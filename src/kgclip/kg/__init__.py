@@ -1,0 +1,1 @@
+"""Knowledge-graph sources that produce the entities table."""

@@ -1,0 +1,87 @@
+"""Progress display for long stages: counts, rate and ETA on a terminal, periodic lines in a log."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True, highlight=False)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.1f}/s", style="progress.data.speed")
+
+
+class Meter:
+    """Advance-only counter the stages call; rendering is not their business."""
+
+    def __init__(self, progress: Progress | None, task: int | None, label: str, total: int | None) -> None:
+        self._progress = progress
+        self._task = task
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._start = time.monotonic()
+        self._last_line = self._start
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, n)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= 10:
+            self._last_line = now
+            console.print(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = (now or time.monotonic()) - self._start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        text = f"{self.label}: {self.done:,}"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            text += f"/{self.total:,} ({rate:,.1f}/s, ETA {eta:,.0f}s)"
+        else:
+            text += f" ({rate:,.1f}/s)"
+        return text
+
+
+@contextmanager
+def meter(label: str, total: int | None) -> Iterator[Meter]:
+    """A progress bar on a terminal; without one (CI, logs) a line every 10 s and one at the end."""
+    if console.is_terminal and sys.stderr.isatty():
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(label, total=total)
+            yield Meter(progress, task, label, total)
+        return
+    m = Meter(None, None, label, total)
+    yield m
+    if m.done:
+        console.print(m.line())

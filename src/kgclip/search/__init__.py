@@ -1,0 +1,1 @@
+"""Image search backends and the search stage that turns queries into hits."""

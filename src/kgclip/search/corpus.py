@@ -1,0 +1,167 @@
+"""A local image-text corpus as a search backend: SQLite FTS5 with BM25 ranking.
+
+It stands in for a web image search in the offline default and lets users search a
+collection they already own with the same pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from PIL import Image, UnidentifiedImageError
+
+from kgclip import __version__
+from kgclip.progress import meter
+from kgclip.search.base import Found, Outcome
+from kgclip.search.importers import CorpusItem, Skipped, import_source
+from kgclip.tables import Query
+from kgclip.workdir import atomic_path, digest_of
+
+SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items(
+    id INTEGER PRIMARY KEY, uri TEXT NOT NULL UNIQUE, text TEXT NOT NULL, category TEXT NOT NULL,
+    license TEXT, attribution TEXT, page_url TEXT, width INTEGER, height INTEGER);
+CREATE VIRTUAL TABLE items_fts USING fts5(
+    text, category, content='items', content_rowid='id', tokenize='porter unicode61');
+CREATE TABLE skipped(path TEXT NOT NULL, reason TEXT NOT NULL);
+"""
+# A caption match counts more than a folder-name match ("A koala." vs animals/marsupials).
+BM25_WEIGHTS = (1.0, 0.3)
+TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class CorpusError(RuntimeError):
+    """A corpus index that is missing or not a kgclip corpus."""
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    path: Path
+    items: int
+    skipped: dict[str, int]
+    corpus_id: str
+    seconds: float
+
+
+def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
+    """Index `src` into a new SQLite file at `out`, replacing it atomically when done."""
+    began = time.monotonic()
+    skipped: Counter[str] = Counter()
+    digest = hashlib.sha256()
+    count = 0
+    with atomic_path(out) as tmp:
+        db = sqlite3.connect(tmp)
+        try:
+            db.executescript(SCHEMA)
+            with meter(f"indexing {src}", None) as m:
+                for entry in import_source(src, importer):
+                    if isinstance(entry, Skipped):
+                        skipped[entry.reason.split(":")[0]] += 1
+                        db.execute("INSERT INTO skipped VALUES (?, ?)", (entry.path, entry.reason))
+                        continue
+                    _insert(db, entry)
+                    digest.update(f"{entry.uri}\0{entry.text}\0{entry.category}\0{entry.license}\n".encode())
+                    count += 1
+                    m.advance()
+            db.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
+            corpus_id = digest.hexdigest()[:16]
+            meta = {"format": "kgclip-corpus-1", "kgclip_version": __version__, "source": str(src),
+                    "corpus_id": corpus_id, "items": str(count)}
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            db.commit()
+        finally:
+            db.close()
+    return IndexReport(out, count, dict(skipped), corpus_id, time.monotonic() - began)
+
+
+def _insert(db: sqlite3.Connection, item: CorpusItem) -> None:
+    width, height = _header_size(item.uri)
+    db.execute(
+        "INSERT OR IGNORE INTO items(uri, text, category, license, attribution, page_url, width, height)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (item.uri, item.text, item.category, item.license, item.attribution, item.page_url, width, height),
+    )
+
+
+def _header_size(uri: str) -> tuple[int | None, int | None]:
+    """Image size from the file header only; unknown (None) for remote or unreadable files,
+    which the fetch stage will then judge with a recorded reason."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None, None
+    try:
+        with Image.open(url2pathname(parsed.path)) as img:
+            return img.size
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None, None
+
+
+class CorpusBackend:
+    """BM25 search over a built corpus; all query terms must match (stemmed), like a web engine.
+
+    Honours `exclude_terms` (FTS NOT). Or-terms and photo-only have no meaning for a
+    corpus of captions and are ignored.
+    """
+
+    name = "corpus"
+    max_concurrency = 1
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise CorpusError(f"{path}: no corpus index (build one with `kgclip corpus index SRC -o {path}`)")
+        self.path = path
+        self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise CorpusError(f"{path}: not a kgclip corpus index ({exc})") from None
+        if meta.get("format") != "kgclip-corpus-1":
+            self._db.close()
+            raise CorpusError(f"{path}: not a kgclip corpus index (format {meta.get('format')!r})")
+        self.corpus_id = meta["corpus_id"]
+        self.items = int(meta["items"])
+
+    def fingerprint(self) -> str:
+        return self.corpus_id
+
+    def request_key(self, query: Query, k: int) -> str:
+        return digest_of(self.corpus_id, query.text, *query.params.exclude_terms, str(k))
+
+    def match_expression(self, query: Query) -> str | None:
+        terms = [f'"{t}"' for t in TOKEN.findall(query.text.lower())]
+        if not terms:
+            return None
+        expr = " ".join(terms)
+        excluded = [f'"{t}"' for term in query.params.exclude_terms for t in TOKEN.findall(term.lower())]
+        if excluded:
+            expr = f"({expr}) NOT ({' OR '.join(excluded)})"
+        return expr
+
+    async def search(self, query: Query, k: int) -> Outcome:
+        return self.search_now(query, k)
+
+    def search_now(self, query: Query, k: int) -> Outcome:
+        expr = self.match_expression(query)
+        if expr is None:
+            return Outcome(failure="no_searchable_terms")
+        rows = self._db.execute(
+            "SELECT i.uri, i.text, i.page_url, i.width, i.height, i.license, i.attribution"
+            " FROM items_fts JOIN items i ON i.id = items_fts.rowid"
+            f" WHERE items_fts MATCH ? ORDER BY bm25(items_fts, {BM25_WEIGHTS[0]}, {BM25_WEIGHTS[1]}), i.id"
+            " LIMIT ?",
+            (expr, k),
+        ).fetchall()
+        return Outcome(results=[Found(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows])
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,58 @@
+"""The search ledger: every request's outcome is stored before it counts as done.
+
+A SIGKILL loses at most the requests in flight, and a rerun never repeats a request whose
+answer is already known, which matters when each request costs money or quota.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import orjson
+
+from kgclip.search.base import Found, Outcome
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests(
+    backend TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL, failure TEXT,
+    results BLOB, at REAL NOT NULL, PRIMARY KEY(backend, key));
+"""
+
+
+class SearchLedger:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def get(self, backend: str, key: str) -> Outcome | None:
+        """A final outcome, or None when the request was never answered or should be retried."""
+        row = self._db.execute(
+            "SELECT status, failure, results FROM requests WHERE backend = ? AND key = ?", (backend, key)
+        ).fetchone()
+        if row is None or row[0] == "retry":
+            return None
+        status, failure, results = row
+        if status == "failed":
+            return Outcome(failure=failure)
+        return Outcome(results=[Found(**r) for r in orjson.loads(results)])
+
+    def put(self, backend: str, key: str, outcome: Outcome) -> None:
+        status = "ok" if outcome.failure is None else ("retry" if outcome.retryable else "failed")
+        results = orjson.dumps([asdict(r) for r in outcome.results])
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?)",
+                (backend, key, status, outcome.failure, results, time.time()),
+            )
+
+    def count(self, backend: str) -> int:
+        return self._db.execute("SELECT count(*) FROM requests WHERE backend = ?", (backend,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,286 @@
+"""The table contracts between stages: one record type and one Arrow schema per table.
+
+Stages exchange these records only through parquet files in the work directory, so the
+schemas below are the project's public contracts: columns may be added, never renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STR = pa.string()
+STRS = pa.list_(pa.string())
+I64 = pa.int64()
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A concept to harvest images for (a WordNet synset, later also a Wikidata item)."""
+
+    id: str
+    name: str
+    aliases: list[str]
+    description: str
+    root: str
+    parents: list[str]
+    is_leaf: bool
+    wordnet: str | None = None
+    wordnet_name: str | None = None
+    wikidata: str | None = None
+    taxon_name: str | None = None
+    common_names: list[str] = field(default_factory=list)
+    popularity: int = 0
+    depth: int = 0
+    sources: list[str] = field(default_factory=list)
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("id", STR),
+            ("name", STR),
+            ("aliases", STRS),
+            ("description", STR),
+            ("root", STR),
+            ("parents", STRS),
+            ("is_leaf", pa.bool_()),
+            ("wordnet", STR),
+            ("wordnet_name", STR),
+            ("wikidata", STR),
+            ("taxon_name", STR),
+            ("common_names", STRS),
+            ("popularity", I64),
+            ("depth", pa.int32()),
+            ("sources", STRS),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NaturalType:
+    """The superclass a person would name for an entity ("dog" for a golden retriever)."""
+
+    entity_id: str
+    type_id: str
+    type_name: str
+    type_aliases: list[str]
+    type_description: str
+    method: str
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("entity_id", STR),
+            ("type_id", STR),
+            ("type_name", STR),
+            ("type_aliases", STRS),
+            ("type_description", STR),
+            ("method", STR),
+        ]
+    )
+
+
+QUERY_PARAMS = pa.struct([("or_terms", STRS), ("exclude_terms", STRS), ("photo_only", pa.bool_())])
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParams:
+    """Search-engine parameters; each backend maps the ones it supports and ignores the rest."""
+
+    or_terms: list[str] = field(default_factory=list)
+    exclude_terms: list[str] = field(default_factory=list)
+    photo_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One image-search query. `kind` is entity, entity_attribute or type_attribute."""
+
+    query_id: str
+    kind: str
+    text: str
+    entity_id: str | None
+    attribute: str | None
+    params: QueryParams
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("query_id", STR),
+            ("kind", STR),
+            ("text", STR),
+            ("entity_id", STR),
+            ("attribute", STR),
+            ("params", QUERY_PARAMS),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One image a backend returned for a query."""
+
+    query_id: str
+    backend: str
+    rank: int
+    url: str
+    page_url: str | None
+    alt_text: str
+    width: int | None
+    height: int | None
+    license: str | None
+    attribution: str | None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("query_id", STR),
+            ("backend", STR),
+            ("rank", pa.int32()),
+            ("url", STR),
+            ("page_url", STR),
+            ("alt_text", STR),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("license", STR),
+            ("attribution", STR),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """The outcome of fetching one URL; `status` is ok or rejected (then `reason` says why)."""
+
+    url: str
+    status: str
+    reason: str | None
+    detail: str | None
+    part: str | None
+    member: str | None
+    orig_width: int | None
+    orig_height: int | None
+    width: int | None
+    height: int | None
+    bytes: int | None
+    source_sha256: str | None
+    pixel_sha256: str | None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("url", STR),
+            ("status", STR),
+            ("reason", STR),
+            ("detail", STR),
+            ("part", STR),
+            ("member", STR),
+            ("orig_width", pa.int32()),
+            ("orig_height", pa.int32()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("bytes", I64),
+            ("source_sha256", STR),
+            ("pixel_sha256", STR),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One final image in the shards, with everything that was merged into it."""
+
+    key: str
+    shard: str
+    sha256: str
+    width: int
+    height: int
+    orig_width: int
+    orig_height: int
+    urls: list[str]
+    page_urls: list[str]
+    alt_texts: list[str]
+    query_ids: list[str]
+    entity_ids: list[str]
+    license: str | None
+    attribution: str | None
+    caption: str
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("key", STR),
+            ("shard", STR),
+            ("sha256", STR),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("orig_width", pa.int32()),
+            ("orig_height", pa.int32()),
+            ("urls", STRS),
+            ("page_urls", STRS),
+            ("alt_texts", STRS),
+            ("query_ids", STRS),
+            ("entity_ids", STRS),
+            ("license", STR),
+            ("attribution", STR),
+            ("caption", STR),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Something a stage dropped (an entity, a query, an image), with the reason it was dropped."""
+
+    stage: str
+    item: str
+    reason: str
+    detail: str = ""
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [("stage", STR), ("item", STR), ("reason", STR), ("detail", STR)]
+    )
+
+
+R = TypeVar("R")
+
+
+def to_table(records: Iterable[Any], cls: type) -> pa.Table:
+    """Records of one type to an Arrow table with that type's schema."""
+    rows = [_as_row(r) for r in records]
+    return pa.Table.from_pylist(rows, schema=cls.SCHEMA)
+
+
+def _as_row(record: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _as_row(value)
+    return value
+
+
+def write_records(path: Path, records: Iterable[Any], cls: type) -> int:
+    """Atomically write records as parquet; returns the row count."""
+    from kgclip.workdir import atomic_path
+
+    table = to_table(records, cls)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return table.num_rows
+
+
+def read_records(path: Path, cls: type[R]) -> Iterator[R]:
+    """Parquet rows back into records; nested structs become their record types again."""
+    table = pq.read_table(path)
+    hints = typing.get_type_hints(cls)
+    nested = {
+        name: hint for name, hint in hints.items() if dataclasses.is_dataclass(hint) and name != "SCHEMA"
+    }
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for row in table.select(names).to_pylist():
+        for name, sub in nested.items():
+            row[name] = sub(**row[name])
+        yield cls(**row)

@@ -1,0 +1,1 @@
+"""Texts derived from entities: natural types, (later) attributes, and search queries."""

@@ -1,0 +1,179 @@
+"""Local corpus: importers, the FTS5 index, and BM25 search."""
+
+import sqlite3
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from kgclip.search.corpus import CorpusBackend, CorpusError, build_index
+from kgclip.search.importers import CorpusSourceError, detect, import_source
+from kgclip.tables import Query, QueryParams
+
+TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+
+
+def q(text: str, exclude: tuple[str, ...] = ()) -> Query:
+    return Query("id", "entity", text, None, None, QueryParams(exclude_terms=list(exclude)))
+
+
+def png(path: Path, size=(40, 30), colour="red") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tux_index(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus") / "tux.sqlite"
+    build_index(TUXPAINT, out, "auto")
+    return out
+
+
+def test_tuxpaint_import_reads_english_caption_category_and_licence(tux_index):
+    backend = CorpusBackend(tux_index)
+    try:
+        found = backend.search_now(q("koala"), 5).results
+    finally:
+        backend.close()
+    assert found, "the koala stamp should be found"
+    koala = found[0]
+    assert koala.alt_text == "A koala."
+    assert koala.url == (TUXPAINT / "animals/marsupials/koala.png").as_uri()
+    assert koala.license == "GPL-2"
+    assert "Tux Paint" in (koala.attribution or "")
+    assert koala.width and koala.height
+
+
+def test_tuxpaint_counts_and_recorded_skips(tux_index):
+    db = sqlite3.connect(tux_index)
+    items = db.execute("SELECT count(*) FROM items").fetchone()[0]
+    skipped = dict(db.execute("SELECT reason, count(*) FROM skipped GROUP BY reason"))
+    category = db.execute("SELECT category FROM items WHERE uri LIKE '%/koala.png'").fetchone()[0]
+    db.close()
+    assert detect(TUXPAINT) == "tuxpaint"
+    png_count = sum(1 for _ in TUXPAINT.rglob("*.png"))
+    assert items == png_count  # every PNG has a caption (mirrors share their twin's)
+    assert skipped == {"vector_image": sum(1 for _ in TUXPAINT.rglob("*.svg"))}
+    assert category == "animals/marsupials"
+
+
+def test_bm25_ranks_caption_matches_and_all_terms_must_match(tux_index):
+    backend = CorpusBackend(tux_index)
+    try:
+        kangaroo = backend.search_now(q("red kangaroo"), 10).results
+        assert [f.alt_text for f in kangaroo] == ["A red kangaroo."]
+        # stemming: plural queries find singular captions
+        assert backend.search_now(q("koalas"), 3).results[0].alt_text == "A koala."
+        # a folder name matches, but ranks below caption matches
+        marsupials = backend.search_now(q("marsupial"), 20).results
+        assert marsupials and all("/marsupials/" in f.url for f in marsupials)
+        assert backend.search_now(q("zzzunknownzzz"), 5).results == []
+        assert backend.search_now(q("!!! ..."), 5).failure == "no_searchable_terms"
+        # FTS syntax in query text is quoted away: no syntax errors, operators are plain words
+        assert backend.search_now(q('koala" *'), 5).results[0].alt_text == "A koala."
+        assert backend.search_now(q("koala OR NOT"), 5).results == []
+    finally:
+        backend.close()
+
+
+def test_exclude_terms_filter_on_caption_and_category(tux_index):
+    backend = CorpusBackend(tux_index)
+    try:
+        everything = backend.search_now(q("pyramid"), 20).results
+        photos = backend.search_now(q("pyramid", ("cartoon",)), 20).results
+    finally:
+        backend.close()
+    assert any("/cartoon/" in f.url for f in everything)
+    assert not any("/cartoon/" in f.url for f in photos)
+
+
+def test_request_key_depends_on_corpus_text_k_and_excludes(tmp_path):
+    png(tmp_path / "src/a.png")
+    (tmp_path / "src/a.txt").write_text("a red fox")
+    a = build_index(tmp_path / "src", tmp_path / "a.sqlite")
+    (tmp_path / "src/a.txt").write_text("a grey fox")
+    b = build_index(tmp_path / "src", tmp_path / "b.sqlite")
+    assert a.corpus_id != b.corpus_id
+    back = CorpusBackend(tmp_path / "a.sqlite")
+    try:
+        keys = {back.request_key(q("fox"), 5), back.request_key(q("fox"), 6), back.request_key(q("fox", ("x",)), 5)}
+        assert len(keys) == 3
+        assert back.request_key(q("fox"), 5) == back.request_key(q("fox"), 5)
+    finally:
+        back.close()
+
+
+def test_folder_importer_with_sidecars(tmp_path):
+    src = tmp_path / "src"
+    png(src / "birds/robin.png")
+    (src / "birds/robin.txt").write_text("A robin\n on a branch ")
+    (src / "birds/robin.json").write_text('{"license": "CC0", "attribution": "me", "page_url": "https://x/1"}')
+    png(src / "birds/nocaption.png")
+    png(src / "birds/empty.png")
+    (src / "birds/empty.txt").write_text("  \n")
+    png(src / "bad.png")
+    (src / "bad.txt").write_text("bad meta")
+    (src / "bad.json").write_text("{not json")
+    (src / "drawing.svg").write_text("<svg/>")
+    (src / "notes.md").write_text("ignored, not an image")
+    entries = list(import_source(src, "auto"))
+    items = [e for e in entries if hasattr(e, "uri")]
+    skipped = {Path(e.path).name: e.reason for e in entries if hasattr(e, "reason")}
+    assert [(i.text, i.category, i.license, i.attribution, i.page_url) for i in items] == [
+        ("A robin on a branch", "birds", "CC0", "me", "https://x/1")
+    ]
+    assert skipped["nocaption.png"] == "no_caption"
+    assert skipped["empty.png"] == "empty_caption"
+    assert skipped["bad.json"].startswith("bad_sidecar_json")
+    assert skipped["drawing.svg"] == "vector_image"
+    assert "notes.md" not in skipped
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_table_importer(tmp_path, suffix):
+    png(tmp_path / "imgs/x.png")
+    rows = [
+        {"path": "imgs/x.png", "caption": "a small fox", "license": "CC-BY-4.0"},
+        {"path": "https://example.org/y.jpg", "caption": "a big fox", "license": ""},
+        {"path": "", "caption": "no location", "license": ""},
+        {"path": "imgs/z.png", "caption": "  ", "license": ""},
+    ]
+    table = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        table.write_text("path,caption,license\n" + "".join(f'{r["path"]},{r["caption"]},{r["license"]}\n' for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), table)
+    report = build_index(table, tmp_path / "t.sqlite")
+    assert report.items == 2
+    assert report.skipped == {"no_location": 1, "empty_caption": 1}
+    back = CorpusBackend(tmp_path / "t.sqlite")
+    try:
+        found = back.search_now(q("fox"), 5).results
+    finally:
+        back.close()
+    by_text = {f.alt_text: f for f in found}
+    assert by_text["a small fox"].url == (tmp_path / "imgs/x.png").resolve().as_uri()
+    assert by_text["a small fox"].license == "CC-BY-4.0"
+    assert by_text["a small fox"].width == 40
+    assert by_text["a big fox"].url == "https://example.org/y.jpg"
+    assert by_text["a big fox"].license is None and by_text["a big fox"].width is None
+
+
+def test_table_without_needed_columns_is_a_clear_error(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("file,words\na.png,hello\n")
+    with pytest.raises(CorpusSourceError, match="needs a location column"):
+        build_index(table, tmp_path / "t.sqlite")
+    assert not (tmp_path / "t.sqlite").exists()
+
+
+def test_opening_a_missing_or_foreign_index_fails_clearly(tmp_path):
+    with pytest.raises(CorpusError, match="kgclip corpus index"):
+        CorpusBackend(tmp_path / "none.sqlite")
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t(x)").connection.commit()
+    with pytest.raises(CorpusError, match="not a kgclip corpus"):
+        CorpusBackend(other)

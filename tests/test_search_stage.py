@@ -1,0 +1,63 @@
+"""The search stage: hits from the corpus backend, the request ledger, recorded rejects."""
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from kgclip.config import parse
+from kgclip.pipeline import StageContext
+from kgclip.search import stage as search_stage
+from kgclip.tables import Hit, Query, QueryParams, Rejected, read_records, write_records
+from kgclip.workdir import Workdir
+
+
+def make_corpus(src):
+    for i, caption in enumerate(["A red fox.", "A fox cub in snow.", "A grey wolf.", "A cartoon fox."]):
+        sub = src / ("cartoon" if "cartoon" in caption else "photos")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (50 + i, 40), "red").save(sub / f"{i}.png")
+        (sub / f"{i}.txt").write_text(caption)
+
+
+def setup(tmp_path, texts, top_k=10):
+    make_corpus(tmp_path / "src")
+    config = parse({"name": "t", "search": {"top_k": top_k, "corpus": {"source": str(tmp_path / "src")}}})
+    wd = Workdir(tmp_path / "wd")
+    queries = [
+        Query(f"q{i}", "entity", text, f"wn:{i}", None, QueryParams(exclude_terms=["cartoon"]))
+        for i, text in enumerate(texts)
+    ]
+    write_records(wd.path("queries.parquet"), queries, Query)
+    return StageContext(config, wd)
+
+
+def test_hits_ranked_with_alt_text_and_rejects_recorded(tmp_path):
+    ctx = setup(tmp_path, ["fox", "wolf", "unicorn", "???"])
+    result = search_stage.run(ctx)
+    hits = list(read_records(ctx.path("hits.parquet"), Hit))
+    fox = [h for h in hits if h.query_id == "q0"]
+    assert [h.rank for h in fox] == [1, 2]
+    assert {h.alt_text for h in fox} == {"A red fox.", "A fox cub in snow."}  # the cartoon is excluded
+    assert all(h.backend == "corpus" and h.url.startswith("file://") and h.width for h in hits)
+    rejects = {r.item: r.reason for r in read_records(ctx.path("rejects/search.parquet"), Rejected)}
+    assert rejects == {"q2": "no_results", "q3": "no_searchable_terms"}
+    assert result.stats["requests_sent"] == 4 and result.stats["queries_with_hits"] == 2
+    assert ctx.path("corpus.sqlite").exists()  # built from the source on first use
+
+
+def test_second_run_sends_no_request_and_gives_the_same_table(tmp_path):
+    ctx = setup(tmp_path, ["fox", "wolf"])
+    search_stage.run(ctx)
+    first = pq.read_table(ctx.path("hits.parquet"))
+    again = search_stage.run(ctx)
+    assert again.stats["requests_sent"] == 0 and again.stats["from_ledger"] == 2
+    assert pq.read_table(ctx.path("hits.parquet")).equals(first)
+
+
+def test_top_k_change_is_a_new_request(tmp_path):
+    ctx = setup(tmp_path, ["fox"], top_k=1)
+    search_stage.run(ctx)
+    assert pq.read_table(ctx.path("hits.parquet")).num_rows == 1
+    bigger = StageContext(parse({**ctx.config.model_dump(mode="json"), "search": {
+        "top_k": 5, "corpus": {"source": str(tmp_path / "src")}}}), ctx.workdir)
+    assert search_stage.run(bigger).stats["requests_sent"] == 1
+    assert pq.read_table(ctx.path("hits.parquet")).num_rows == 2
