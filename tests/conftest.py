@@ -1,9 +1,11 @@
 """Shared fixtures: one real offline demo harvest per test session, copied for tests that change it."""
 
+import io
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image, PngImagePlugin
 
 from kgclip.cli import _run
 from kgclip.config import load
@@ -23,3 +25,89 @@ def demo_copy(demo_run, tmp_path) -> Path:
     dst = tmp_path / "work"
     shutil.copytree(demo_run, dst)
     return dst
+
+
+PHOTO_NAMES = [
+    "koala",
+    "red fox",
+    "lion",
+    "zebra",
+    "robin",
+    "bald eagle",
+    "Atlantic salmon",
+    "white oak",
+    "tulip",
+    "giant panda",
+    "honeybee",
+    "sunflower",
+]
+PER_NAME = 12
+
+
+def _photo(i: int) -> Image.Image:
+    gradient = Image.linear_gradient("L").resize((2400, 1800))
+    flat = Image.new("L", gradient.size, (i * 37) % 256)
+    return Image.merge("RGB", (gradient, flat, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+
+
+@pytest.fixture(scope="session")
+def photo_corpus(tmp_path_factory) -> Path:
+    """A folder corpus of large photos named after living things, with duplicates and bad files.
+
+    Large JPEGs make fetch take seconds (so a kill can land inside it); the extras exercise
+    duplicate merging and every kind of rejection end to end.
+    """
+    src = tmp_path_factory.mktemp("photos") / "src"
+    src.mkdir()
+
+    def add(name: str, caption: str, data: bytes) -> None:
+        (src / name).write_bytes(data)
+        (src / name).with_suffix(".txt").write_text(caption)
+
+    for n, name in enumerate(PHOTO_NAMES):
+        for i in range(PER_NAME):
+            buf = io.BytesIO()
+            _photo(n * PER_NAME + i).save(buf, "JPEG", quality=85)
+            add(f"{name.replace(' ', '_')}_{i:02d}.jpg", f"A photo of a {name}, number {i}.", buf.getvalue())
+    # the same picture twice, under two captions: one sample with both alt texts
+    add("koala_copy.jpg", "Koala sleeping in a eucalyptus tree.", (src / "koala_00.jpg").read_bytes())
+    # the same pixels as PNG with and without a text chunk: one sample
+    small = _photo(999).resize((800, 600))
+    plain, tagged = io.BytesIO(), io.BytesIO()
+    small.save(plain, "PNG")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "re-saved by another host")
+    small.save(tagged, "PNG", pnginfo=info)
+    add("zebra_plain.png", "A zebra on the plain.", plain.getvalue())
+    add("zebra_tagged.png", "Zebra, re-uploaded.", tagged.getvalue())
+    # bad files, each caption findable by a query
+    buf = io.BytesIO()
+    _photo(7).save(buf, "JPEG")
+    add("lion_truncated.jpg", "A lion, cut short.", buf.getvalue()[: len(buf.getvalue()) // 2])
+    add("lion_empty.jpg", "A lion, empty file.", b"")
+    add("lion_page.jpg", "A lion page.", b"<!doctype html><html><body>Not found</body></html>")
+    tiny = io.BytesIO()
+    Image.new("RGB", (10, 8), "orange").save(tiny, "PNG")
+    add("lion_tiny.png", "A lion icon.", tiny.getvalue())
+    bomb = io.BytesIO()
+    Image.new("1", (6000, 6000)).save(bomb, "PNG")
+    add("lion_bomb.png", "A lion poster, enormous.", bomb.getvalue())
+    return src
+
+
+@pytest.fixture(scope="session")
+def photo_config(photo_corpus, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "photos.toml"
+    path.write_text(
+        'extends = "demo"\nname = "photos"\n'
+        f'[search]\ntop_k = 20\n[search.corpus]\nsource = "{photo_corpus}"\nimporter = "folder"\n'
+        "[fetch]\nworkers = 1\nbatch_size = 8\nmax_pixels = 20000000\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def photo_run(photo_config, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("photo-run") / "work"
+    _run(load(photo_config), workdir)
+    return workdir

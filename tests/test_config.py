@@ -61,13 +61,17 @@ def test_invalid_toml_is_reported(tmp_path):
 
 
 def test_missing_file_lists_bundled_configs():
-    with pytest.raises(ConfigError, match="bundled configs: .*demo"):
+    with pytest.raises(ConfigError, match=r"bundled configs: .*demo"):
         load("no-such-config.toml")
 
 
 def test_extends_merges_tables_and_replaces_lists(tmp_path):
-    write(tmp_path, 'name = "base"\n[search.corpus]\nsource = "/a"\n[entities.wordnet]\nroots = ["a.n.01"]\n'
-          'exclude_names = ["x"]\n', "base.toml")
+    write(
+        tmp_path,
+        'name = "base"\n[search.corpus]\nsource = "/a"\n[entities.wordnet]\nroots = ["a.n.01"]\n'
+        'exclude_names = ["x"]\n',
+        "base.toml",
+    )
     child = write(tmp_path, 'extends = "base.toml"\nname = "child"\n[entities.wordnet]\nroots = ["b.n.01"]\n')
     cfg = load(child)
     assert cfg.name == "child"

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from kgclip.search.corpus import CorpusBackend, CorpusError, build_index
+from kgclip.search.corpus import CorpusBackend, CorpusError, build_index, number_variants
 from kgclip.search.importers import CorpusSourceError, detect, import_source
 from kgclip.tables import Query, QueryParams
 
@@ -65,8 +65,11 @@ def test_bm25_ranks_caption_matches_and_all_terms_must_match(tux_index):
     try:
         kangaroo = backend.search_now(q("red kangaroo"), 10).results
         assert [f.alt_text for f in kangaroo] == ["A red kangaroo."]
-        # stemming: plural queries find singular captions
+        # number: plural queries find singular captions and back, but no stemming beyond that
         assert backend.search_now(q("koalas"), 3).results[0].alt_text == "A koala."
+        assert {f.alt_text for f in backend.search_now(q("cep"), 5).results} >= {"A red headed cep."}
+        assert backend.search_now(q("orang"), 5).results == []  # Porter would match "orange"
+        assert "any" not in " ".join(f.alt_text for f in backend.search_now(q("ani"), 5).results)
         # a folder name matches, but ranks below caption matches
         marsupials = backend.search_now(q("marsupial"), 20).results
         assert marsupials and all("/marsupials/" in f.url for f in marsupials)
@@ -77,6 +80,12 @@ def test_bm25_ranks_caption_matches_and_all_terms_must_match(tux_index):
         assert backend.search_now(q("koala OR NOT"), 5).results == []
     finally:
         backend.close()
+
+
+def test_number_variants():
+    assert number_variants("koala") == ["koala", "koalaes", "koalas"]
+    assert "berries" in number_variants("berry") and "berry" in number_variants("berries")
+    assert "fox" in number_variants("foxes") and "foxes" in number_variants("fox")
 
 
 def test_exclude_terms_filter_on_caption_and_category(tux_index):
@@ -99,7 +108,11 @@ def test_request_key_depends_on_corpus_text_k_and_excludes(tmp_path):
     assert a.corpus_id != b.corpus_id
     back = CorpusBackend(tmp_path / "a.sqlite")
     try:
-        keys = {back.request_key(q("fox"), 5), back.request_key(q("fox"), 6), back.request_key(q("fox", ("x",)), 5)}
+        keys = {
+            back.request_key(q("fox"), 5),
+            back.request_key(q("fox"), 6),
+            back.request_key(q("fox", ("x",)), 5),
+        }
         assert len(keys) == 3
         assert back.request_key(q("fox"), 5) == back.request_key(q("fox"), 5)
     finally:
@@ -110,7 +123,9 @@ def test_folder_importer_with_sidecars(tmp_path):
     src = tmp_path / "src"
     png(src / "birds/robin.png")
     (src / "birds/robin.txt").write_text("A robin\n on a branch ")
-    (src / "birds/robin.json").write_text('{"license": "CC0", "attribution": "me", "page_url": "https://x/1"}')
+    (src / "birds/robin.json").write_text(
+        '{"license": "CC0", "attribution": "me", "page_url": "https://x/1"}'
+    )
     png(src / "birds/nocaption.png")
     png(src / "birds/empty.png")
     (src / "birds/empty.txt").write_text("  \n")
@@ -143,7 +158,9 @@ def test_table_importer(tmp_path, suffix):
     ]
     table = tmp_path / f"t{suffix}"
     if suffix == ".csv":
-        table.write_text("path,caption,license\n" + "".join(f'{r["path"]},{r["caption"]},{r["license"]}\n' for r in rows))
+        table.write_text(
+            "path,caption,license\n" + "".join(f"{r['path']},{r['caption']},{r['license']}\n" for r in rows)
+        )
     else:
         pq.write_table(pa.Table.from_pylist(rows), table)
     report = build_index(table, tmp_path / "t.sqlite")

@@ -57,7 +57,14 @@ def test_top_k_change_is_a_new_request(tmp_path):
     ctx = setup(tmp_path, ["fox"], top_k=1)
     search_stage.run(ctx)
     assert pq.read_table(ctx.path("hits.parquet")).num_rows == 1
-    bigger = StageContext(parse({**ctx.config.model_dump(mode="json"), "search": {
-        "top_k": 5, "corpus": {"source": str(tmp_path / "src")}}}), ctx.workdir)
+    bigger = StageContext(
+        parse(
+            {
+                **ctx.config.model_dump(mode="json"),
+                "search": {"top_k": 5, "corpus": {"source": str(tmp_path / "src")}},
+            }
+        ),
+        ctx.workdir,
+    )
     assert search_stage.run(bigger).stats["requests_sent"] == 1
     assert pq.read_table(ctx.path("hits.parquet")).num_rows == 2

@@ -42,7 +42,14 @@ def friendly(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (UserError, ConfigError, PipelineError, WordNetNotFound, CorpusError, CorpusSourceError) as exc:
+        except (
+            UserError,
+            ConfigError,
+            PipelineError,
+            WordNetNotFound,
+            CorpusError,
+            CorpusSourceError,
+        ) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
 
@@ -70,8 +77,12 @@ WorkdirOpt = Annotated[Path, typer.Option("-w", "--workdir", help="work director
 def harvest(
     config: Annotated[str, typer.Argument(help="a config file, or a bundled config name")],
     workdir: WorkdirOpt,
-    only: Annotated[str | None, typer.Option("--only", help="run just this stage (its inputs must exist)")] = None,
-    start: Annotated[str | None, typer.Option("--from", help="re-run this stage and everything after it")] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="run just this stage (its inputs must exist)")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="re-run this stage and everything after it")
+    ] = None,
 ) -> None:
     """Run every stage that is not up to date."""
     ran = _run(load(config), workdir, only=only, start=start)
@@ -95,7 +106,9 @@ def _workdir_config(workdir: Path, config: str | None) -> Config:
         return load(config)
     path = workdir / RESOLVED_CONFIG
     if not path.is_file():
-        raise UserError(f"{workdir} is not a kgclip work directory (no {RESOLVED_CONFIG}); run `kgclip harvest` first")
+        raise UserError(
+            f"{workdir} is not a kgclip work directory (no {RESOLVED_CONFIG}); run `kgclip harvest` first"
+        )
     from kgclip.config import parse
 
     return parse(orjson.loads(path.read_bytes()), source=str(path))
@@ -138,7 +151,11 @@ def demo(
     from kgclip.workdir import MANIFEST
 
     if workdir.exists() and not keep:
-        if any(workdir.iterdir()) and not (workdir / MANIFEST).exists() and not (workdir / RESOLVED_CONFIG).exists():
+        if (
+            any(workdir.iterdir())
+            and not (workdir / MANIFEST).exists()
+            and not (workdir / RESOLVED_CONFIG).exists()
+        ):
             raise UserError(f"{workdir} exists and is not a kgclip work directory; choose another with -w")
         shutil.rmtree(workdir)
     _run(load("demo"), workdir)
@@ -155,7 +172,9 @@ def _describe_shards(root: Path) -> None:
         f"\n[bold]Done.[/bold] {len(samples):,} image-text samples for {len(entities):,} entities in "
         f"{len(shards)} WebDataset shards under {root / 'shards'}"
     )
-    console.print("Each sample is KEY.jpg, KEY.txt (default caption) and KEY.json (all texts by kind). Examples:")
+    console.print(
+        "Each sample is KEY.jpg, KEY.txt (default caption) and KEY.json (all texts by kind). Examples:"
+    )
     for s in samples[:: max(1, len(samples) // 4)][:4]:
         console.print(f"  {s['shard']}/{s['key']}: {s['caption']!r}  queries: {len(s['query_ids'])}")
     console.print(f"Inspect with: kgclip status {root}")
@@ -164,7 +183,9 @@ def _describe_shards(root: Path) -> None:
 @corpus_app.command("index")
 @friendly
 def corpus_index(
-    src: Annotated[Path, typer.Argument(help="folder with sidecar captions, Tux Paint stamps, or a parquet/CSV")],
+    src: Annotated[
+        Path, typer.Argument(help="folder with sidecar captions, Tux Paint stamps, or a parquet/CSV")
+    ],
     out: Annotated[Path, typer.Option("-o", "--out", help="the SQLite index to write")],
     importer: Annotated[str, typer.Option(help="auto, folder, table or tuxpaint")] = "auto",
 ) -> None:
@@ -172,7 +193,9 @@ def corpus_index(
     from kgclip.search.corpus import build_index
 
     report = build_index(src, out, importer)
-    console.print(f"indexed {report.items:,} items into {out} in {report.seconds:.1f}s (corpus id {report.corpus_id})")
+    console.print(
+        f"indexed {report.items:,} items into {out} in {report.seconds:.1f}s (corpus id {report.corpus_id})"
+    )
     for reason, count in sorted(report.skipped.items()):
         console.print(f"  skipped {count:,}: {reason}")
 

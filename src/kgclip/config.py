@@ -45,7 +45,7 @@ class EntitiesConfig(Section):
 class KGTypeRule(Section):
     """Nearest ancestor that people name often enough (see docs/stages/types.md)."""
 
-    min_popularity: int = Field(default=20, ge=0)
+    min_popularity: int = Field(default=4, ge=0)
     too_general: list[str] = Field(default_factory=list)
 
 
@@ -59,7 +59,9 @@ class QueriesConfig(Section):
     entities: Literal["leaves", "all"] = Field(
         default="leaves", description="leaves only (the method's `livingthings` set) or all entities"
     )
-    use_aliases: bool = Field(default=True, description="every lemma/alias becomes a query, not just the name")
+    use_aliases: bool = Field(
+        default=True, description="every lemma/alias becomes a query, not just the name"
+    )
     max_per_entity: int | None = Field(default=None, ge=1)
     type_or_term: bool = Field(default=True, description="add the natural type as an or-term")
     exclude_terms: list[str] = Field(default_factory=list)
@@ -70,7 +72,9 @@ class CorpusConfig(Section):
     """A local image-text collection indexed with SQLite FTS5 (`kgclip corpus index`)."""
 
     index: Path | None = Field(default=None, description="a built index; relative paths are to the workdir")
-    source: Path | None = Field(default=None, description="build the index from this folder or table if missing")
+    source: Path | None = Field(
+        default=None, description="build the index from this folder or table if missing"
+    )
     importer: Literal["auto", "folder", "table", "tuxpaint"] = "auto"
 
     @model_validator(mode="after")
@@ -131,7 +135,9 @@ BUILTIN = "kgclip.configs"
 
 
 def builtin_names() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(BUILTIN).iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in resources.files(BUILTIN).iterdir() if p.name.endswith(".toml")
+    )
 
 
 def resolve(ref: str | Path, base: Path | None = None) -> Path:

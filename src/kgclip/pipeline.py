@@ -56,16 +56,38 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("entities", "kgclip.kg.entities", ("entities",), (), ("entities.parquet", "rejects/entities.parquet"),
-          external="source_fingerprint"),
+    Stage(
+        "entities",
+        "kgclip.kg.entities",
+        ("entities",),
+        (),
+        ("entities.parquet", "rejects/entities.parquet"),
+        external="source_fingerprint",
+    ),
     Stage("types", "kgclip.text.types", ("types",), ("entities",), ("types.parquet",)),
-    Stage("queries", "kgclip.text.queries", ("queries",), ("entities", "types"),
-          ("queries.parquet", "rejects/queries.parquet")),
-    Stage("search", "kgclip.search.stage", ("search",), ("queries",), ("hits.parquet", "rejects/search.parquet"),
-          external="backend_fingerprint"),
+    Stage(
+        "queries",
+        "kgclip.text.queries",
+        ("queries",),
+        ("entities", "types"),
+        ("queries.parquet", "rejects/queries.parquet"),
+    ),
+    Stage(
+        "search",
+        "kgclip.search.stage",
+        ("search",),
+        ("queries",),
+        ("hits.parquet", "rejects/search.parquet"),
+        external="backend_fingerprint",
+    ),
     Stage("fetch", "kgclip.fetch.stage", ("fetch",), ("search",), ("fetched.parquet",)),
-    Stage("curate", "kgclip.curate.stage", ("curate",), ("entities", "types", "queries", "search", "fetch"),
-          ("samples.parquet", "rejected.parquet", "shards/sizes.json")),
+    Stage(
+        "curate",
+        "kgclip.curate.stage",
+        ("curate",),
+        ("entities", "types", "queries", "search", "fetch"),
+        ("samples.parquet", "rejected.parquet", "shards/sizes.json"),
+    ),
 )
 
 

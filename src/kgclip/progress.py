@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,8 +19,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: in logs and CI a long line stays one line instead of wrapping at 80 columns.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class RateColumn(ProgressColumn):

@@ -238,9 +238,7 @@ class Rejected:
     reason: str
     detail: str = ""
 
-    SCHEMA: ClassVar[pa.Schema] = pa.schema(
-        [("stage", STR), ("item", STR), ("reason", STR), ("detail", STR)]
-    )
+    SCHEMA: ClassVar[pa.Schema] = pa.schema([("stage", STR), ("item", STR), ("reason", STR), ("detail", STR)])
 
 
 R = TypeVar("R")

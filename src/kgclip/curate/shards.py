@@ -23,7 +23,7 @@ class PartReader:
     def read(self, part: str, member: str) -> bytes:
         if part != self._name:
             self.close()
-            self._tar = tarfile.open(self.parts_dir / part)
+            self._tar = tarfile.open(self.parts_dir / part)  # noqa: SIM115 - kept open across reads
             self._name = part
         assert self._tar is not None
         fh = self._tar.extractfile(f"{member}.jpg")

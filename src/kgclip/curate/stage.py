@@ -39,7 +39,9 @@ def run(ctx: StageContext) -> StageResult:
     hits = list(read_records(ctx.path("hits.parquet"), Hit))
 
     groups = group_duplicates(fetched, hits)
-    rejected = [Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"]
+    rejected = [
+        Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"
+    ]
 
     shard_dir = ctx.path(SHARDS)
     if shard_dir.exists():
@@ -57,8 +59,12 @@ def run(ctx: StageContext) -> StageResult:
                 first = s * cfg.samples_per_shard
                 made = [_sample(f"{first + i:09d}", name, g, queries) for i, g in enumerate(chunk)]
                 members = (
-                    (sm.key, reader.read(g.first.part or "", g.first.member or ""), sm.caption,
-                     _sample_json(sm, g, queries, entities, types))
+                    (
+                        sm.key,
+                        reader.read(g.first.part or "", g.first.member or ""),
+                        sm.caption,
+                        _sample_json(sm, g, queries, entities, types),
+                    )
                     for sm, g in zip(made, chunk, strict=True)
                 )
                 sizes[name] = write_shard(shard_dir / name, members)
@@ -108,7 +114,13 @@ def _sample_json(
         "caption": s.caption,
         "alt_texts": s.alt_texts,
         "queries": [
-            {"id": q.query_id, "kind": q.kind, "text": q.text, "entity_id": q.entity_id, "attribute": q.attribute}
+            {
+                "id": q.query_id,
+                "kind": q.kind,
+                "text": q.text,
+                "entity_id": q.entity_id,
+                "attribute": q.attribute,
+            }
             for q in (queries[i] for i in s.query_ids if i in queries)
         ],
         "entities": [_entity_json(entities[e], types.get(e)) for e in s.entity_ids if e in entities],
@@ -136,12 +148,20 @@ def _entity_json(e: Entity, t: NaturalType | None) -> dict[str, Any]:
         "common_names": e.common_names,
         "natural_type": None
         if t is None
-        else {"id": t.type_id, "name": t.type_name, "aliases": t.type_aliases, "description": t.type_description},
+        else {
+            "id": t.type_id,
+            "name": t.type_name,
+            "aliases": t.type_aliases,
+            "description": t.type_description,
+        },
     }
 
 
 def _stats(
-    fetched: list[Fetched], groups: list[Group], samples: list[Sample], rejected: list[Rejected],
+    fetched: list[Fetched],
+    groups: list[Group],
+    samples: list[Sample],
+    rejected: list[Rejected],
     entities: dict[str, Entity],
 ) -> dict[str, Any]:
     ok = sum(r.status == "ok" for r in fetched)
@@ -164,4 +184,6 @@ def _print_summary(stats: dict[str, Any], shard_dir: object, sizes: dict[str, in
         f"covering {stats['entities_covered']:,} entities, in {len(sizes)} shards at {shard_dir}"
     )
     if stats["rejected"]:
-        console.print("curate: images rejected: " + ", ".join(f"{k} {v}" for k, v in stats["rejected"].items()))
+        console.print(
+            "curate: images rejected: " + ", ".join(f"{k} {v}" for k, v in stats["rejected"].items())
+        )

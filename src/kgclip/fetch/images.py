@@ -51,9 +51,15 @@ _REDUCING_GAP = 3.0
 _SNIFF_BYTES = 1024
 
 
-class Reason(StrEnum):
-    """Why an input was not stored; a closed set so that fetch statistics can be grouped by it."""
+class RejectReason(StrEnum):
+    """Why a hit was not stored; one closed set for the whole fetch stage, so statistics group by it.
 
+    The first three come from reading the source (fetch/sources.py), the rest from `normalize`.
+    """
+
+    UNSUPPORTED_SCHEME = "unsupported_scheme"
+    NOT_FOUND = "not_found"
+    UNREADABLE = "unreadable"
     EMPTY_FILE = "empty_file"
     TOO_MANY_BYTES = "too_many_bytes"
     NOT_AN_IMAGE = "not_an_image"
@@ -93,7 +99,12 @@ class ImageOptions:
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
-    """A stored image. Sizes are upright (after EXIF orientation), so original and stored agree."""
+    """A stored image and the keys to find its copies.
+
+    Sizes are upright (after EXIF orientation), so original and stored sizes share one frame.
+    `source_sha256` names the downloaded bytes; `pixel_sha256` is the exact-duplicate key, a hash of
+    the stored pixels (see `_pixel_sha256`). `format` is the source's Pillow format name.
+    """
 
     jpeg: bytes
     width: int
@@ -107,7 +118,9 @@ class Normalized:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    reason: Reason
+    """Why one input was refused: `reason` for counting, `detail` for a person reading the log."""
+
+    reason: RejectReason
     detail: str
 
 
@@ -119,16 +132,16 @@ class _Decoded:
     format: str
     orig_size: tuple[int, int]
     target: tuple[int, int]
-    box: tuple[float, float, float, float] | None
+    box: tuple[float, ...] | None
     transpose: Image.Transpose | None
 
 
 def normalize(data: bytes, opts: ImageOptions) -> Normalized | Rejection:
     """Verify `data` by decoding it fully and return the stored JPEG, or why it was refused."""
     if not data:
-        return Rejection(Reason.EMPTY_FILE, "0 bytes")
+        return Rejection(RejectReason.EMPTY_FILE, "0 bytes")
     if len(data) > opts.max_bytes:
-        return Rejection(Reason.TOO_MANY_BYTES, f"{len(data)} bytes > max_bytes {opts.max_bytes}")
+        return Rejection(RejectReason.TOO_MANY_BYTES, f"{len(data)} bytes > max_bytes {opts.max_bytes}")
     with _pillow_warnings(opts.max_pixels):
         decoded = _decode(data, opts)
         if isinstance(decoded, Rejection):
@@ -185,7 +198,7 @@ def _decode(data: bytes, opts: ImageOptions) -> _Decoded | Rejection:
     except Image.UnidentifiedImageError:
         return _unidentified(data)
     except _BOMB_ERRORS as exc:
-        return Rejection(Reason.DECOMPRESSION_BOMB, str(exc))
+        return Rejection(RejectReason.DECOMPRESSION_BOMB, str(exc))
     except _DECODE_ERRORS as exc:
         return _decode_failure(exc, data)
 
@@ -195,11 +208,11 @@ def _check_header(size: tuple[int, int], opts: ImageOptions) -> Rejection | None
     width, height = size
     if width * height > opts.max_pixels:
         return Rejection(
-            Reason.DECOMPRESSION_BOMB,
+            RejectReason.DECOMPRESSION_BOMB,
             f"{width}×{height} = {width * height} pixels > max_pixels {opts.max_pixels}",
         )
     if min(width, height) < opts.min_side:
-        return Rejection(Reason.TOO_SMALL, f"{width}×{height}: shorter side < min_side {opts.min_side}")
+        return Rejection(RejectReason.TOO_SMALL, f"{width}×{height}: shorter side < min_side {opts.min_side}")
     return None
 
 
@@ -226,8 +239,7 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_SWAPS_SIDES = {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}
-_SWAPS_SIDES |= {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270}
+_SWAPS_SIDES = frozenset({_TRANSPOSE[5], _TRANSPOSE[6], _TRANSPOSE[7], _TRANSPOSE[8]})
 
 
 def _orientation(image: Image.Image) -> Image.Transpose | None:
@@ -246,11 +258,11 @@ def _orientation(image: Image.Image) -> Image.Transpose | None:
 def _decode_failure(exc: Exception, data: bytes) -> Rejection:
     message = str(exc) or type(exc).__name__
     if isinstance(exc, EOFError) or "truncated" in message.lower():
-        return Rejection(Reason.TRUNCATED, message)
+        return Rejection(RejectReason.TRUNCATED, message)
     if _riff_is_short(data):
         declared = int.from_bytes(data[4:8], "little") + 8
-        return Rejection(Reason.TRUNCATED, f"RIFF header declares {declared} bytes, got {len(data)}")
-    return Rejection(Reason.DECODE_ERROR, f"{type(exc).__name__}: {message}")
+        return Rejection(RejectReason.TRUNCATED, f"RIFF header declares {declared} bytes, got {len(data)}")
+    return Rejection(RejectReason.DECODE_ERROR, f"{type(exc).__name__}: {message}")
 
 
 def _riff_is_short(data: bytes) -> bool:
@@ -309,7 +321,7 @@ def _working_mode(image: Image.Image) -> Image.Image | Rejection:
     if mode == "I" or mode.startswith("I;16"):
         return _sixteen_bit_to_l(image)
     why = _REFUSED_MODES.get(mode, "no faithful RGB conversion")
-    return Rejection(Reason.UNSUPPORTED_MODE, f"{mode}: {why}")
+    return Rejection(RejectReason.UNSUPPORTED_MODE, f"{mode}: {why}")
 
 
 def _on_white(image: Image.Image) -> Image.Image:
@@ -325,11 +337,14 @@ def _sixteen_bit_to_l(image: Image.Image) -> Image.Image | Rejection:
     Mode I (32-bit) is read as 16-bit data, which is what PNG and most TIFFs put there; values
     outside that range have no known scale and are refused rather than guessed.
     """
-    wide = image if image.mode == "I" else image.convert("I")
     if image.mode == "I":
-        low, high = wide.getextrema()
+        low, high = image.getextrema()
         if low < 0 or high > 65535:
-            return Rejection(Reason.UNSUPPORTED_MODE, f"I: values {low}..{high} exceed the 16-bit range")
+            detail = f"I: values {low}..{high} exceed the 16-bit range"
+            return Rejection(RejectReason.UNSUPPORTED_MODE, detail)
+        wide = image
+    else:
+        wide = image.convert("I")
     return wide.point(lambda value: value / 257 + 0.5).convert("L")
 
 
@@ -367,15 +382,15 @@ def _unidentified(data: bytes) -> Rejection:
     """Say what the bytes are, because "not an image" alone does not tell a soft 404 from junk."""
     document = _describe_document(data[:_SNIFF_BYTES])
     if document is not None:
-        return Rejection(Reason.NOT_AN_IMAGE, document)
+        return Rejection(RejectReason.NOT_AN_IMAGE, document)
     other = _other_format(data)
     if other is not None:
-        return Rejection(Reason.UNSUPPORTED_FORMAT, f"{other} is not an accepted format")
+        return Rejection(RejectReason.UNSUPPORTED_FORMAT, f"{other} is not an accepted format")
     signature = _signature(data)
     if signature is not None:
         detail = f"{signature} signature but unreadable header (truncated or corrupt)"
-        return Rejection(Reason.DECODE_ERROR, detail)
-    return Rejection(Reason.NOT_AN_IMAGE, f"unrecognised data starting {data[:8].hex(' ')}")
+        return Rejection(RejectReason.DECODE_ERROR, detail)
+    return Rejection(RejectReason.NOT_AN_IMAGE, f"unrecognised data starting {data[:8].hex(' ')}")
 
 
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")

@@ -14,12 +14,23 @@ from pathlib import Path
 from kgclip.tables import Fetched
 
 COLUMNS = [
-    "url", "status", "reason", "detail", "part", "member", "orig_width", "orig_height", "width", "height", "bytes",
-    "source_sha256", "pixel_sha256",
+    "url",
+    "status",
+    "reason",
+    "detail",
+    "part",
+    "member",
+    "orig_width",
+    "orig_height",
+    "width",
+    "height",
+    "bytes",
+    "source_sha256",
+    "pixel_sha256",
 ]
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(
-    url TEXT PRIMARY KEY, params TEXT NOT NULL, {", ".join(c + " " for c in COLUMNS[1:])} at REAL);
+    url TEXT PRIMARY KEY, params TEXT NOT NULL, {", ".join(COLUMNS[1:])}, at REAL);
 """
 
 

@@ -18,7 +18,9 @@ def read_source(url: str, max_bytes: int) -> bytes | Rejection:
     elif parsed.scheme == "" and os.path.isabs(url):
         path = url
     else:
-        return Rejection(RejectReason.UNSUPPORTED_SCHEME, f"{parsed.scheme or 'relative'} URLs are not fetched yet")
+        return Rejection(
+            RejectReason.UNSUPPORTED_SCHEME, f"{parsed.scheme or 'relative'} URLs are not fetched yet"
+        )
     try:
         size = os.path.getsize(path)
         if size > max_bytes:

@@ -59,7 +59,9 @@ def run(ctx: StageContext) -> StageResult:
             for start in range(0, len(pending), cfg.batch_size):
                 batch = pending[start : start + cfg.batch_size]
                 part = f"{params}-{next_part:05d}.tar"
-                results = pool.map(process, batch, [opts] * len(batch), chunksize=max(1, len(batch) // (4 * workers)))
+                results = pool.map(
+                    process, batch, [opts] * len(batch), chunksize=max(1, len(batch) // (4 * workers))
+                )
                 rows = _write_part(parts_dir / part, part, next_part, batch, results)
                 ledger.record(rows)
                 next_part += 1
@@ -105,13 +107,43 @@ def _write_part(path: Path, part: str, number: int, urls: list[str], results: It
     with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
         for i, (url, res) in enumerate(zip(urls, results, strict=True)):
             if isinstance(res, Rejection):
-                rows.append(Fetched(url, "rejected", str(res.reason), res.detail, None, None, None, None, None,
-                                    None, None, None, None))
+                rows.append(
+                    Fetched(
+                        url,
+                        "rejected",
+                        str(res.reason),
+                        res.detail,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                )
                 continue
             member = f"{number:05d}{i:05d}"
             add_member(tar, f"{member}.jpg", res.jpeg)
-            rows.append(Fetched(url, "ok", None, None, part, member, res.orig_width, res.orig_height, res.width,
-                                res.height, len(res.jpeg), res.source_sha256, res.pixel_sha256))
+            rows.append(
+                Fetched(
+                    url,
+                    "ok",
+                    None,
+                    None,
+                    part,
+                    member,
+                    res.orig_width,
+                    res.orig_height,
+                    res.width,
+                    res.height,
+                    len(res.jpeg),
+                    res.source_sha256,
+                    res.pixel_sha256,
+                )
+            )
     return rows
 
 
@@ -124,5 +156,7 @@ def _remove_unreferenced_parts(parts_dir: Path, referenced: set[str]) -> None:
 
 
 def _next_part_number(parts_dir: Path, params: str) -> int:
-    numbers = [int(p.stem.split("-")[1]) for p in parts_dir.glob(f"{params}-*.tar")] if parts_dir.is_dir() else []
+    numbers = (
+        [int(p.stem.split("-")[1]) for p in parts_dir.glob(f"{params}-*.tar")] if parts_dir.is_dir() else []
+    )
     return max(numbers, default=-1) + 1

@@ -13,8 +13,8 @@ which pins down three choices that their text leaves open (docs/stages/entities.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 from kgclip.config import Config, ConfigError, WordNetSource
@@ -153,13 +153,13 @@ def _reject_below(wn: WordNet, sel: Selection) -> None:
     for head in list(sel.rejects):
         stack = [head]
         while stack:
-            for offset in wn.by_offset(stack.pop()).related(HYPONYM, INSTANCE_HYPONYM):
+            for offset in wn.hyponyms(stack.pop()):
                 if offset not in sel.root_of and offset not in sel.rejects:
                     sel.rejects[offset] = sel.rejects[head]
                     stack.append(offset)
 
 
-def ordered_parents(wn: WordNet, synset: Synset, inside: set[int] | dict[int, int]) -> list[int]:
+def ordered_parents(wn: WordNet, synset: Synset, inside: Container[int]) -> list[int]:
     """Hypernyms then instance hypernyms, each sorted by nltk name as nltk ≤ 3.8 returned them,
     with those inside the selection moved first (stable): parents[0] is the primary parent."""
     by_name = [
@@ -225,14 +225,14 @@ def shared_names(entities: Iterable[Entity]) -> tuple[int, int]:
 
 
 def stats_of(wn: WordNet, roots: list[int], sel: Selection, entities: list[Entity]) -> dict:
+    """What the manifest keeps: sizes, rejects by reason, depth, and the homonyms queries will meet.
+
+    There is always at least one entity, since every root is kept.
+    """
     leaves = [e for e in entities if e.is_leaf]
     depths = [e.depth for e in entities]
-    per_root = defaultdict(int)
-    for root in sel.root_of.values():
-        per_root[root] += 1
-    rejected = dict.fromkeys(REASONS, 0)
-    for reason, _ in sel.rejects.values():
-        rejected[reason] += 1
+    per_root = Counter(sel.root_of.values())
+    rejected = dict.fromkeys(REASONS, 0) | Counter(reason for reason, _ in sel.rejects.values())
     all_strings, all_shared = shared_names(entities)
     leaf_strings, leaf_shared = shared_names(leaves)
     return {
@@ -242,9 +242,9 @@ def stats_of(wn: WordNet, roots: list[int], sel: Selection, entities: list[Entit
         "rejected": rejected,
         "roots": {wn.by_offset(r).name: per_root[r] for r in roots},
         "depth": {
-            "mean": round(statistics.fmean(depths), 3) if depths else 0.0,
-            "median": statistics.median(depths) if depths else 0,
-            "max": max(depths, default=0),
+            "mean": round(statistics.fmean(depths), 3),
+            "median": statistics.median(depths),
+            "max": max(depths),
         },
         "query_strings": {"all": all_strings, "leaves": leaf_strings},
         "shared_names": {"all": all_shared, "leaves": leaf_shared},

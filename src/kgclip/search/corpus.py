@@ -31,7 +31,7 @@ CREATE TABLE items(
     id INTEGER PRIMARY KEY, uri TEXT NOT NULL UNIQUE, text TEXT NOT NULL, category TEXT NOT NULL,
     license TEXT, attribution TEXT, page_url TEXT, width INTEGER, height INTEGER);
 CREATE VIRTUAL TABLE items_fts USING fts5(
-    text, category, content='items', content_rowid='id', tokenize='porter unicode61');
+    text, category, content='items', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
 CREATE TABLE skipped(path TEXT NOT NULL, reason TEXT NOT NULL);
 """
 # A caption match counts more than a folder-name match ("A koala." vs animals/marsupials).
@@ -74,8 +74,13 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
                     m.advance()
             db.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
             corpus_id = digest.hexdigest()[:16]
-            meta = {"format": "kgclip-corpus-1", "kgclip_version": __version__, "source": str(src),
-                    "corpus_id": corpus_id, "items": str(count)}
+            meta = {
+                "format": "kgclip-corpus-1",
+                "kgclip_version": __version__,
+                "source": str(src),
+                "corpus_id": corpus_id,
+                "items": str(count),
+            }
             db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             db.commit()
         finally:
@@ -105,8 +110,30 @@ def _header_size(uri: str) -> tuple[int | None, int | None]:
         return None, None
 
 
+def number_variants(token: str) -> list[str]:
+    """Singular and plural forms of an English word ("koala"/"koalas", "berry"/"berries").
+
+    A full stemmer (Porter) matches far too much for entity names: it makes "ani" (a bird)
+    match "any" and "orang" match "orange". Number is the variation captions actually add.
+    """
+    forms = {token, token + "s", token + "es"}
+    if token.endswith("ies") and len(token) > 4:
+        forms.add(token[:-3] + "y")
+    elif token.endswith("y") and len(token) > 2:
+        forms.add(token[:-1] + "ies")
+    if token.endswith("es") and len(token) > 4:
+        forms.add(token[:-2])
+    if token.endswith("s") and len(token) > 3:
+        forms.add(token[:-1])
+    return sorted(forms)
+
+
+def _any_number(token: str) -> str:
+    return "(" + " OR ".join(f'"{form}"' for form in number_variants(token)) + ")"
+
+
 class CorpusBackend:
-    """BM25 search over a built corpus; all query terms must match (stemmed), like a web engine.
+    """BM25 search over a built corpus; every query word must match in some number, like a web engine.
 
     Honours `exclude_terms` (FTS NOT). Or-terms and photo-only have no meaning for a
     corpus of captions and are ignored.
@@ -138,11 +165,13 @@ class CorpusBackend:
         return digest_of(self.corpus_id, query.text, *query.params.exclude_terms, str(k))
 
     def match_expression(self, query: Query) -> str | None:
-        terms = [f'"{t}"' for t in TOKEN.findall(query.text.lower())]
+        terms = [_any_number(t) for t in TOKEN.findall(query.text.lower())]
         if not terms:
             return None
-        expr = " ".join(terms)
-        excluded = [f'"{t}"' for term in query.params.exclude_terms for t in TOKEN.findall(term.lower())]
+        expr = " AND ".join(terms)
+        excluded = [
+            _any_number(t) for term in query.params.exclude_terms for t in TOKEN.findall(term.lower())
+        ]
         if excluded:
             expr = f"({expr}) NOT ({' OR '.join(excluded)})"
         return expr

@@ -165,7 +165,9 @@ def _sidecar_meta(path: Path) -> dict[str, str] | Skipped:
         return Skipped(str(path), f"bad_sidecar_json: {exc}")
     if not isinstance(data, dict):
         return Skipped(str(path), "bad_sidecar_json: not an object")
-    return {k: str(v) for k, v in data.items() if k in {"license", "attribution", "page_url"} and v is not None}
+    return {
+        k: str(v) for k, v in data.items() if k in {"license", "attribution", "page_url"} and v is not None
+    }
 
 
 LOCATION_COLUMNS = ("path", "url", "uri", "image")

@@ -33,8 +33,10 @@ def open_backend(config: Config, workdir: Workdir) -> SearchBackend:
     if not index.exists() and corpus.source is not None:
         console.print(f"search: building corpus index {index} from {corpus.source}")
         report = build_index(corpus.source, index, corpus.importer)
-        console.print(f"search: indexed {report.items:,} items, skipped {sum(report.skipped.values()):,} "
-                      f"{dict(report.skipped)}")
+        console.print(
+            f"search: indexed {report.items:,} items, skipped {sum(report.skipped.values()):,} "
+            f"{dict(report.skipped)}"
+        )
     return CorpusBackend(index)
 
 
@@ -112,8 +114,18 @@ def _collect(
             rejects.append(Rejected("search", q.query_id, "no_results", q.text))
         else:
             hits.extend(
-                Hit(q.query_id, backend, rank, f.url, f.page_url, f.alt_text, f.width, f.height, f.license,
-                    f.attribution)
+                Hit(
+                    q.query_id,
+                    backend,
+                    rank,
+                    f.url,
+                    f.page_url,
+                    f.alt_text,
+                    f.width,
+                    f.height,
+                    f.license,
+                    f.attribution,
+                )
                 for rank, f in enumerate(outcome.results, start=1)
             )
     return hits, rejects

@@ -55,7 +55,9 @@ def entity_queries(
         claimants.sort(key=lambda c: c[0])
         _, winner, text = claimants[0]
         for key, loser, _ in claimants[1:]:
-            rejects.append(Rejected("queries", loser.id, "homonym", f"{text!r} goes to {claimants[0][0]}, not {key}"))
+            rejects.append(
+                Rejected("queries", loser.id, "homonym", f"{text!r} goes to {claimants[0][0]}, not {key}")
+            )
         params = _entity_params(text, types.get(winner.id), cfg)
         queries.append(Query(query_id("entity", text, params), "entity", text, winner.id, None, params))
     return queries, rejects
@@ -72,7 +74,9 @@ Builder = Callable[[list[Entity], dict[str, NaturalType], QueriesConfig], tuple[
 BUILDERS: dict[str, Builder] = {"entity": entity_queries}
 
 
-def build(entities: list[Entity], types: Iterable[NaturalType], cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
+def build(
+    entities: list[Entity], types: Iterable[NaturalType], cfg: QueriesConfig
+) -> tuple[list[Query], list[Rejected]]:
     by_entity = {t.entity_id: t for t in types}
     queries: dict[str, Query] = {}
     rejects: list[Rejected] = []
@@ -98,7 +102,10 @@ def run(ctx: StageContext) -> StageResult:
         "queries": len(queries),
         "per_kind": dict(per_kind),
         "entities_with_queries": len({q.entity_id for q in queries if q.entity_id}),
-        "homonym_names_reassigned": len(rejects),
+        "homonym_claims_dropped": len(rejects),
     }
-    summary = f"{len(queries):,} queries for {stats['entities_with_queries']:,} entities, {len(rejects):,} shared names resolved"
+    summary = (
+        f"{len(queries):,} queries for {stats['entities_with_queries']:,} entities; "
+        f"{len(rejects):,} claims on shared names went to another entity"
+    )
     return StageResult(len(queries), stats, summary)
