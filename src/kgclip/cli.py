@@ -10,7 +10,9 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kgclip import __version__
 from kgclip.config import Config, ConfigError, builtin_names, load, resolve
@@ -50,7 +52,7 @@ def friendly(fn: F) -> F:
             CorpusError,
             CorpusSourceError,
         ) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -133,8 +135,8 @@ def status(
         rec = st.record
         table.add_row(
             st.stage.name,
-            f"[{colours[st.state]}]{st.state}[/]",
-            st.why,
+            Text(st.state, style=colours[st.state]),
+            Text(st.why),
             f"{rec.rows:,}" if rec else "",
             f"{rec.seconds:.1f}" if rec else "",
         )
@@ -169,7 +171,7 @@ def _describe_shards(root: Path) -> None:
     shards = sorted({s["shard"] for s in samples})
     entities = {e for s in samples for e in s["entity_ids"]}
     console.print(
-        f"\n[bold]Done.[/bold] {len(samples):,} image-text samples for {len(entities):,} entities in "
+        f"\nDone. {len(samples):,} image-text samples for {len(entities):,} entities in "
         f"{len(shards)} WebDataset shards under {root / 'shards'}"
     )
     console.print(
@@ -219,7 +221,7 @@ def corpus_search(
     if outcome.failure:
         raise UserError(outcome.failure)
     for rank, found in enumerate(outcome.results, start=1):
-        console.print(f"{rank:3d}. {found.alt_text}  [dim]{found.url}[/dim]")
+        console.print(Text.assemble(f"{rank:3d}. {found.alt_text}  ", (found.url, "dim")))
 
 
 @config_app.command("list")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from kgclip.config import Config
 from kgclip.progress import console
 from kgclip.workdir import StageRecord, Workdir
@@ -168,7 +170,7 @@ def harvest(
         records = workdir.load_manifest()
         st = state_of(stage, config, workdir, records)
         if st.state == "done" and stage.name not in forced:
-            console.print(f"[dim]{stage.name}: up to date, skipped[/dim]")
+            console.print(f"{stage.name}: up to date, skipped", style="dim")
             continue
         missing = [
             name
@@ -183,7 +185,7 @@ def harvest(
 
 
 def _run_stage(stage: Stage, config: Config, workdir: Workdir, records: dict[str, StageRecord]) -> None:
-    console.print(f"[bold]{stage.name}[/bold]: running")
+    console.print(f"[bold]{stage.name}[/bold]: running", markup=True)
     workdir.drop_record(stage.name)
     began = time.monotonic()
     result = stage.run(StageContext(config, workdir))
@@ -204,4 +206,6 @@ def _run_stage(stage: Stage, config: Config, workdir: Workdir, records: dict[str
     )
     workdir.save_record(stage.name, record)
     summary = f" — {result.summary}" if result.summary else ""
-    console.print(f"[bold]{stage.name}[/bold]: {result.rows:,} rows in {seconds:.1f}s{summary}")
+    console.print(
+        f"[bold]{stage.name}[/bold]: {result.rows:,} rows in {seconds:.1f}s{escape(summary)}", markup=True
+    )

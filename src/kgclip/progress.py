@@ -22,7 +22,9 @@ from rich.progress import (
 from rich.text import Text
 
 # soft_wrap: in logs and CI a long line stays one line instead of wrapping at 80 columns.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup off: messages carry user data ("config [curate] changed", captions); styled lines opt in
+# with markup=True and escape what they interpolate.
+console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class RateColumn(ProgressColumn):

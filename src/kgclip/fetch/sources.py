@@ -4,6 +4,7 @@ safe web client (SSRF guard, per-host limits), and until then is refused with a 
 from __future__ import annotations
 
 import os
+import stat
 from urllib.parse import unquote, urlparse
 
 from kgclip.fetch.images import Rejection, RejectReason
@@ -22,14 +23,14 @@ def read_source(url: str, max_bytes: int) -> bytes | Rejection:
             RejectReason.UNSUPPORTED_SCHEME, f"{parsed.scheme or 'relative'} URLs are not fetched yet"
         )
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            return Rejection(RejectReason.TOO_MANY_BYTES, f"{size} bytes > {max_bytes}")
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return Rejection(RejectReason.NOT_FOUND, f"{path} is not a regular file")
+        if info.st_size > max_bytes:
+            return Rejection(RejectReason.TOO_MANY_BYTES, f"{info.st_size} bytes > {max_bytes}")
         with open(path, "rb") as fh:
             return fh.read(max_bytes + 1)
     except FileNotFoundError:
         return Rejection(RejectReason.NOT_FOUND, path)
-    except IsADirectoryError:
-        return Rejection(RejectReason.NOT_FOUND, f"{path} is a folder")
     except PermissionError as exc:
         return Rejection(RejectReason.UNREADABLE, str(exc))

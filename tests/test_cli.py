@@ -1,0 +1,103 @@
+"""The command line: each command, and clear one-line errors with exit code 2."""
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from kgclip import __version__
+from kgclip.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_version():
+    assert invoke("--version").output.strip() == f"kgclip {__version__}"
+
+
+def test_bad_config_names_the_key_and_exits_2(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('extends = "demo"\n[fetch]\nsizee = 3\n')
+    result = invoke("harvest", str(cfg), "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2
+    assert "fetch.sizee: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_only_needs_its_inputs(tmp_path):
+    result = invoke("harvest", "demo", "-w", str(tmp_path / "w"), "--only", "queries")
+    assert result.exit_code == 2
+    assert "queries needs entities, types first" in result.output
+
+
+def test_missing_wordnet_names_the_packages(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'extends = "demo"\n[entities.wordnet]\npath = "{tmp_path / "nowhere"}"\n')
+    result = invoke("harvest", str(cfg), "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2
+    assert "wordnet-base" in result.output and "wordnet-sense-index" in result.output
+
+
+def test_status_table(demo_run):
+    result = invoke("status", str(demo_run))
+    assert result.exit_code == 0
+    for stage in ("entities", "types", "queries", "search", "fetch", "curate"):
+        assert stage in result.output
+    assert result.output.count("done") >= 6 and "8,861" in result.output
+
+
+def test_status_against_a_changed_config(demo_run, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('extends = "demo"\n[curate]\nsamples_per_shard = 7\n')
+    result = invoke("status", str(demo_run), "-c", str(cfg))
+    assert "stale" in result.output and "config [curate] changed" in result.output
+
+
+def test_status_of_a_folder_that_is_not_a_workdir(tmp_path):
+    result = invoke("status", str(tmp_path))
+    assert result.exit_code == 2 and "not a kgclip work directory" in result.output
+
+
+def test_corpus_index_and_search(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (64, 64), "red").save(src / "fox.png")
+    (src / "fox.txt").write_text("A red fox in the snow.")
+    (src / "logo.svg").write_text("<svg/>")
+    out = tmp_path / "c.sqlite"
+    result = invoke("corpus", "index", str(src), "-o", str(out))
+    assert (
+        result.exit_code == 0
+        and "indexed 1 items" in result.output
+        and "skipped 1: vector_image" in result.output
+    )
+    found = invoke("corpus", "search", str(out), "foxes")
+    assert "A red fox in the snow." in found.output
+    assert invoke("corpus", "search", str(out), "...").exit_code == 2
+
+
+def test_config_list_and_show():
+    assert {"demo", "livingthings"} <= set(invoke("config", "list").output.split())
+    shown = invoke("config", "show", "livingthings").output
+    assert 'name = "livingthings"' in shown and "person.n.01" in shown
+
+
+def test_demo_reuses_with_keep_and_describes_the_shards(demo_copy):
+    result = invoke("demo", "-w", str(demo_copy), "--keep")
+    assert result.exit_code == 0
+    assert "up to date" in result.output and "WebDataset shards under" in result.output
+
+
+def test_demo_refuses_to_clear_a_foreign_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = invoke("demo", "-w", str(tmp_path))
+    assert result.exit_code == 2 and (tmp_path / "precious.txt").exists()
+
+
+@pytest.mark.parametrize("stage", ["zz"])
+def test_unknown_stage(tmp_path, stage):
+    result = invoke("harvest", "demo", "-w", str(tmp_path / "w"), "--from", stage)
+    assert result.exit_code == 2 and "unknown stage 'zz'" in result.output

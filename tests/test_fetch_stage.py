@@ -1,0 +1,92 @@
+"""The fetch stage on its own: sources, the ledger, parts, and changed image settings."""
+
+import io
+import tarfile
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from kgclip.config import parse
+from kgclip.fetch import stage as fetch_stage
+from kgclip.fetch.sources import read_source
+from kgclip.pipeline import StageContext
+from kgclip.tables import Fetched, Hit, read_records, write_records
+from kgclip.workdir import Workdir
+
+
+def hit(url: str, rank: int = 1) -> Hit:
+    return Hit("q", "corpus", rank, url, None, "alt", None, None, None, None)
+
+
+def make(tmp_path, urls, **fetch):
+    config = parse({"name": "t", "search": {"corpus": {"source": "/x"}}, "fetch": {"workers": 1, **fetch}})
+    ctx = StageContext(config, Workdir(tmp_path / "wd"))
+    write_records(ctx.path("hits.parquet"), [hit(u, i) for i, u in enumerate(urls)], Hit)
+    return ctx
+
+
+def picture(path, size=(900, 600), colour="green"):
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_sources_refuse_what_they_cannot_read(tmp_path):
+    assert read_source("https://example.org/a.jpg", 10).reason == "unsupported_scheme"
+    assert read_source("file://otherhost/a.jpg", 10).reason == "unsupported_scheme"
+    assert read_source("relative/a.jpg", 10).reason == "unsupported_scheme"
+    assert read_source((tmp_path / "none.jpg").as_uri(), 10).reason == "not_found"
+    assert read_source(tmp_path.as_uri(), 10).reason == "not_found"
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 11)
+    assert read_source(big.as_uri(), 10).reason == "too_many_bytes"
+    assert read_source(str(big), 20) == b"x" * 11  # a plain absolute path works too
+
+
+def test_outcomes_parts_and_stored_jpegs(tmp_path):
+    a = picture(tmp_path / "a.png").as_uri()
+    ctx = make(tmp_path, [a, a, "https://example.org/x.jpg", (tmp_path / "gone.png").as_uri()], batch_size=2)
+    result = fetch_stage.run(ctx)
+    rows = {r.url: r for r in read_records(ctx.path("fetched.parquet"), Fetched)}
+    assert len(rows) == 3  # the duplicate URL is fetched once
+    ok = rows[a]
+    assert (
+        ok.status == "ok"
+        and (ok.orig_width, ok.orig_height) == (900, 600)
+        and (ok.width, ok.height) == (768, 512)
+    )
+    with tarfile.open(ctx.path("parts") / ok.part) as tar:
+        stored = Image.open(io.BytesIO(tar.extractfile(f"{ok.member}.jpg").read()))
+        assert stored.format == "JPEG" and stored.size == (768, 512)
+    assert rows["https://example.org/x.jpg"].reason == "unsupported_scheme"
+    assert rows[(tmp_path / "gone.png").as_uri()].reason == "not_found"
+    assert result.stats["ok"] == 1 and result.stats["rejected"] == {"unsupported_scheme": 1, "not_found": 1}
+
+
+def test_rerun_fetches_nothing_new(tmp_path):
+    ctx = make(tmp_path, [picture(tmp_path / f"{i}.png", colour=(i, 0, 0)).as_uri() for i in range(5)])
+    fetch_stage.run(ctx)
+    first = pq.read_table(ctx.path("fetched.parquet"))
+    again = fetch_stage.run(ctx)
+    assert again.stats["fetched_now"] == 0
+    assert pq.read_table(ctx.path("fetched.parquet")).equals(first)
+
+
+def test_changed_image_settings_redo_everything_and_drop_old_parts(tmp_path):
+    urls = [picture(tmp_path / f"{i}.png", colour=(0, i, 0)).as_uri() for i in range(3)]
+    ctx = make(tmp_path, urls)
+    fetch_stage.run(ctx)
+    old_parts = set(ctx.path("parts").iterdir())
+    smaller = make(tmp_path, urls, size=128)
+    result = fetch_stage.run(smaller)
+    assert result.stats["fetched_now"] == 3
+    assert not old_parts & set(smaller.path("parts").iterdir())
+    assert {r.height for r in read_records(smaller.path("fetched.parquet"), Fetched)} == {128}
+
+
+def test_orphan_part_from_a_killed_run_is_removed(tmp_path):
+    ctx = make(tmp_path, [picture(tmp_path / "a.png").as_uri()])
+    fetch_stage.run(ctx)
+    orphan = ctx.path("parts") / "deadbeef-00007.tar"
+    orphan.write_bytes(b"half-written by a killed run")
+    fetch_stage.run(ctx)
+    assert not orphan.exists()
