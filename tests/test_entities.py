@@ -17,17 +17,6 @@ from kgclip.tables import Entity, Rejected, read_records
 from kgclip.workdir import Workdir
 
 
-def _installed() -> bool:
-    try:
-        find_database()
-    except WordNetNotFound:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _installed(), reason="apt-get install wordnet-base wordnet-sense-index")
-
-
 def livingthings(**wordnet: Any) -> dict[str, Any]:
     raw = load_raw("livingthings")
     raw["entities"]["wordnet"].update(wordnet)

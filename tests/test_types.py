@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,22 +10,10 @@ import pytest
 
 from kgclip.config import load_raw, parse
 from kgclip.kg import entities as entities_stage
-from kgclip.kg.wordnet import WordNetNotFound, find_database
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.tables import Entity, NaturalType, read_records
 from kgclip.text import types as stage
 from kgclip.workdir import Workdir
-
-
-def _installed() -> bool:
-    try:
-        find_database()
-    except WordNetNotFound:
-        return False
-    return True
-
-
-needs_db = pytest.mark.skipif(not _installed(), reason="apt-get install wordnet-base wordnet-sense-index")
 
 
 def livingthings(roots: list[str] | None = None, **kg: Any) -> dict[str, Any]:
@@ -58,7 +47,6 @@ def lt(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return Run(livingthings(), tmp_path_factory.mktemp("types"))
 
 
-@needs_db
 @pytest.mark.parametrize(
     ("entity", "expected"),
     [
@@ -86,7 +74,6 @@ def test_natural_types_of_familiar_entities(lt: Run, entity: str, expected: str)
     assert lt.typed(entity) == (expected, stage.NEAREST_POPULAR)
 
 
-@needs_db
 def test_fallbacks(lt: Run) -> None:
     # No ancestor of a mushroom is popular: the topmost one below the root that is not too general.
     assert lt.typed("agaric.n.02") == ("fungus.n.01", stage.TOP_ANCESTOR)
@@ -95,7 +82,6 @@ def test_fallbacks(lt: Run) -> None:
     assert lt.typed("living_thing.n.01") == ("living_thing.n.01", stage.ROOT)
 
 
-@needs_db
 def test_one_row_per_entity_copied_from_the_type_entity(lt: Run) -> None:
     assert len(lt.types) == len(lt.entities) == lt.result.rows == 8_861
     assert [t.entity_id for t in lt.types] == sorted(e.id for e in lt.entities)
@@ -109,7 +95,6 @@ def test_one_row_per_entity_copied_from_the_type_entity(lt: Run) -> None:
         assert t.type_id != t.entity_id or t.method == stage.ROOT
 
 
-@needs_db
 def test_stats(lt: Run) -> None:
     stats = lt.result.stats
     assert sum(stats["methods"].values()) == 8_861
@@ -121,7 +106,6 @@ def test_stats(lt: Run) -> None:
     assert {"bird", "fish", "insect", "flower"} <= set(top)
 
 
-@needs_db
 def test_too_general_is_honoured(lt: Run) -> None:
     config = parse(livingthings(too_general=["organism.n.01", "n00015388", "bird.n.01"]))
     types = {t.entity_id: t for t in stage.kg_types(lt.entities, config)}
@@ -133,7 +117,6 @@ def test_too_general_is_honoured(lt: Run) -> None:
     assert eagle.type_name == "chordate"
 
 
-@needs_db
 def test_threshold_zero_gives_the_primary_parent(lt: Run) -> None:
     config = parse(livingthings(min_popularity=0))
     types = {t.entity_id: t for t in stage.kg_types(lt.entities, config)}
@@ -142,7 +125,6 @@ def test_threshold_zero_gives_the_primary_parent(lt: Run) -> None:
     assert types[lion.id].type_name == "big cat"
 
 
-@needs_db
 def test_a_popular_root_is_a_fine_type(tmp_path: Path) -> None:
     run = Run(livingthings(roots=["animal.n.01", "plant.n.02"]), tmp_path)
     assert run.typed("lion.n.01") == ("animal.n.01", stage.NEAREST_POPULAR)
@@ -206,3 +188,11 @@ def test_a_missing_root_is_an_error() -> None:
 
 def test_methods_are_pluggable() -> None:
     assert stage.METHODS["kg"] is stage.kg_types
+
+
+def test_unmatched_too_general_is_reported(lt: Run, tmp_path: Path) -> None:
+    config = parse(livingthings(too_general=["organism.n.01", "organsim.n.01"]))
+    ctx = StageContext(config, Workdir(tmp_path))
+    shutil.copy(lt.ctx.path("entities.parquet"), ctx.path("entities.parquet"))
+    result = stage.run(ctx)
+    assert result.stats["too_general_unmatched"] == ["organsim.n.01"]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from kgclip.config import Config, KGTypeRule
 from kgclip.pipeline import StageContext, StageResult
+from kgclip.progress import console
 from kgclip.tables import Entity, NaturalType, read_records, write_records
 
 NEAREST_POPULAR = "kg:nearest-popular"
@@ -96,10 +97,22 @@ def stats_of(types: list[NaturalType]) -> dict:
     }
 
 
+def unmatched_refs(entities: list[Entity], refs: list[str]) -> list[str]:
+    """`too_general` entries that name no entity: a typo, or a synset outside these roots."""
+    known = {key for e in entities for key in (e.id, e.wordnet, e.wordnet_name) if key}
+    return [r for r in refs if r not in known]
+
+
 def run(ctx: StageContext) -> StageResult:
     entities = list(read_records(ctx.path("entities.parquet"), Entity))
     types = sorted(METHODS[ctx.config.types.method](entities, ctx.config), key=lambda t: t.entity_id)
     write_records(ctx.path("types.parquet"), types, NaturalType)
     stats = stats_of(types)
+    unmatched = unmatched_refs(entities, ctx.config.types.kg.too_general)
+    if unmatched:
+        stats["too_general_unmatched"] = unmatched
+        console.print(
+            f"types: warning: types.kg.too_general names no entity of this harvest: {', '.join(unmatched)}"
+        )
     top = ", ".join(f"{t['name']} {t['entities']:,}" for t in stats["top_types"][:3])
     return StageResult(len(types), stats, f"{stats['distinct_types']:,} distinct types (top: {top})")
