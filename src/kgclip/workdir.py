@@ -7,6 +7,7 @@ the digests the manifest recorded; that is what lets a user delete a table to re
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import time
@@ -54,6 +55,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def file_digest(path: Path) -> str:
+    """SHA-256 prefix of a file; memoised on (path, size, mtime) because the runner asks for the
+    same outputs' digests several times per harvest, and hits or samples tables can be large."""
+    st = path.stat()
+    return _digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
