@@ -40,6 +40,8 @@ class Entity:
     popularity: int = 0
     depth: int = 0
     sources: list[str] = field(default_factory=list)
+    image: str | None = None
+    external_ids: dict[str, str] = field(default_factory=dict)
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -58,6 +60,8 @@ class Entity:
             ("popularity", I64),
             ("depth", pa.int32()),
             ("sources", STRS),
+            ("image", STR),
+            ("external_ids", pa.map_(pa.string(), pa.string())),
         ]
     )
 
@@ -278,7 +282,10 @@ def read_records(path: Path, cls: type[R]) -> Iterator[R]:
         name: hint for name, hint in hints.items() if dataclasses.is_dataclass(hint) and name != "SCHEMA"
     }
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    maps = [name for name, hint in hints.items() if typing.get_origin(hint) is dict]
     for row in table.select(names).to_pylist():
         for name, sub in nested.items():
             row[name] = sub(**row[name])
+        for name in maps:
+            row[name] = dict(row[name] or ())
         yield cls(**row)

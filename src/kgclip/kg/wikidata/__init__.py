@@ -1,0 +1,1 @@
+"""Wikidata as an entity source: the JSON dump (streamed) and SPARQL endpoints."""

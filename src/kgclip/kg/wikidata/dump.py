@@ -1,0 +1,191 @@
+"""Streaming the Wikidata JSON dump (`latest-all.json.gz|.bz2|.zst` or plain) in one pass.
+
+The dump is ~1.4 TB of JSON, one entity per line. It is never loaded: an external decompressor
+(pigz, lbzip2, zstd when installed; they run beside Python on another core) feeds blocks of
+lines to a process pool. Workers drop most lines with substring tests before any JSON parsing
+and return only (a) the class, taxon and product edges of the whole graph and (b) candidate
+items that could be selected (an English label, an image when required, some typing claim).
+Selection then runs over those candidates once the graph is complete (see rules.py), so one
+read of the dump is enough.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import os
+import shutil
+import subprocess
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+from kgclip.kg.wikidata.item import Item, parse_line
+from kgclip.kg.wikidata.rules import GRAPH_PROPS, Graph
+from kgclip.progress import meter
+
+BLOCK_BYTES = 8 << 20
+DECOMPRESSORS: dict[str, list[list[str]]] = {
+    ".gz": [["pigz", "-dc"], ["gzip", "-dc"]],
+    ".bz2": [["lbzip2", "-dc"], ["pbzip2", "-dc"], ["bzip2", "-dc"]],
+    ".zst": [["zstd", "-dc", "-q"]],
+}
+PY_OPENERS = {".gz": gzip.open, ".bz2": bz2.open}
+# Substring tests that must hold for a line to matter; they are cheap next to JSON parsing.
+GRAPH_MARKERS = tuple(f'"{p}"'.encode() for p in GRAPH_PROPS)
+EN_LABEL = b'"en":{"language":"en","value"'
+IMAGE = b'"P18"'
+TYPING = ("P31", "P279", "P171", "P1582")
+
+
+class DumpError(RuntimeError):
+    """A dump that cannot be read (missing, unknown compression, decompressor failure)."""
+
+
+@dataclass
+class BlockResult:
+    lines: int = 0
+    parsed: int = 0
+    edges: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: {p: [] for p in GRAPH_PROPS})
+    candidates: list[Item] = field(default_factory=list)
+
+
+@dataclass
+class Scan:
+    graph: Graph
+    candidates: list[Item]
+    lines: int
+    parsed: int
+    bytes: int
+
+
+def decompressor(path: Path) -> list[str] | None:
+    """The first installed external decompressor for the file's suffix, or None for plain JSON."""
+    suffix = path.suffix.lower()
+    if suffix not in DECOMPRESSORS:
+        return None
+    for cmd in DECOMPRESSORS[suffix]:
+        if shutil.which(cmd[0]):
+            return cmd
+    if suffix in PY_OPENERS:
+        return []
+    raise DumpError(
+        f"{path}: no {suffix} decompressor found; install one of "
+        + ", ".join(c[0] for c in DECOMPRESSORS[suffix])
+    )
+
+
+@contextmanager
+def dump_stream(path: Path) -> Iterator[BinaryIO]:
+    if not path.is_file():
+        raise DumpError(f"{path}: no such dump file")
+    cmd = decompressor(path)
+    if cmd is None:
+        with open(path, "rb") as fh:
+            yield fh
+        return
+    if not cmd:
+        with PY_OPENERS[path.suffix.lower()](path, "rb") as fh:
+            yield fh  # type: ignore[misc]
+        return
+    proc = subprocess.Popen([*cmd, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout
+    finally:
+        proc.stdout.close()
+        _, err = proc.communicate()
+    if proc.returncode not in (0, None) and proc.returncode != -13:  # -13: we stopped reading (SIGPIPE)
+        raise DumpError(
+            f"{path}: {cmd[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()}"
+        )
+
+
+def blocks(stream: BinaryIO, size: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Blocks of whole lines: each ends at a newline, the remainder carries into the next."""
+    rest = b""
+    while chunk := stream.read(size):
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            rest = data
+            continue
+        rest = data[cut:]
+        yield data[:cut]
+    if rest:
+        yield rest
+
+
+def scan_block(block: bytes, require_image: bool) -> BlockResult:
+    """Runs in a worker: prefilter each line, parse the survivors, keep edges and candidates."""
+    out = BlockResult()
+    for line in block.split(b"\n"):
+        if not line:
+            continue
+        out.lines += 1
+        in_graph = any(marker in line for marker in GRAPH_MARKERS)
+        candidate = EN_LABEL in line and (not require_image or IMAGE in line)
+        if not (in_graph or candidate):
+            continue
+        item = parse_line(line)
+        if item is None:
+            continue
+        out.parsed += 1
+        for prop in ("P279", "P171"):
+            out.edges[prop].extend((parent, item.qid) for parent in item.values(prop))
+        out.edges["P1672"].extend((item.qid, product) for product in item.values("P1672"))
+        if candidate and item.label and (not require_image or item.first("P18")) and _typed(item):
+            out.candidates.append(item)
+    return out
+
+
+def _typed(item: Item) -> bool:
+    return any(item.values(p) for p in TYPING)
+
+
+def scan(path: Path, require_image: bool, workers: int = 0) -> Scan:
+    """One pass over the dump; workers = 0 means one per core."""
+    workers = workers or os.cpu_count() or 1
+    result = Scan(Graph(), [], 0, 0, 0)
+    work = partial(scan_block, require_image=require_image)
+    with dump_stream(path) as stream, meter(f"wikidata dump {path.name} (MiB read)", None) as m:
+        sizes: list[int] = []
+
+        def measured() -> Iterator[bytes]:
+            for block in blocks(stream):
+                sizes.append(len(block))
+                yield block
+
+        for part in ordered_map(work, measured(), workers):
+            result.lines += part.lines
+            result.parsed += part.parsed
+            for prop, edges in part.edges.items():
+                result.graph.add_edges(prop, edges)
+            result.candidates.extend(part.candidates)
+            done = sizes.pop(0)
+            result.bytes += done
+            m.advance(done >> 20)
+    return result
+
+
+def ordered_map(
+    fn: Callable[[bytes], BlockResult], items: Iterator[bytes], workers: int
+) -> Iterator[BlockResult]:
+    """`map` over a process pool with at most 2 blocks per worker in flight, so memory stays
+    bounded however large the dump (Executor.map would read the whole input first)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        window: deque[Future[BlockResult]] = deque()
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()

@@ -1,0 +1,106 @@
+"""One Wikidata item reduced to what entity selection and the entities table need.
+
+Claims are reduced to their *truthy* values, as WDQS and QLever expose them as `wdt:` triples:
+for each property the preferred statements if there are any, else the normal ones; deprecated
+statements and no-value/some-value snaks never count. Both the dump and the SPARQL sources
+must see the same graph, so this rule is applied in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+# Properties whose values are items (stored as ints) or strings (stored as given).
+ITEM_PROPS = ("P31", "P279", "P171", "P1582", "P1672", "P105")
+STRING_PROPS = ("P18", "P225", "P373", "P3151", "P846", "P8814")
+EXTERNAL_IDS = {"P3151": "inaturalist", "P846": "gbif", "P373": "commons_category", "P8814": "wordnet31"}
+LANG = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """The facts kgclip keeps about an item; `items` and `strings` hold truthy claim values, and
+    `present` names every property with a truthy value (for "has P625"-style exclusions)."""
+
+    qid: int
+    label: str | None
+    description: str | None
+    aliases: tuple[str, ...]
+    sitelinks: int
+    items: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    strings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    common_names: tuple[str, ...] = ()
+    present: frozenset[str] = frozenset()
+
+    def values(self, prop: str) -> tuple[int, ...]:
+        return self.items.get(prop, ())
+
+    def first(self, prop: str) -> str | None:
+        values = self.strings.get(prop, ())
+        return values[0] if values else None
+
+
+def qid_number(qid: str) -> int:
+    return int(qid[1:])
+
+
+def truthy(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best-rank statements with a value: what a `wdt:` triple would show."""
+    usable = [
+        s for s in statements if s.get("rank") != "deprecated" and s["mainsnak"].get("snaktype") == "value"
+    ]
+    preferred = [s for s in usable if s.get("rank") == "preferred"]
+    return preferred or usable
+
+
+def _text(section: dict[str, Any], lang: str = LANG) -> str | None:
+    entry = section.get(lang)
+    return entry["value"] if entry else None
+
+
+def from_entity(entity: dict[str, Any]) -> Item | None:
+    """An item from a parsed dump entity (or wbgetentities answer); None for non-items."""
+    if entity.get("type") != "item":
+        return None
+    claims = entity.get("claims") or {}
+    items: dict[str, tuple[int, ...]] = {}
+    for prop in ITEM_PROPS:
+        values = [s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get(prop, []))]
+        ids = tuple(v["numeric-id"] if "numeric-id" in v else qid_number(v["id"]) for v in values)
+        if ids:
+            items[prop] = ids
+    strings: dict[str, tuple[str, ...]] = {}
+    for prop in STRING_PROPS:
+        values = tuple(s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get(prop, [])))
+        if values:
+            strings[prop] = values
+    common = tuple(
+        v["text"]
+        for v in (s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get("P1843", [])))
+        if v.get("language") == LANG
+    )
+    aliases = tuple(a["value"] for a in (entity.get("aliases") or {}).get(LANG, []))
+    return Item(
+        qid=qid_number(entity["id"]),
+        label=_text(entity.get("labels") or {}),
+        description=_text(entity.get("descriptions") or {}),
+        aliases=aliases,
+        sitelinks=len(entity.get("sitelinks") or {}),
+        items=items,
+        strings=strings,
+        common_names=common,
+        present=frozenset(p for p, statements in claims.items() if truthy(statements)),
+    )
+
+
+def parse_line(line: bytes) -> Item | None:
+    """A dump line (`{...},` with the trailing comma, or the `[`/`]` framing) to an Item."""
+    line = line.strip()
+    if line.endswith(b","):
+        line = line[:-1]
+    if not line.startswith(b"{"):
+        return None
+    return from_entity(orjson.loads(line))
