@@ -85,7 +85,7 @@ from kgclip.kg import entities
 from kgclip.pipeline import StageContext
 from kgclip.workdir import Workdir
 result = entities.run(StageContext(load("livingthings"), Workdir(Path(sys.argv[1]))))
-print(result.rows, result.stats["leaves"], time.perf_counter() - t)
+print(result.rows, result.stats["wordnet"]["leaves"], time.perf_counter() - t)
 """
 
 # The authors' walk (method.md §1) with nltk: hyponyms recursively, stopping at blacklisted synsets.

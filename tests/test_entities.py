@@ -11,6 +11,7 @@ import pytest
 
 from kgclip.config import ConfigError, load_raw, parse
 from kgclip.kg import entities as stage
+from kgclip.kg import wordnet_select
 from kgclip.kg.wordnet import WordNet, WordNetNotFound, find_database, open_wordnet
 from kgclip.pipeline import StageContext, StageResult, harvest
 from kgclip.tables import Entity, Rejected, read_records
@@ -46,22 +47,22 @@ def lt(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def wnid_id(wn: WordNet, name: str) -> str:
-    return stage.entity_id(wn.synset(name).offset)
+    return wordnet_select.entity_id(wn.synset(name).offset)
 
 
 def test_livingthings_counts_are_the_authors(lt: Run) -> None:
-    stats = lt.result.stats
+    stats = lt.result.stats["wordnet"]
     assert lt.result.rows == len(lt.rows) == 8_861
     assert (stats["selected"], stats["leaves"], stats["internal"]) == (8_861, 6_987, 1_874)
     assert sum(e.is_leaf for e in lt.rows) == 6_987
     assert stats["depth"] == {"mean": 7.792, "median": 8, "max": 14}
-    assert lt.result.summary == "8,861 entities (6,987 leaves), 968 shared names"
+    assert lt.result.summary == "wordnet: 8,861 entities (6,987 leaves), 968 shared names"
 
 
 def test_shared_name_stats(lt: Run) -> None:
-    assert lt.result.stats["query_strings"] == {"all": 19_604, "leaves": 16_707}
-    assert lt.result.stats["shared_names"] == {"all": 968, "leaves": 715}
-    strings, shared = stage.shared_names(lt.rows)
+    assert lt.result.stats["wordnet"]["query_strings"] == {"all": 19_604, "leaves": 16_707}
+    assert lt.result.stats["wordnet"]["shared_names"] == {"all": 968, "leaves": 715}
+    strings, shared = wordnet_select.shared_names(lt.rows)
     assert (strings, shared) == (19_604, 968)
 
 
@@ -70,7 +71,7 @@ def test_balm_of_gilead_is_one_shared_query_string(wn: WordNet, lt: Run) -> None
     assert "balm of Gilead" in fir.aliases  # casing kept
     other = lt.by_name["balm_of_gilead.n.03"]
     assert other.name == "balm of gilead"
-    assert stage.shared_names([fir, other]) == (5, 1)
+    assert wordnet_select.shared_names([fir, other]) == (5, 1)
 
 
 def test_rows_are_sorted_and_resolve_back(wn: WordNet, lt: Run) -> None:
@@ -132,7 +133,7 @@ def test_blacklisted_subtrees_are_dropped_and_explained(wn: WordNet, lt: Run) ->
     assert "mother.n.01" not in lt.by_name
     assert lt.reject_of[mother].reason == "excluded_subtree"
     assert lt.reject_of[mother].detail == "person.n.01"
-    assert lt.result.stats["rejected"] == {
+    assert lt.result.stats["wordnet"]["rejected"] == {
         "excluded_subtree": 10_712,
         "excluded_name": 8,
         "instance": 11,
@@ -156,22 +157,22 @@ def test_blacklisted_names_and_instances(wn: WordNet, lt: Run) -> None:
 
 def test_instances_without_rules_give_8880(tmp_path: Path) -> None:
     run = Run(livingthings(include_instances=True, exclude_names=[], drop_instances_under=[]), tmp_path)
-    assert run.result.stats["selected"] == 8_880
+    assert run.result.stats["wordnet"]["selected"] == 8_880
     assert "secretariat.n.02" in run.by_name
     assert "donald_duck.n.01" in run.by_name
 
 
 def test_instances_with_rules_give_8861(wn: WordNet, tmp_path: Path) -> None:
     run = Run(livingthings(include_instances=True), tmp_path)
-    assert run.result.stats["selected"] == 8_861
-    assert run.result.stats["rejected"]["instance_under"] == 11
+    assert run.result.stats["wordnet"]["selected"] == 8_861
+    assert run.result.stats["wordnet"]["rejected"]["instance_under"] == 11
     horse = wnid_id(wn, "secretariat.n.02")
     assert run.reject_of[horse] == Rejected("entities", horse, "instance_under", "thoroughbred.n.02")
 
 
 def test_two_roots(wn: WordNet, tmp_path: Path) -> None:
     run = Run(livingthings(roots=["animal.n.01", "n00017222"]), tmp_path)  # plant.n.02 by wnid
-    stats = run.result.stats
+    stats = run.result.stats["wordnet"]
     assert stats["roots"] == {"animal.n.01": 3_996, "plant.n.02": 4_487}
     assert (stats["selected"], stats["leaves"]) == (8_483, 6_668)
     animal, plant = wnid_id(wn, "animal.n.01"), wnid_id(wn, "plant.n.02")
@@ -186,7 +187,7 @@ def test_first_root_wins(wn: WordNet, tmp_path: Path) -> None:
     run = Run(livingthings(roots=["dog.n.01", "animal.n.01"], exclude_subtrees=[]), tmp_path)
     assert run.by_name["beagle.n.01"].root == wnid_id(wn, "dog.n.01")
     assert run.by_name["lion.n.01"].root == wnid_id(wn, "animal.n.01")
-    assert run.result.stats["roots"]["dog.n.01"] == 190
+    assert run.result.stats["wordnet"]["roots"]["dog.n.01"] == 190
 
 
 def test_case_variant_lemmas_merge_into_one_alias(tmp_path: Path) -> None:
@@ -197,7 +198,7 @@ def test_case_variant_lemmas_merge_into_one_alias(tmp_path: Path) -> None:
 
 
 def test_aliases_never_repeat_the_name() -> None:
-    assert stage.aliases(["balm_of_gilead", "Balm_of_Gilead", "Commiphora_meccanensis"]) == [
+    assert wordnet_select.aliases(["balm_of_gilead", "Balm_of_Gilead", "Commiphora_meccanensis"]) == [
         "Commiphora meccanensis"
     ]
 

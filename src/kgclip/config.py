@@ -7,6 +7,7 @@ harvest that runs for days costs far more than an error at start-up.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -38,8 +39,57 @@ class WordNetSource(Section):
     drop_instances_under: list[str] = Field(default_factory=list)
 
 
+QID = r"^Q[1-9][0-9]*$"
+PID = r"^P[1-9][0-9]*$"
+
+
+class WikidataRoot(Section):
+    """One root of a Wikidata selection and the MINUS clauses that go with it (method.md §2)."""
+
+    qid: str = Field(pattern=QID)
+    name: str
+    exclude_classes: list[str] = Field(
+        default_factory=list, description="members of these classes are dropped"
+    )
+    exclude_with: list[str] = Field(
+        default_factory=list, description="members with these properties are dropped"
+    )
+    product_classes: list[str] = Field(
+        default_factory=list,
+        description="products (fruits) of these classes linked to a member taxon are members",
+    )
+
+    @model_validator(mode="after")
+    def _ids(self) -> WikidataRoot:
+        for qid in (*self.exclude_classes, *self.product_classes):
+            if not re.match(QID, qid):
+                raise ValueError(f"{qid!r} is not a QID")
+        for pid in self.exclude_with:
+            if not re.match(PID, pid):
+                raise ValueError(f"{pid!r} is not a property id")
+        return self
+
+
+class WikidataSource(Section):
+    """Wikidata items below `roots`, read from a JSON dump (SPARQL endpoints come next)."""
+
+    source: Literal["dump"] = "dump"
+    dump: Path = Field(description="latest-all.json(.gz|.bz2|.zst)")
+    roots: list[WikidataRoot] = Field(min_length=1)
+    require_image: bool = Field(default=True, description="only items with an image (P18), as the method")
+    cap_per_root: int | None = Field(default=28_000, ge=1, description="keep the top N by sitelinks per root")
+    workers: int = Field(default=0, ge=0, description="parsing processes; 0 = one per core")
+
+
 class EntitiesConfig(Section):
-    wordnet: WordNetSource = Field(default_factory=WordNetSource)
+    wordnet: WordNetSource | None = None
+    wikidata: WikidataSource | None = None
+
+    @model_validator(mode="after")
+    def _a_source(self) -> EntitiesConfig:
+        if self.wordnet is None and self.wikidata is None:
+            raise ValueError("configure at least one source: [entities.wordnet] or [entities.wikidata]")
+        return self
 
 
 class KGTypeRule(Section):
@@ -117,7 +167,7 @@ class CurateConfig(Section):
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
-    entities: EntitiesConfig = Field(default_factory=EntitiesConfig)
+    entities: EntitiesConfig = Field(default_factory=lambda: EntitiesConfig(wordnet=WordNetSource()))
     types: TypesConfig = Field(default_factory=TypesConfig)
     queries: QueriesConfig = Field(default_factory=QueriesConfig)
     search: SearchConfig
