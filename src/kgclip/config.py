@@ -58,6 +58,13 @@ class WikidataRoot(Section):
         default_factory=list,
         description="products (fruits) of these classes linked to a member taxon are members",
     )
+    via: list[Literal["instance", "subclass", "taxon"]] = Field(
+        default_factory=lambda: ["instance", "subclass", "taxon"],
+        min_length=1,
+        description="instance: (P31/P279*) root; subclass: P279+ root; taxon: P171+ root",
+    )
+    include_root: bool = Field(default=False, description="the root item itself is an entity (P279* root)")
+    min_sitelinks: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _ids(self) -> WikidataRoot:
@@ -71,14 +78,36 @@ class WikidataRoot(Section):
 
 
 class WikidataSource(Section):
-    """Wikidata items below `roots`, read from a JSON dump (SPARQL endpoints come next)."""
+    """Wikidata items below `roots`, from a JSON dump or a SPARQL endpoint (the same selection)."""
 
-    source: Literal["dump"] = "dump"
-    dump: Path = Field(description="latest-all.json(.gz|.bz2|.zst)")
+    source: Literal["dump", "sparql"] = "dump"
+    dump: Path | None = Field(default=None, description="latest-all.json(.gz|.bz2|.zst), for source = dump")
+    endpoint: str = Field(
+        default="qlever", description="'qlever', 'wdqs' or the URL of a self-hosted endpoint"
+    )
+    dialect: Literal["wdqs", "qlever"] | None = Field(default=None, description="needed for a URL endpoint")
+    contact: str | None = Field(
+        default=None, description="an e-mail or URL for the User-Agent (Wikimedia policy); needed for sparql"
+    )
+    timeout_s: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, le=5000, description="items per VALUES lookup")
     roots: list[WikidataRoot] = Field(min_length=1)
     require_image: bool = Field(default=True, description="only items with an image (P18), as the method")
-    cap_per_root: int | None = Field(default=28_000, ge=1, description="keep the top N by sitelinks per root")
-    workers: int = Field(default=0, ge=0, description="parsing processes; 0 = one per core")
+    cap_per_root: int = Field(
+        default=28_000, ge=0, description="keep the top N by sitelinks per root; 0 = all"
+    )
+    workers: int = Field(default=0, ge=0, description="dump parsing processes; 0 = one per core")
+
+    @model_validator(mode="after")
+    def _source_settings(self) -> WikidataSource:
+        if self.source == "dump" and self.dump is None:
+            raise ValueError("source 'dump' needs `dump` (the path of latest-all.json.gz or similar)")
+        if self.source == "sparql":
+            if not self.contact:
+                raise ValueError("source 'sparql' needs `contact` (e-mail or URL) for the User-Agent")
+            if self.endpoint not in ("qlever", "wdqs") and self.dialect is None:
+                raise ValueError("a URL endpoint needs `dialect` ('wdqs' or 'qlever')")
+        return self
 
 
 class EntitiesConfig(Section):

@@ -21,7 +21,7 @@ def run(ctx: StageContext) -> StageResult:
     if cfg.wordnet is not None:
         parts["wordnet"] = wordnet_entities(cfg.wordnet)
     if cfg.wikidata is not None:
-        parts["wikidata"] = wikidata_entities(cfg.wikidata)
+        parts["wikidata"] = wikidata_entities(cfg.wikidata, ctx.path("cache"))
     entities = sorted((e for p in parts.values() for e in p.entities), key=lambda e: e.id)
     rejects = sorted((r for p in parts.values() for r in p.rejects), key=lambda r: r.item)
     write_records(ctx.path("entities.parquet"), entities, Entity)

@@ -66,24 +66,20 @@ def from_entity(entity: dict[str, Any]) -> Item | None:
     if entity.get("type") != "item":
         return None
     claims = entity.get("claims") or {}
-    items: dict[str, tuple[int, ...]] = {}
+    items: dict[str, list[int]] = {}
     for prop in ITEM_PROPS:
         values = [s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get(prop, []))]
-        ids = tuple(v["numeric-id"] if "numeric-id" in v else qid_number(v["id"]) for v in values)
-        if ids:
-            items[prop] = ids
-    strings: dict[str, tuple[str, ...]] = {}
-    for prop in STRING_PROPS:
-        values = tuple(s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get(prop, [])))
-        if values:
-            strings[prop] = values
-    common = tuple(
+        items[prop] = [v["numeric-id"] if "numeric-id" in v else qid_number(v["id"]) for v in values]
+    strings = {
+        p: [s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get(p, []))] for p in STRING_PROPS
+    }
+    common = [
         v["text"]
         for v in (s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get("P1843", [])))
         if v.get("language") == LANG
-    )
-    aliases = tuple(a["value"] for a in (entity.get("aliases") or {}).get(LANG, []))
-    return Item(
+    ]
+    aliases = [a["value"] for a in (entity.get("aliases") or {}).get(LANG, [])]
+    return make_item(
         qid=qid_number(entity["id"]),
         label=_text(entity.get("labels") or {}),
         description=_text(entity.get("descriptions") or {}),
@@ -93,6 +89,32 @@ def from_entity(entity: dict[str, Any]) -> Item | None:
         strings=strings,
         common_names=common,
         present=frozenset(p for p, statements in claims.items() if truthy(statements)),
+    )
+
+
+def make_item(
+    qid: int,
+    label: str | None,
+    description: str | None,
+    aliases: list[str],
+    sitelinks: int,
+    items: dict[str, list[int]],
+    strings: dict[str, list[str]],
+    common_names: list[str],
+    present: frozenset[str] = frozenset(),
+) -> Item:
+    """The one constructor both sources use: multi-valued facts are de-duplicated and sorted,
+    because a dump lists them in statement order while SPARQL answers in no order at all."""
+    return Item(
+        qid=qid,
+        label=label,
+        description=description,
+        aliases=tuple(sorted(set(aliases))),
+        sitelinks=sitelinks,
+        items={p: tuple(sorted(set(v))) for p, v in items.items() if v},
+        strings={p: tuple(sorted(set(v))) for p, v in strings.items() if v},
+        common_names=tuple(sorted(set(common_names))),
+        present=present,
     )
 
 

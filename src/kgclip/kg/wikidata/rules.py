@@ -1,6 +1,8 @@
-"""The method's Wikidata selection, evaluated over a class/taxon graph (method.md §2).
+"""The method's Wikidata selection, evaluated over a class/taxon graph (method.md §2, §9).
 
-For a root R an item is a member when it is `(P31/P279*) R`, `P279+ R` or `P171+ R`; for plants
+For a root R an item is a member when it is `(P31/P279*) R` ("instance"), `P279+ R` ("subclass")
+or `P171+ R` ("taxon"), as far as the root's `via` allows (the general-domain roots use
+subclasses only, and count the root itself: `P279* R`); for plants
 also a fruit-like product (`P31|P279` of a product class) linked to a plant taxon by `P1582` on
 the product or `P1672` on the taxon. Members are dropped when they are `(P31/P279*)|P279+` of an
 excluded class, or carry an excluded property (P625 coordinates for plants). These are the MINUS
@@ -28,6 +30,9 @@ class RootRule:
     exclude_classes: tuple[int, ...] = ()
     exclude_with: tuple[str, ...] = ()
     product_classes: tuple[int, ...] = ()
+    via: tuple[str, ...] = ("instance", "subclass", "taxon")
+    include_root: bool = False
+    min_sitelinks: int = 0
 
 
 class Graph:
@@ -89,9 +94,16 @@ class Selector:
         )
 
     def is_member(self, item: Item) -> bool:
-        kinds = (*item.values("P31"), *item.values(SUBCLASS))
-        if any(c in self.classes for c in kinds) or any(t in self.taxa for t in item.values(PARENT_TAXON)):
+        via = self.rule.via
+        if item.qid == self.rule.qid:
+            return self.rule.include_root
+        if "instance" in via and any(c in self.classes for c in item.values("P31")):
             return True
+        if "subclass" in via and any(c in self.classes for c in item.values(SUBCLASS)):
+            return True
+        if "taxon" in via and any(t in self.taxa for t in item.values(PARENT_TAXON)):
+            return True
+        kinds = (*item.values("P31"), *item.values(SUBCLASS))
         if not self.rule.product_classes or not any(c in self.rule.product_classes for c in kinds):
             return False
         linked = any(t in self.taxa and t != self.rule.qid for t in item.values("P1582"))

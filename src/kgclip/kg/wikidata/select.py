@@ -24,25 +24,43 @@ class Choice:
     root: RootRule
 
 
-def select(
-    candidates: Iterable[Item], graph: Graph, rules: list[RootRule], cap: int | None
-) -> tuple[list[Choice], list[Rejected]]:
+@dataclass
+class Evaluation:
+    """Per root, the members that survive the exclusions; per item, why a member was dropped."""
+
+    members: dict[int, list[Item]]
+    excluded: dict[int, tuple[str, str]]
+
+
+def evaluate(candidates: Iterable[Item], graph: Graph, rules: list[RootRule]) -> Evaluation:
+    """The dump path: membership and exclusions from the graph, each root on its own."""
     selectors = [Selector.build(graph, rule) for rule in rules]
-    per_root: dict[int, list[Item]] = {rule.qid: [] for rule in rules}
-    excluded: dict[int, tuple[str, str]] = {}
+    result = Evaluation({rule.qid: [] for rule in rules}, {})
     for item in candidates:
         for sel in selectors:
-            if item.qid == sel.rule.qid or not sel.is_member(item):
+            if not sel.is_member(item):
                 continue
             why = sel.exclusion(item)
             if why is None:
-                per_root[sel.rule.qid].append(item)
+                result.members[sel.rule.qid].append(item)
             else:
-                excluded.setdefault(item.qid, why)
+                result.excluded.setdefault(item.qid, why)
+    return result
+
+
+def finalize(ev: Evaluation, rules: list[RootRule], cap: int | None) -> tuple[list[Choice], list[Rejected]]:
+    """Union over roots (the first root owns an item), the popularity cap, and the rejects."""
     chosen: dict[int, Choice] = {}
     capped: dict[int, str] = {}
+    obscure: dict[int, str] = {}
     for rule in rules:
-        ranked = sorted(per_root[rule.qid], key=lambda i: (-i.sitelinks, i.qid))
+        known = [i for i in ev.members[rule.qid] if i.sitelinks >= rule.min_sitelinks]
+        for item in ev.members[rule.qid]:
+            if item.sitelinks < rule.min_sitelinks:
+                obscure.setdefault(
+                    item.qid, f"{rule.name}: {item.sitelinks} < {rule.min_sitelinks} sitelinks"
+                )
+        ranked = sorted(known, key=lambda i: (-i.sitelinks, i.qid))
         keep = ranked if cap is None else ranked[:cap]
         for item in keep:
             chosen.setdefault(item.qid, Choice(item, rule))
@@ -50,11 +68,22 @@ def select(
             capped.setdefault(item.qid, f"{rule.name}: not in the top {cap} by sitelinks")
     rejects = [Rejected("entities", wd(q), "popularity_cap", d) for q, d in capped.items() if q not in chosen]
     rejects += [
-        Rejected("entities", wd(q), reason, detail)
-        for q, (reason, detail) in excluded.items()
+        Rejected("entities", wd(q), "few_sitelinks", d)
+        for q, d in obscure.items()
         if q not in chosen and q not in capped
     ]
+    rejects += [
+        Rejected("entities", wd(q), reason, detail)
+        for q, (reason, detail) in ev.excluded.items()
+        if q not in chosen and q not in capped and q not in obscure
+    ]
     return sorted(chosen.values(), key=lambda c: c.item.qid), sorted(rejects, key=lambda r: r.item)
+
+
+def select(
+    candidates: Iterable[Item], graph: Graph, rules: list[RootRule], cap: int | None
+) -> tuple[list[Choice], list[Rejected]]:
+    return finalize(evaluate(candidates, graph, rules), rules, cap)
 
 
 def to_entities(choices: list[Choice]) -> list[Entity]:

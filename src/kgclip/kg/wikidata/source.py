@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from kgclip.config import WikidataSource
 from kgclip.kg.source import SourceResult
 from kgclip.kg.wikidata.dump import DumpError, scan
 from kgclip.kg.wikidata.item import qid_number
 from kgclip.kg.wikidata.rules import RootRule
-from kgclip.kg.wikidata.select import select, to_entities
+from kgclip.kg.wikidata.select import evaluate, finalize, to_entities
+from kgclip.kg.wikidata.sparql import Endpoint, SparqlCache, SparqlClient
+from kgclip.kg.wikidata.sparql_source import sparql_evaluate
 from kgclip.workdir import digest_of
 
 
@@ -21,21 +24,36 @@ def root_rules(src: WikidataSource) -> list[RootRule]:
             exclude_classes=tuple(qid_number(q) for q in r.exclude_classes),
             exclude_with=tuple(r.exclude_with),
             product_classes=tuple(qid_number(q) for q in r.product_classes),
+            via=tuple(r.via),
+            include_root=r.include_root,
+            min_sitelinks=r.min_sitelinks,
         )
         for r in src.roots
     ]
 
 
-def wikidata_entities(src: WikidataSource) -> SourceResult:
-    result = scan(src.dump, src.require_image, src.workers)
-    choices, rejects = select(result.candidates, result.graph, root_rules(src), src.cap_per_root)
+def wikidata_entities(src: WikidataSource, cache_dir: Path) -> SourceResult:
+    rules = root_rules(src)
+    stats: dict[str, object] = {"source": src.source}
+    if src.source == "dump":
+        assert src.dump is not None  # guaranteed by WikidataSource validation
+        result = scan(src.dump, src.require_image, src.workers)
+        evaluation = evaluate(result.candidates, result.graph, rules)
+        stats |= {"lines": result.lines, "parsed": result.parsed, "candidates": len(result.candidates)}
+    else:
+        endpoint = Endpoint.resolve(src.endpoint, src.dialect)
+        cache = SparqlCache(cache_dir / "sparql.sqlite")
+        client = SparqlClient(endpoint, src.contact or "", cache, timeout=src.timeout_s)
+        try:
+            evaluation = sparql_evaluate(client, rules, src.require_image, src.batch_size)
+        finally:
+            client.close()
+            cache.close()
+        stats |= {"endpoint": endpoint.url, "dialect": endpoint.dialect, "queries_sent": client.sent}
+    choices, rejects = finalize(evaluation, rules, src.cap_per_root or None)
     entities = to_entities(choices)
     per_root = Counter(c.root.name for c in choices)
-    stats = {
-        "source": src.source,
-        "lines": result.lines,
-        "parsed": result.parsed,
-        "candidates": len(result.candidates),
+    stats |= {
         "selected": len(entities),
         "leaves": sum(e.is_leaf for e in entities),
         "roots": dict(per_root),
@@ -46,6 +64,9 @@ def wikidata_entities(src: WikidataSource) -> SourceResult:
 
 
 def wikidata_fingerprint(src: WikidataSource) -> str:
+    """The dump file's identity; for an endpoint, its URL (answers are cached per query)."""
+    if src.source == "sparql" or src.dump is None:
+        return digest_of("sparql", src.endpoint, str(src.dialect))
     if not src.dump.is_file():
         raise DumpError(f"{src.dump}: no such dump file")
     st = src.dump.stat()
