@@ -25,6 +25,7 @@ Fault entries in ``srv.faults`` are consumed one per request, in order:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -36,8 +37,9 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, urlsplit
 
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
-from rdflib.namespace import RDFS, SKOS, XSD
-from rdflib.plugins.sparql import prepareQuery
+from rdflib.namespace import RDF, RDFS, SKOS, XSD
+from rdflib.plugins.sparql import aggregates, evaluate, prepareQuery
+from rdflib.plugins.sparql.sparql import NotBoundError
 
 WD = Namespace("http://www.wikidata.org/entity/")
 WDT = Namespace("http://www.wikidata.org/prop/direct/")
@@ -47,11 +49,14 @@ DATA = Namespace("https://www.wikidata.org/wiki/Special:EntityData/")
 GEO = Namespace("http://www.opengis.net/ont/geosparql#")
 FILE_PATH = "http://commons.wikimedia.org/wiki/Special:FilePath/"
 EARTH = "http://www.wikidata.org/entity/Q2"
+GENID = "http://www.wikidata.org/.well-known/genid/"
+WDNO = Namespace("http://www.wikidata.org/prop/novalue/")
 
 # Prefixes WDQS declares for every query (a subset of its list: the ones tests are likely to use).
 WDQS_PREFIXES = {
     "wd": str(WD),
     "wdt": str(WDT),
+    "wdno": str(WDNO),
     "wikibase": str(WIKIBASE),
     "p": "http://www.wikidata.org/prop/",
     "ps": "http://www.wikidata.org/prop/statement/",
@@ -73,6 +78,47 @@ JSON_TYPE = "application/sparql-results+json"
 TSV_TYPE = "text/tab-separated-values"
 
 
+# rdflib bug (RDFLib/rdflib#716, #882): an aggregate with DISTINCT over a variable that OPTIONAL left
+# unbound, e.g. GROUP_CONCAT(DISTINCT ?image), raises NotBoundError instead of skipping the row.
+_use_row = aggregates.Accumulator.use_row
+
+
+def _use_bound_row(self: aggregates.Accumulator, row: Any) -> bool:
+    try:
+        return _use_row(self, row)
+    except NotBoundError:
+        return False  # unbound values never count in an aggregate
+
+
+aggregates.Accumulator.use_row = _use_bound_row  # type: ignore[method-assign]
+
+
+def _hashed_minus(left: Iterable[Any], right: Iterable[Any]) -> Iterator[Any]:
+    """MINUS with the right side indexed: rdflib compares every left row with every right row
+    (3,000 x 1,000 rows: 7 s). A left row goes if some right row shares a variable with it and
+    agrees on all shared variables; right rows are grouped by their variables, then hashed."""
+    groups: dict[frozenset[Any], list[Any]] = {}
+    for row in right:
+        groups.setdefault(frozenset(row), []).append(row)
+    index: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+    for row in left:
+        removed = False
+        for domain, rows in groups.items():
+            shared = tuple(sorted(domain.intersection(row)))
+            if not shared:
+                continue
+            key = (domain, shared)
+            if key not in index:
+                index[key] = {tuple(r[v] for v in shared) for r in rows}
+            if tuple(row[v] for v in shared) in index[key]:
+                removed = True
+                break
+        if not removed:
+            yield row
+
+
+evaluate._minus = _hashed_minus  # evalMinus looks the helper up in its module at call time
+
 # ---------------------------------------------------------------------------------------------
 # Wikidata entity JSON -> RDF
 
@@ -86,12 +132,12 @@ def read_entities(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def truthy(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best-rank statements with a value (what a ``wdt:`` triple shows)."""
-    usable = [
-        s for s in statements if s.get("rank") != "deprecated" and s["mainsnak"].get("snaktype") == "value"
-    ]
-    return [s for s in usable if s.get("rank") == "preferred"] or usable
+def best_rank(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The preferred statements if there are any, else the normal ones (Wikibase's "best
+    statements", the ones ``wdt:`` shows). As in Wikibase, somevalue/novalue statements take
+    part in the rank contest: a preferred "unknown value" hides the normal values."""
+    ranked = [s for s in statements if s.get("rank") != "deprecated"]
+    return [s for s in ranked if s.get("rank") == "preferred"] or ranked
 
 
 def _value(snak: dict[str, Any]) -> URIRef | Literal | None:
@@ -122,8 +168,13 @@ def _value(snak: dict[str, Any]) -> URIRef | Literal | None:
     return None
 
 
-def entity_triples(entity: dict[str, Any]) -> Iterator[tuple[URIRef, URIRef, URIRef | Literal]]:
-    """The triples WDQS/QLever hold about one entity (truthy claims only, no statement nodes)."""
+def entity_triples(entity: dict[str, Any], somevalue: str | None = None) -> Iterator[tuple[Any, URIRef, Any]]:
+    """The triples WDQS/QLever hold about one entity (truthy claims only, no statement nodes).
+
+    ``somevalue``: how an "unknown value" snak shows: None (no triple), ``"iri"`` (WDQS: a
+    skolem IRI under ``http://www.wikidata.org/.well-known/genid/``) or ``"bnode"`` (QLever,
+    loaded from the RDF dump's blank nodes). A "no value" snak gives ``wd:Qx a wdno:Px``.
+    """
     qid = entity["id"]
     node = WD[qid]
     for section, predicate in (("labels", RDFS.label), ("descriptions", SCHEMA.description)):
@@ -133,10 +184,17 @@ def entity_triples(entity: dict[str, Any]) -> Iterator[tuple[URIRef, URIRef, URI
         for entry in entries:
             yield node, SKOS.altLabel, Literal(entry["value"], lang=entry["language"])
     for prop, statements in (entity.get("claims") or {}).items():
-        for statement in truthy(statements):
-            value = _value(statement["mainsnak"])
-            if value is not None:
-                yield node, WDT[prop], value
+        for n, statement in enumerate(best_rank(statements)):
+            snaktype = statement["mainsnak"].get("snaktype")
+            if snaktype == "value":
+                value = _value(statement["mainsnak"])
+                if value is not None:
+                    yield node, WDT[prop], value
+            elif snaktype == "novalue":
+                yield node, RDF.type, WDNO[prop]
+            elif snaktype == "somevalue" and somevalue:
+                key = hashlib.md5(str(statement.get("id") or f"{qid}${prop}${n}").encode()).hexdigest()
+                yield node, WDT[prop], URIRef(GENID + key) if somevalue == "iri" else BNode(key)
     sitelinks = entity.get("sitelinks") or {}
     for site, link in sitelinks.items():
         match = re.fullmatch(r"([a-z][a-z_-]*)wiki", site)
@@ -150,11 +208,11 @@ def entity_triples(entity: dict[str, Any]) -> Iterator[tuple[URIRef, URIRef, URI
     yield node, WIKIBASE.sitelinks, count  # the WDQS shortcut beside QLever's ^schema:about path
 
 
-def entities_to_graph(entities: Iterable[dict[str, Any]]) -> Graph:
+def entities_to_graph(entities: Iterable[dict[str, Any]], somevalue: str | None = None) -> Graph:
     """An rdflib graph of the given entities (dicts in the dump's entity JSON format)."""
     graph = Graph(bind_namespaces="none")
     for entity in entities:
-        for triple in entity_triples(entity):
+        for triple in entity_triples(entity, somevalue):
             graph.add(triple)
     return graph
 
@@ -357,14 +415,15 @@ class SparqlServer:
             raise ValueError(f"dialect must be one of {sorted(PATHS)}")
         self.dialect = dialect
         self.path = PATHS[dialect]
-        self.graph = graph if graph is not None else entities_to_graph(items)
+        somevalue = {"wdqs": "iri", "qlever": "bnode"}[dialect]
+        self.graph = graph if graph is not None else entities_to_graph(items, somevalue)
         self.faults: list[tuple[Any, ...]] = []
         self.requests: list[Request] = []
         self.spans: list[list[float | None]] = []
         self.max_concurrent = 0
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._query_lock = threading.Lock()  # rdflib's parser (pyparsing) is not thread-safe
+        self._query_lock = threading.Lock()  # one query at a time: rdflib's parser is not thread-safe
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -402,9 +461,11 @@ class SparqlServer:
 
     def query(self, text: str) -> Any:
         """Run a query as the endpoint would (dialect rules included); for use in tests."""
-        prepared = prepareQuery(prepare(text, self.dialect))
         with self._query_lock:
-            return self.graph.query(prepared)
+            result = self.graph.query(prepareQuery(prepare(text, self.dialect)))
+            if result.type == "SELECT":
+                result.bindings  # noqa: B018 - evaluate now, under the lock
+            return result
 
     # -- bookkeeping used by the handler
     def _begin(self, request: Request) -> int:
@@ -428,6 +489,7 @@ class SparqlServer:
 def _make_handler(server: SparqlServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"  # one request per connection: simple, and shutdown never waits
+        _index: int | None = None  # this request's place in server.spans while it is in flight
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -454,22 +516,39 @@ def _make_handler(server: SparqlServer) -> type[BaseHTTPRequestHandler]:
             query = self._read_query()
             path = urlsplit(self.path).path
             headers = {k.lower(): v for k, v in self.headers.items()}
-            index = server._begin(Request(self.command, path, headers, query))
+            self._index = server._begin(Request(self.command, path, headers, query))
             try:
                 self._answer(path, query)
             except (ConnectionError, TimeoutError):
                 pass  # the client gave up (a timeout test); nothing to answer
             finally:
-                server._end(index)
+                self._done()
 
-        def _send(self, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None) -> None:
+        def _done(self) -> None:
+            """End the request's span; called just before the last bytes go out, because a serial
+            client sends its next request the moment it has them."""
+            if self._index is not None:
+                server._end(self._index)
+                self._index = None
+
+        def _send(
+            self, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None, pause: float = 0
+        ) -> None:
+            """The response; with ``pause``, the body goes in 10 pieces, each after ``pause`` s."""
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             for name, value in (extra or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            step = -(-len(body) // 10) if pause else len(body)
+            pieces = [body[i : i + step] for i in range(0, len(body), max(step, 1))] or [b""]
+            for n, piece in enumerate(pieces):
+                if pause and server._stopping.wait(pause):
+                    return  # shutting down
+                if n == len(pieces) - 1:
+                    self._done()
+                self.wfile.write(piece)
 
         def _answer(self, path: str, query: str | None) -> None:
             fault = server._next_fault()
@@ -489,17 +568,7 @@ def _make_handler(server: SparqlServer) -> type[BaseHTTPRequestHandler]:
             if kind == "malformed":
                 return self._send(200, f"{JSON_TYPE}; charset=utf-8", body[: len(body) // 2])
             if kind == "slow_body":
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                step = max(1, -(-len(body) // 10))
-                for start in range(0, len(body), step):
-                    if server._stopping.wait(fault[1]):
-                        return None
-                    self.wfile.write(body[start : start + step])
-                    self.wfile.flush()
-                return None
+                return self._send(status, ctype, body, pause=fault[1])
             if kind not in (None, "sleep"):
                 raise ValueError(f"unknown fault {fault!r}")
             return self._send(status, ctype, body)
@@ -510,16 +579,16 @@ def _make_handler(server: SparqlServer) -> type[BaseHTTPRequestHandler]:
                 return 404, plain, f"no endpoint at {path}; try {server.path}\n".encode()
             if not query:
                 return 400, plain, b"missing query parameter\n"
-            try:
-                prepared = prepareQuery(prepare(query, server.dialect))
-            except Exception as e:  # noqa: BLE001 - any parse or translation error is the client's
-                return 400, plain, f"{type(e).__name__}: {e}\n".encode()
-            try:
-                with server._query_lock:
+            with server._query_lock:
+                try:
+                    prepared = prepareQuery(prepare(query, server.dialect))
+                except Exception as e:  # noqa: BLE001 - any parse or translation error is the client's
+                    return 400, plain, f"{type(e).__name__}: {e}\n".encode()
+                try:
                     result = server.graph.query(prepared)
                     ctype, body = format_results(result, _wanted_format(self.headers.get("Accept") or ""))
-            except Exception as e:  # noqa: BLE001 - an endpoint answers 500, it does not crash
-                return 500, plain, f"{type(e).__name__}: {e}\n".encode()
+                except Exception as e:  # noqa: BLE001 - an endpoint answers 500, it does not crash
+                    return 500, plain, f"{type(e).__name__}: {e}\n".encode()
             return 200, ctype, body
 
     return Handler
