@@ -8,7 +8,7 @@ import httpx
 import pytest
 from rdflib import BNode, Literal, URIRef, Variable
 from rdflib import namespace as ns
-from rdflib.plugins.sparql import evalutils
+from rdflib.plugins.sparql import evalutils, prepareQuery
 from rdflib.plugins.sparql.sparql import FrozenDict
 
 from sparql_server import (
@@ -20,6 +20,7 @@ from sparql_server import (
     WDT,
     WIKIBASE,
     SparqlServer,
+    _hashed_join,
     _hashed_minus,
     entities_to_graph,
     prepare,
@@ -297,6 +298,19 @@ def _bindings(response: httpx.Response) -> list[dict]:
     return response.json()["results"]["bindings"]
 
 
+def test_language_shortcut_rewrite_keeps_the_query_valid():
+    query = PREFIXES + (
+        "SELECT * { ?x @en@rdfs:label ?l ; wdt:P2 1.5 ; @de-ch@skos:altLabel ?a . "
+        "OPTIONAL { ?x @en@schema:description ?d } ?x wdt:P3 '@en@rdfs:label' }"
+    )
+    rewritten = prepare(query, "qlever")
+    assert 'FILTER(LANG(?l) = "en")' in rewritten
+    assert 'FILTER(LANG(?a) = "de-ch")' in rewritten
+    assert 'FILTER(LANG(?d) = "en")' in rewritten
+    assert "'@en@rdfs:label'" in rewritten  # strings are left alone
+    prepareQuery(rewritten)  # parses
+
+
 def test_standard_language_filter_on_both_dialects(qlever, wdqs):
     query = PREFIXES + 'SELECT ?l WHERE { wd:Q146 rdfs:label ?l FILTER(LANG(?l) = "en") }'
     assert rows(post(qlever, query), "l") == rows(post(wdqs, query), "l") == ["house cat"]
@@ -394,10 +408,11 @@ def test_ask_query(qlever):
 def test_request_log_and_max_concurrent():
     with SparqlServer(TINY, dialect="qlever") as srv:
         with httpx.Client(headers={"User-Agent": "kgclip-test/0.1 (me@example.org)"}) as client:
-            for _ in range(3):
-                client.post(srv.url, content=PREFIXES + ANIMALS, headers=SPARQL)
-        assert len(srv.requests) == 3
-        method, path, headers, query = srv.requests[0]
+            for _ in range(20):  # quick ones: the next request follows the last byte at once
+                client.post(srv.url, content=PREFIXES + "ASK { wd:Q146 wdt:P279 wd:Q7377 }", headers=SPARQL)
+            client.post(srv.url, content=PREFIXES + ANIMALS, headers=SPARQL)
+        assert len(srv.requests) == 21
+        method, path, headers, query = srv.requests[-1]
         assert (method, path, query) == ("POST", "/api/wikidata", PREFIXES + ANIMALS)
         assert headers["user-agent"] == "kgclip-test/0.1 (me@example.org)"
         assert headers["content-type"] == "application/sparql-query"
@@ -412,7 +427,7 @@ def test_request_log_and_max_concurrent():
         for t in threads:
             t.join()
         assert srv.max_concurrent == 2
-        assert len(srv.requests) == 5
+        assert len(srv.requests) == 23
 
 
 def test_status_faults_then_normal_answers(qlever):
@@ -475,14 +490,17 @@ def test_slow_body_and_close_faults(qlever):
     assert len(qids(post(qlever, PREFIXES + ANIMALS))) == 6
 
 
-def test_hashed_minus_agrees_with_rdflibs_nested_loop():
+def test_hashed_join_and_minus_agree_with_rdflibs_nested_loops():
     x, y, z = Variable("x"), Variable("y"), Variable("z")
     a, b, c = URIRef("urn:a"), URIRef("urn:b"), URIRef("urn:c")
     left = [FrozenDict(d) for d in ({x: a, y: b}, {x: b}, {x: c, y: c}, {z: a}, {x: c}, {z: a, x: c}, {})]
-    right = [FrozenDict(d) for d in ({x: a, y: b}, {y: c, z: b}, {z: c}, {x: b, z: a})]
-    expected = list(evalutils._minus(left, set(right)))
-    assert list(_hashed_minus(left, set(right))) == expected
+    right = [FrozenDict(d) for d in ({x: a, y: b}, {y: c, z: b}, {z: c}, {x: b, z: a}, {x: a})]
+    expected = list(evalutils._minus(left, right))
+    assert list(_hashed_minus(left, right)) == expected
     assert expected == [FrozenDict({x: c}), FrozenDict({z: a, x: c}), FrozenDict({})]
+    joined = sorted(map(repr, evalutils._join(left, right)))
+    assert sorted(map(repr, _hashed_join(left, right))) == joined
+    assert len(joined) == 18
 
 
 # -- scale ----------------------------------------------------------------------------------

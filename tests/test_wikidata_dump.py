@@ -13,7 +13,7 @@ from kgclip.kg.wikidata.dump import DumpError, blocks, scan, scan_block
 from kgclip.kg.wikidata.item import parse_line
 from kgclip.kg.wikidata.select import select, to_entities
 from kgclip.pipeline import StageContext
-from kgclip.tables import Entity, Rejected, read_records
+from kgclip.tables import Entity, EntityLink, Rejected, read_records
 from kgclip.workdir import Workdir
 from wikidata_fixture import ANIMAL, EXPECTED, PLANT, ROOTS_TOML, expected_qids, write_dump
 
@@ -154,9 +154,15 @@ def test_entities_stage_reads_the_dump(tmp_path, dump_gz):
     ctx = StageContext(load(config), Workdir(tmp_path / "work"))
     result = entities_stage.run(ctx)
     rows = list(read_records(ctx.path("entities.parquet"), Entity))
-    wikidata = {e.id for e in rows if e.sources == ["wikidata"]}
     want = expected_qids("animal", True) | expected_qids("plant", True)
-    assert wikidata == {f"wd:Q{q}" for q in want}
+    assert {f"Q{q}" for q in want} == {e.wikidata for e in rows if e.wikidata}
+    links = {k.wikidata_id: k for k in read_records(ctx.path("entity_links.parquet"), EntityLink)}
+    assert set(links) == {f"wd:Q{q}" for q in want}  # a verdict for every item
+    lion = next(e for e in rows if e.wikidata == "Q140")
+    assert lion.id == "wn:n02129165" and lion.sources == ["wordnet", "wikidata"]
+    assert links["wd:Q140"].status == "linked" and links["wd:Q140"].method == "taxon"
+    linked = sum(k.status == "linked" for k in links.values())
+    assert linked == result.stats["merge"]["linked"] > 50
     assert result.stats["wikidata"]["roots"] == {
         "animal": len(expected_qids("animal", True)),
         "plant": len(want - expected_qids("animal", True)),
@@ -164,7 +170,12 @@ def test_entities_stage_reads_the_dump(tmp_path, dump_gz):
     assert result.stats["wordnet"]["selected"] == 8_861  # the demo's WordNet entities stay beside them
     rejects = {r.item: r.reason for r in read_records(ctx.path("rejects/entities.parquet"), Rejected)}
     assert rejects["wd:Q42"] == "excluded_class" and rejects["wd:Q900000001"] == "excluded_property"
-    assert pq.read_table(ctx.path("entities.parquet")).num_rows == 8_861 + len(want)
+    assert pq.read_table(ctx.path("entities.parquet")).num_rows == 8_861 + len(want) - linked
+    assert not any(
+        p.startswith("wd:") and p.removeprefix("wd:") in {e.wikidata for e in rows if e.id.startswith("wn:")}
+        for e in rows
+        for p in e.parents
+    ), "parents must point at merged rows by their new id"
 
 
 def test_config_requires_a_dump_path_or_contact():

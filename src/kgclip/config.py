@@ -110,9 +110,20 @@ class WikidataSource(Section):
         return self
 
 
+class MergeConfig(Section):
+    """Linking WordNet synsets and Wikidata items that denote the same thing (docs/stages/merge.md)."""
+
+    link: bool = Field(default=True, description="merge linked pairs into one entity row")
+    bridge: Path | None = Field(
+        default=None,
+        description="a wn31,wn30 CSV/TSV that lets Wikidata's P8814 (WordNet 3.1 ids) link directly",
+    )
+
+
 class EntitiesConfig(Section):
     wordnet: WordNetSource | None = None
     wikidata: WikidataSource | None = None
+    merge: MergeConfig = Field(default_factory=MergeConfig)
 
     @model_validator(mode="after")
     def _a_source(self) -> EntitiesConfig:

@@ -63,7 +63,7 @@ STAGES: tuple[Stage, ...] = (
         "kgclip.kg.entities",
         ("entities",),
         (),
-        ("entities.parquet", "rejects/entities.parquet"),
+        ("entities.parquet", "rejects/entities.parquet", "entity_links.parquet"),
         external="source_fingerprint",
     ),
     Stage("types", "kgclip.text.types", ("types",), ("entities",), ("types.parquet",)),

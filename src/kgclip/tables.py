@@ -67,6 +67,31 @@ class Entity:
 
 
 @dataclass(frozen=True, slots=True)
+class EntityLink:
+    """The merge's verdict on one Wikidata item: `linked` to a synset, or why it was kept apart."""
+
+    wikidata_id: str
+    status: str
+    wordnet_id: str | None
+    method: str | None
+    score: float | None
+    candidates: list[str]
+    detail: str
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("wikidata_id", STR),
+            ("status", STR),
+            ("wordnet_id", STR),
+            ("method", STR),
+            ("score", pa.float64()),
+            ("candidates", STRS),
+            ("detail", STR),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class NaturalType:
     """The superclass a person would name for an entity ("dog" for a golden retriever)."""
 

@@ -7,8 +7,8 @@ Evidence, strongest first (docs/stages/merge.md explains the choices and the num
 - **taxon name**: the item's P225 is a lemma of the synset ("Panthera leo" is a lemma of lion.n.01).
 - **shared names**: label, aliases, taxon name and common names against the synset's lemmas;
   every shared name beyond the first adds a little, since two synonyms rarely both hit a wrong synset.
-- **gloss**: the share of the Wikidata description's content words ("species of big cat" ->
-  {big, cat}) found in the synset's gloss, its lemmas and its ancestors' lemmas.
+- **description**: the share of the Wikidata description's content words ("species of big cat" ->
+  {big, cat}) found in the synset's gloss and its ancestors' lemmas (lion.n.01 -> big cat -> ...).
 
 Candidates are only synsets sharing a normalised name with the item (an index, never all pairs).
 A pair links only when the synset is the item's clear best candidate (a margin over the runner-up)
@@ -223,6 +223,17 @@ def content_words(text: str) -> set[str]:
 # --- the WordNet side ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Taxa:
+    """A synset's lemmas that can be taxon names. WordNet writes binomials and genera capitalised
+    ("Panthera leo", "Panthera"); a lower-case single word ("bison", "apteryx") is a common noun as
+    often as a genus, so only multi-word lemmas also match regardless of case."""
+
+    exact: frozenset[str]  # capitalised lemmas as written
+    folded: frozenset[str]  # multi-word lemmas, case-folded
+    binomials: tuple[frozenset[str], ...]  # the words of each capitalised multi-word lemma
+
+
 class WordNetIndex:
     """WordNet rows by normalised name, with each synset's word bag built lazily (only candidates)."""
 
@@ -235,7 +246,7 @@ class WordNetIndex:
                 if name:
                     self.by_name[name].append(e.id)
         self._names: dict[str, frozenset[str]] = {}
-        self._taxa: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._taxa: dict[str, Taxa] = {}
         self._lemma_words: dict[str, frozenset[str]] = {}
         self._bags: dict[str, frozenset[str]] = {}
 
@@ -245,19 +256,16 @@ class WordNetIndex:
             self._names[wid] = frozenset(norm_name(n) for n in (e.name, *e.aliases))
         return self._names[wid]
 
-    def taxa(self, wid: str) -> tuple[frozenset[str], frozenset[str]]:
-        """Lemmas that can be taxon names: (capitalised ones as written, multi-word ones case-folded).
-
-        WordNet writes binomials and genera capitalised ("Panthera leo", "Panthera"); a lower-case
-        single word ("bison", "apteryx") is a common noun as often as a genus, so only case-folded
-        binomials count as taxon matches regardless of case.
-        """
+    def taxa(self, wid: str) -> Taxa:
         if wid not in self._taxa:
             e = self.by_id[wid]
             lemmas = [norm_taxon(n) for n in (e.name, *e.aliases)]
             exact = frozenset(n for n in lemmas if n[:1].isupper())
-            folded = frozenset(n.casefold() for n in lemmas if " " in n)
-            self._taxa[wid] = (exact, folded)
+            self._taxa[wid] = Taxa(
+                exact=exact,
+                folded=frozenset(n.casefold() for n in lemmas if " " in n),
+                binomials=tuple(frozenset(n.casefold().split()) for n in sorted(exact) if " " in n),
+            )
         return self._taxa[wid]
 
     def _lemma_bag(self, wid: str) -> frozenset[str]:
@@ -314,21 +322,20 @@ def gloss_score(description_words: set[str], bag: frozenset[str]) -> float:
     return len(description_words & bag) / len(description_words)
 
 
-def taxon_evidence(item: Entity, wn: WordNetIndex, wid: str) -> str | None:
-    """TAXON when the item's P225 is a lemma of the synset; CONFLICT when both name a binomial and the
-    two share no word (carrion crow, Corvus corone, is not black_vulture.n.01, Coragyps atratus, which
-    also has the lemma "carrion crow"). A shared genus or epithet is no conflict: taxa get renamed
-    (Puma concolor is WordNet's Felis concolor, Malus domestica its Malus pumila)."""
-    if not item.taxon_name:
+def taxon_evidence(taxon: str | None, wn: WordNetIndex, wid: str) -> str | None:
+    """TAXON when the item's P225 (`taxon`, normalised by norm_taxon) is a lemma of the synset;
+    CONFLICT when both name a binomial and the two share no word (carrion crow, Corvus corone, is not
+    black_vulture.n.01, Coragyps atratus, which also has the lemma "carrion crow"). A shared genus or
+    epithet is no conflict: taxa get renamed (Puma concolor is WordNet's Felis concolor, Malus
+    domestica its Malus pumila)."""
+    if not taxon:
         return None
-    taxon = norm_taxon(item.taxon_name)
-    exact, folded = wn.taxa(wid)
-    if taxon in exact or (" " in taxon and taxon.casefold() in folded):
+    taxa = wn.taxa(wid)
+    if taxon in taxa.exact or (" " in taxon and taxon.casefold() in taxa.folded):
         return TAXON
-    if " " in taxon:
-        binomials = [n for n in exact if " " in n]
-        words = set(taxon.casefold().split())
-        if binomials and not any(words.intersection(b.casefold().split()) for b in binomials):
+    if " " in taxon and taxa.binomials:
+        words = taxon.casefold().split()
+        if not any(b.intersection(words) for b in taxa.binomials):
             return CONFLICT
     return None
 
@@ -342,13 +349,14 @@ def score_candidates(item: Entity, wn: WordNetIndex, bridged: str | None) -> lis
     if not ids:
         return []
     words = content_words(item.description)
+    taxon = norm_taxon(item.taxon_name) if item.taxon_name else None
     out = []
     for wid in ids:
         shared = len(wn.names(wid).intersection(names))
         gloss = gloss_score(words, wn.bag(wid))
         score = gloss + NAME_BONUS * max(shared - 1, 0)
         method = NAME
-        evidence = taxon_evidence(item, wn, wid)
+        evidence = taxon_evidence(taxon, wn, wid)
         if evidence == TAXON:
             score += TAXON_BONUS
             method = TAXON
