@@ -135,6 +135,20 @@ def test_truthy_rules():
     assert parse_line(b"[") is None and parse_line(b'{"type":"property","id":"P31"}') is None
 
 
+def test_unknown_values_take_part_in_ranking_and_count_as_present():
+    """As Wikibase ranks: a preferred unknown value hides the normal values; it still makes a
+    `wdt:` triple, so `?ent wdt:P625 ?x` (the coordinates exclusion) matches it."""
+    line = (
+        b'{"type":"item","id":"Q1","claims":{"P171":['
+        b'{"mainsnak":{"snaktype":"value","property":"P171","datavalue":{"value":{"id":"Q2"}}},"rank":"normal"},'
+        b'{"mainsnak":{"snaktype":"somevalue","property":"P171"},"rank":"preferred"}],'
+        b'"P625":[{"mainsnak":{"snaktype":"somevalue","property":"P625"},"rank":"normal"}]}}'
+    )
+    item = parse_line(line)
+    assert item.values("P171") == ()
+    assert {"P171", "P625"} <= item.present
+
+
 def test_missing_and_corrupt_dumps_are_clear_errors(tmp_path):
     with pytest.raises(DumpError, match="no such dump"):
         scan(tmp_path / "none.json.gz", True, 1)

@@ -2,7 +2,7 @@
 
 Claims are reduced to their *truthy* values, as WDQS and QLever expose them as `wdt:` triples:
 for each property the preferred statements if there are any, else the normal ones; deprecated
-statements and no-value/some-value snaks never count. Both the dump and the SPARQL sources
+statements never count, and a no-value statement has no triple. Both the dump and the SPARQL sources
 must see the same graph, so this rule is applied in exactly one place.
 """
 
@@ -48,12 +48,20 @@ def qid_number(qid: str) -> int:
 
 
 def truthy(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best-rank statements with a value: what a `wdt:` triple would show."""
-    usable = [
-        s for s in statements if s.get("rank") != "deprecated" and s["mainsnak"].get("snaktype") == "value"
+    """The statements a `wdt:` triple shows: the best rank (preferred, else normal, never deprecated)
+    chosen as Wikibase chooses it, with no-value and unknown-value statements taking part in the
+    ranking; then the value and unknown-value ones (a no-value statement has no `wdt:` triple)."""
+    ranked = [s for s in statements if s.get("rank") != "deprecated"]
+    best = [s for s in ranked if s.get("rank") == "preferred"] or ranked
+    return [s for s in best if s["mainsnak"].get("snaktype") in ("value", "somevalue")]
+
+
+def _values(statements: list[dict[str, Any]]) -> list[Any]:
+    return [
+        s["mainsnak"]["datavalue"]["value"]
+        for s in truthy(statements)
+        if s["mainsnak"]["snaktype"] == "value"
     ]
-    preferred = [s for s in usable if s.get("rank") == "preferred"]
-    return preferred or usable
 
 
 def _text(section: dict[str, Any], lang: str = LANG) -> str | None:
@@ -68,16 +76,10 @@ def from_entity(entity: dict[str, Any]) -> Item | None:
     claims = entity.get("claims") or {}
     items: dict[str, list[int]] = {}
     for prop in ITEM_PROPS:
-        values = [s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get(prop, []))]
+        values = _values(claims.get(prop, []))
         items[prop] = [v["numeric-id"] if "numeric-id" in v else qid_number(v["id"]) for v in values]
-    strings = {
-        p: [s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get(p, []))] for p in STRING_PROPS
-    }
-    common = [
-        v["text"]
-        for v in (s["mainsnak"]["datavalue"]["value"] for s in truthy(claims.get("P1843", [])))
-        if v.get("language") == LANG
-    ]
+    strings = {p: _values(claims.get(p, [])) for p in STRING_PROPS}
+    common = [v["text"] for v in _values(claims.get("P1843", [])) if v.get("language") == LANG]
     aliases = [a["value"] for a in (entity.get("aliases") or {}).get(LANG, [])]
     return make_item(
         qid=qid_number(entity["id"]),

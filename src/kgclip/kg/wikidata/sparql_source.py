@@ -127,6 +127,11 @@ def _qid(binding: dict[str, Any]) -> int:
     return qid_number(value[len(ENTITY_PREFIX) - 1 :])
 
 
+def _is_item(binding: dict[str, Any]) -> bool:
+    """Unknown values come back as blank nodes (QLever) or `.well-known/genid` IRIs (WDQS)."""
+    return binding["type"] == "uri" and binding["value"].startswith(ENTITY_PREFIX)
+
+
 def _string(prop: str, binding: dict[str, Any]) -> str:
     """Literal values as they are in the dump; images come back as Commons FilePath IRIs."""
     value = binding["value"]
@@ -148,7 +153,7 @@ def items_from_facts(bindings: list[dict[str, Any]]) -> dict[int, Item]:
             description=first.get("description"),
             aliases=[v["value"] for v in by_key.get("alias", [])],
             sitelinks=int(first.get("sitelinks", 0)),
-            items={p: [_qid(v) for v in by_key.get(p, []) if v["type"] == "uri"] for p in ITEM_PROPS},
+            items={p: [_qid(v) for v in by_key.get(p, []) if _is_item(v)] for p in ITEM_PROPS},
             strings={p: [_string(p, v) for v in by_key.get(p, [])] for p in STRING_PROPS},
             common_names=[v["value"] for v in by_key.get("P1843", [])],
         )
