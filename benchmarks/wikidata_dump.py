@@ -166,6 +166,7 @@ def main() -> None:
         result = scan(dump, require_image=True, workers=args.workers)
         chosen, _ = select(result.candidates, result.graph, [RootRule(729, "animal")], cap=None)
         ours = time.perf_counter() - began
+        result.candidates.close()
     print(f"gzip -dc > /dev/null: {raw:.2f}s ({args.mb / raw:.0f} MiB/s)")
     print(
         f"kgclip scan + select: {ours:.2f}s ({args.mb / ours:.0f} MiB/s); {result.lines:,} lines, "

@@ -192,6 +192,25 @@ def test_entities_stage_reads_the_dump(tmp_path, dump_gz):
     ), "parents must point at merged rows by their new id"
 
 
+def test_a_dump_is_scanned_once_per_settings(tmp_path, dump_gz, monkeypatch):
+    from kgclip.kg.wikidata import source
+
+    cfg = parse(
+        {
+            "name": "x",
+            "search": {"corpus": {"source": "/x"}},
+            "entities": {
+                "wikidata": {"dump": str(dump_gz), "workers": 1, "roots": [{"qid": "Q729", "name": "animal"}]}
+            },
+        }
+    ).entities.wikidata
+    first = source.wikidata_entities(cfg, tmp_path)
+    monkeypatch.setattr(source, "scan", lambda *a, **k: pytest.fail("the dump was read again"))
+    again = source.wikidata_entities(cfg, tmp_path)
+    assert again.stats["from_cache"] and again.entities == first.entities and again.rejects == first.rejects
+    assert not list(tmp_path.glob("tmp*")), "the candidate spill file is gone"
+
+
 def test_config_requires_a_dump_path_or_contact():
     base = {"name": "x", "search": {"corpus": {"source": "/x"}}}
     roots = [{"qid": "Q729", "name": "animal"}]

@@ -4,9 +4,9 @@ The dump is ~1.4 TB of JSON, one entity per line. It is never loaded: an externa
 (pigz, lbzip2, zstd when installed; they run beside Python on another core) feeds blocks of
 lines to a process pool. Workers drop most lines with substring tests before any JSON parsing
 and return only (a) the class, taxon and product edges of the whole graph and (b) candidate
-items that could be selected (an English label, an image when required, some typing claim).
-Selection then runs over those candidates once the graph is complete (see rules.py), so one
-read of the dump is enough.
+items that could be selected (an English label, an image when required, some typing claim),
+which spill to a temporary file. Selection then runs over the spilled candidates once the graph
+is complete (see rules.py): one read of the dump, with memory bounded by the graph.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 import bz2
 import gzip
 import os
+import pickle
 import shutil
 import subprocess
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -55,10 +57,43 @@ class BlockResult:
     candidates: list[Item] = field(default_factory=list)
 
 
+class Spill:
+    """Candidates go to a temporary file as they arrive, so memory stays flat however many items
+    qualify (without an image requirement that is most of Wikidata); iterating reads them back."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        self._fh = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - lives as long as the Spill
+        self._count = 0
+
+    def add(self, items: list[Item]) -> None:
+        if items:
+            self._fh.seek(0, os.SEEK_END)
+            pickle.dump(items, self._fh, protocol=pickle.HIGHEST_PROTOCOL)
+            self._count += len(items)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Item]:
+        self._fh.flush()
+        self._fh.seek(0)
+        while True:
+            try:
+                chunk = pickle.load(self._fh)
+            except EOFError:
+                return
+            yield from chunk
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 @dataclass
 class Scan:
     graph: Graph
-    candidates: list[Item]
+    candidates: Spill
     lines: int
     parsed: int
     bytes: int
@@ -148,10 +183,11 @@ def _typed(item: Item) -> bool:
     return any(item.values(p) for p in TYPING)
 
 
-def scan(path: Path, require_image: bool, workers: int = 0) -> Scan:
-    """One pass over the dump; workers = 0 means one per core."""
+def scan(path: Path, require_image: bool, workers: int = 0, spill_dir: Path | None = None) -> Scan:
+    """One pass over the dump; workers = 0 means one per core. Candidates spill to `spill_dir`
+    (default: the system's temporary folder); close `result.candidates` when done."""
     workers = workers or os.cpu_count() or 1
-    result = Scan(Graph(), [], 0, 0, 0)
+    result = Scan(Graph(), Spill(spill_dir), 0, 0, 0)
     work = partial(scan_block, require_image=require_image)
     with dump_stream(path) as stream, meter(f"wikidata dump {path.name} (MiB read)", None) as m:
         sizes: list[int] = []
@@ -166,7 +202,7 @@ def scan(path: Path, require_image: bool, workers: int = 0) -> Scan:
             result.parsed += part.parsed
             for prop, edges in part.edges.items():
                 result.graph.add_edges(prop, edges)
-            result.candidates.extend(part.candidates)
+            result.candidates.add(part.candidates)
             done = sizes.pop(0)
             result.bytes += done
             m.advance(done >> 20)

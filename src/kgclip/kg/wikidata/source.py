@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import orjson
+
 from kgclip.config import WikidataSource
 from kgclip.kg.source import SourceResult
 from kgclip.kg.wikidata.dump import DumpError, scan
@@ -13,7 +15,8 @@ from kgclip.kg.wikidata.rules import RootRule
 from kgclip.kg.wikidata.select import evaluate, finalize, to_entities
 from kgclip.kg.wikidata.sparql import Endpoint, SparqlCache, SparqlClient
 from kgclip.kg.wikidata.sparql_source import sparql_evaluate
-from kgclip.workdir import digest_of
+from kgclip.tables import Entity, Rejected, read_records, write_records
+from kgclip.workdir import atomic_write_bytes, digest_of
 
 
 def root_rules(src: WikidataSource) -> list[RootRule]:
@@ -33,12 +36,38 @@ def root_rules(src: WikidataSource) -> list[RootRule]:
 
 
 def wikidata_entities(src: WikidataSource, cache_dir: Path) -> SourceResult:
+    """Entities from the dump or an endpoint. A dump scan takes hours on the real file, so its
+    result is kept under `cache_dir` keyed by the dump's identity and these settings: re-running
+    the entities stage for a WordNet change does not read the dump again."""
+    if src.source != "dump":
+        return _select(src, cache_dir)
+    key = digest_of(wikidata_fingerprint(src), src.model_dump_json())
+    paths = [
+        cache_dir / "wikidata" / f"{key}-{part}"
+        for part in ("entities.parquet", "rejects.parquet", "stats.json")
+    ]
+    if all(p.exists() for p in paths):
+        stats = orjson.loads(paths[2].read_bytes())
+        entities = list(read_records(paths[0], Entity))
+        rejects = list(read_records(paths[1], Rejected))
+        return SourceResult(entities, rejects, {**stats, "from_cache": True}, _summary(stats))
+    result = _select(src, cache_dir)
+    write_records(paths[0], result.entities, Entity)
+    write_records(paths[1], result.rejects, Rejected)
+    atomic_write_bytes(paths[2], orjson.dumps(result.stats))
+    return result
+
+
+def _select(src: WikidataSource, cache_dir: Path) -> SourceResult:
     rules = root_rules(src)
     stats: dict[str, object] = {"source": src.source}
     if src.source == "dump":
         assert src.dump is not None  # guaranteed by WikidataSource validation
-        result = scan(src.dump, src.require_image, src.workers)
-        evaluation = evaluate(result.candidates, result.graph, rules)
+        result = scan(src.dump, src.require_image, src.workers, spill_dir=cache_dir)
+        try:
+            evaluation = evaluate(result.candidates, result.graph, rules)
+        finally:
+            result.candidates.close()
         stats |= {"lines": result.lines, "parsed": result.parsed, "candidates": len(result.candidates)}
     else:
         endpoint = Endpoint.resolve(src.endpoint, src.dialect)
@@ -59,8 +88,12 @@ def wikidata_entities(src: WikidataSource, cache_dir: Path) -> SourceResult:
         "roots": dict(per_root),
         "rejected": dict(Counter(r.reason for r in rejects)),
     }
-    summary = f"{len(entities):,} entities ({', '.join(f'{k} {v:,}' for k, v in per_root.items())})"
-    return SourceResult(entities, rejects, stats, summary)
+    return SourceResult(entities, rejects, stats, _summary(stats))
+
+
+def _summary(stats: dict) -> str:
+    roots = ", ".join(f"{name} {n:,}" for name, n in stats["roots"].items())
+    return f"{stats['selected']:,} entities ({roots}), {sum(stats['rejected'].values()):,} members dropped"
 
 
 def wikidata_fingerprint(src: WikidataSource) -> str:
