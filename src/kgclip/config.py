@@ -139,13 +139,107 @@ class KGTypeRule(Section):
     too_general: list[str] = Field(default_factory=list)
 
 
+class LLMConfig(Section):
+    """An OpenAI-compatible chat endpoint: vLLM, llama.cpp, Ollama, OpenAI, ..."""
+
+    base_url: str = Field(description="e.g. http://localhost:8000/v1")
+    model: str
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable holding the key (never the key itself)"
+    )
+    structured: Literal["auto", "json_schema", "guided", "json_object", "none"] = Field(
+        default="auto",
+        description="how to constrain answers; auto tries the strongest the server accepts, then falls back",
+    )
+    concurrency: int = Field(default=4, ge=1, le=256)
+    max_retries: int = Field(default=5, ge=0, description="for 429 (Retry-After honoured), 5xx and timeouts")
+    timeout_s: float = Field(default=120.0, gt=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int = Field(default=1024, ge=16)
+
+
+class FilterConfig(Section):
+    """The method's true/false entity filter (an LLM judges whether an entity really is, say, an animal)."""
+
+    method: Literal["none", "llm"] = "none"
+    llm: LLMConfig | None = None
+    top_n: int = Field(
+        default=28_000, ge=0, description="judge only the top N per root by popularity; 0 = all"
+    )
+
+    @model_validator(mode="after")
+    def _llm_given(self) -> FilterConfig:
+        if self.method == "llm" and self.llm is None:
+            raise ValueError("method 'llm' needs an [filter.llm] section")
+        return self
+
+
 class TypesConfig(Section):
-    method: Literal["kg"] = "kg"
+    method: Literal["kg", "llm"] = "kg"
     kg: KGTypeRule = Field(default_factory=KGTypeRule)
+    llm: LLMConfig | None = None
+
+    @model_validator(mode="after")
+    def _llm_given(self) -> TypesConfig:
+        if self.method == "llm" and self.llm is None:
+            raise ValueError("method 'llm' needs a [types.llm] section")
+        return self
+
+
+class AttributesConfig(Section):
+    """Visual attributes per entity, each with a search query (method.md §4)."""
+
+    method: Literal["kg", "llm"] = "kg"
+    llm: list[LLMConfig] = Field(default_factory=list, description="one or more models, best first; merged")
+    top_n: int = Field(
+        default=500, ge=0, description="entities per root that get attributes, by popularity; 0 = all"
+    )
+    categories: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "animal": [
+                "Color",
+                "Pattern and texture",
+                "Body parts",
+                "Behavior and movement",
+                "Shape and size",
+                "Habitat and environment",
+                "Other",
+            ],
+            "plant": [
+                "Color",
+                "Pattern and texture",
+                "Plant parts",
+                "Shape and size",
+                "Habitat and environment",
+                "Other",
+            ],
+            "generic": ["Color", "Pattern and texture", "Parts", "Shape and size", "Environment", "Other"],
+        }
+    )
+    category_roots: dict[str, list[str]] = Field(
+        default_factory=lambda: {"animal": ["wn:n00015388", "wd:Q729"], "plant": ["wn:n00017222", "wd:Q756"]},
+        description="entities below these ids use that category set; all others use 'generic'",
+    )
+    max_per_category: int = Field(default=10, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttributesConfig:
+        if self.method == "llm" and not self.llm:
+            raise ValueError("method 'llm' needs at least one [[attributes.llm]] model")
+        if "generic" not in self.categories:
+            raise ValueError("categories needs a 'generic' set for entities outside category_roots")
+        unknown = set(self.category_roots) - set(self.categories)
+        if unknown:
+            raise ValueError(f"category_roots names sets without categories: {', '.join(sorted(unknown))}")
+        return self
+
+
+QueryKind = Literal["entity", "entity_attribute", "type_attribute"]
 
 
 class QueriesConfig(Section):
-    kinds: list[Literal["entity"]] = Field(default_factory=lambda: ["entity"], min_length=1)
+    kinds: list[QueryKind] = Field(default_factory=lambda: ["entity"], min_length=1)
     entities: Literal["leaves", "all"] = Field(
         default="leaves", description="leaves only (the method's `livingthings` set) or all entities"
     )
@@ -156,6 +250,10 @@ class QueriesConfig(Section):
     type_or_term: bool = Field(default=True, description="add the natural type as an or-term")
     exclude_terms: list[str] = Field(default_factory=list)
     photo_only: bool = True
+    max_per_kind: dict[QueryKind, int] = Field(
+        default_factory=dict, description="budget caps, e.g. {type_attribute = 2000}: the most frequent first"
+    )
+    max_attribute_queries_per_entity: int | None = Field(default=None, ge=1)
 
 
 class CorpusConfig(Section):
@@ -208,7 +306,9 @@ class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     entities: EntitiesConfig = Field(default_factory=lambda: EntitiesConfig(wordnet=WordNetSource()))
+    filter: FilterConfig = Field(default_factory=FilterConfig)
     types: TypesConfig = Field(default_factory=TypesConfig)
+    attributes: AttributesConfig = Field(default_factory=AttributesConfig)
     queries: QueriesConfig = Field(default_factory=QueriesConfig)
     search: SearchConfig
     fetch: FetchConfig = Field(default_factory=FetchConfig)

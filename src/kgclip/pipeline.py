@@ -66,12 +66,26 @@ STAGES: tuple[Stage, ...] = (
         ("entities.parquet", "rejects/entities.parquet", "entity_links.parquet"),
         external="source_fingerprint",
     ),
-    Stage("types", "kgclip.text.types", ("types",), ("entities",), ("types.parquet",)),
+    Stage(
+        "filter",
+        "kgclip.text.filter",
+        ("filter",),
+        ("entities",),
+        ("filter.parquet", "rejects/filter.parquet"),
+    ),
+    Stage("types", "kgclip.text.types", ("types",), ("entities", "filter"), ("types.parquet",)),
+    Stage(
+        "attributes",
+        "kgclip.text.attributes",
+        ("attributes",),
+        ("entities", "filter", "types"),
+        ("attributes.parquet",),
+    ),
     Stage(
         "queries",
         "kgclip.text.queries",
         ("queries",),
-        ("entities", "types"),
+        ("entities", "filter", "types", "attributes"),
         ("queries.parquet", "rejects/queries.parquet"),
     ),
     Stage(

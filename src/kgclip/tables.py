@@ -114,6 +114,35 @@ class NaturalType:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FilterVerdict:
+    """Whether an entity stays in the harvest, and who decided (`llm:<model>`, `none`, `top_n`)."""
+
+    entity_id: str
+    keep: bool
+    method: str
+    reason: str
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [("entity_id", STR), ("keep", pa.bool_()), ("method", STR), ("reason", STR)]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """A visual attribute of an entity with the image-search query that looks for it."""
+
+    entity_id: str
+    category: str
+    attribute: str
+    query: str
+    method: str
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [("entity_id", STR), ("category", STR), ("attribute", STR), ("query", STR), ("method", STR)]
+    )
+
+
 QUERY_PARAMS = pa.struct([("or_terms", STRS), ("exclude_terms", STRS), ("photo_only", pa.bool_())])
 
 

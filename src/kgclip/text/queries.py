@@ -8,14 +8,25 @@ which puts the `.n.01` sense first; the other claimants keep their remaining nam
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import orjson
 
 from kgclip.config import QueriesConfig
 from kgclip.pipeline import StageContext, StageResult
-from kgclip.tables import Entity, NaturalType, Query, QueryParams, Rejected, read_records, write_records
+from kgclip.tables import (
+    Attribute,
+    Entity,
+    NaturalType,
+    Query,
+    QueryParams,
+    Rejected,
+    read_records,
+    write_records,
+)
+from kgclip.text.filter import kept_ids
 
 
 def query_id(kind: str, text: str, params: QueryParams) -> str:
@@ -41,10 +52,17 @@ def _homonym_key(entity: Entity) -> str:
     return entity.wordnet_name or entity.id
 
 
-def entity_queries(
-    entities: list[Entity], types: dict[str, NaturalType], cfg: QueriesConfig
-) -> tuple[list[Query], list[Rejected]]:
-    chosen = [e for e in entities if cfg.entities == "all" or e.is_leaf]
+@dataclass(frozen=True)
+class Inputs:
+    """What query builders read: the kept entities, their types and their attributes."""
+
+    entities: list[Entity]
+    types: dict[str, NaturalType]
+    attributes: list[Attribute] = field(default_factory=list)
+
+
+def entity_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
+    chosen = [e for e in inp.entities if cfg.entities == "all" or e.is_leaf]
     claims: dict[str, list[tuple[str, Entity, str]]] = defaultdict(list)
     for entity in chosen:
         for text in _strings(entity, cfg):
@@ -58,7 +76,7 @@ def entity_queries(
             rejects.append(
                 Rejected("queries", loser.id, "homonym", f"{text!r} goes to {claimants[0][0]}, not {key}")
             )
-        params = _entity_params(text, types.get(winner.id), cfg)
+        params = _entity_params(text, inp.types.get(winner.id), cfg)
         queries.append(Query(query_id("entity", text, params), "entity", text, winner.id, None, params))
     return queries, rejects
 
@@ -70,19 +88,78 @@ def _entity_params(text: str, ntype: NaturalType | None, cfg: QueriesConfig) -> 
     return QueryParams(or_terms, list(cfg.exclude_terms), cfg.photo_only)
 
 
-Builder = Callable[[list[Entity], dict[str, NaturalType], QueriesConfig], tuple[list[Query], list[Rejected]]]
-BUILDERS: dict[str, Builder] = {"entity": entity_queries}
+def entity_attribute_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
+    """The attribute's own query ("koala grey ears"); or-terms are the entity's other names that
+    the query does not already contain, as the method sent to Google."""
+    by_id = {e.id: e for e in inp.entities}
+    per_entity: dict[str, int] = defaultdict(int)
+    queries, rejects = [], []
+    for attr in inp.attributes:
+        entity = by_id.get(attr.entity_id)
+        if entity is None:
+            continue
+        if (
+            cfg.max_attribute_queries_per_entity
+            and per_entity[entity.id] >= cfg.max_attribute_queries_per_entity
+        ):
+            rejects.append(Rejected("queries", entity.id, "budget_per_entity", attr.query))
+            continue
+        per_entity[entity.id] += 1
+        text = attr.query
+        names = [
+            entity.name,
+            *entity.aliases,
+            *entity.common_names,
+            *([entity.taxon_name] if entity.taxon_name else []),
+        ]
+        or_terms = list(dict.fromkeys(n.lower() for n in names if n and n.lower() not in text.lower()))
+        params = QueryParams(or_terms, list(cfg.exclude_terms), cfg.photo_only)
+        queries.append(
+            Query(
+                query_id("entity_attribute", text, params),
+                "entity_attribute",
+                text,
+                entity.id,
+                attr.attribute,
+                params,
+            )
+        )
+    return queries, rejects
 
 
-def build(
-    entities: list[Entity], types: Iterable[NaturalType], cfg: QueriesConfig
-) -> tuple[list[Query], list[Rejected]]:
-    by_entity = {t.entity_id: t for t in types}
+def type_attribute_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
+    """`"{attribute} {natural type}"` ("striped cat"), counted over all entities, most frequent first."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for attr in inp.attributes:
+        ntype = inp.types.get(attr.entity_id)
+        if ntype is not None:
+            counts[(attr.attribute.lower(), ntype.type_name)] += 1
+    params = QueryParams([], list(cfg.exclude_terms), cfg.photo_only)
+    queries = [
+        Query(query_id("type_attribute", f"{a} {t}", params), "type_attribute", f"{a} {t}", None, a, params)
+        for (a, t), _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return queries, []
+
+
+Builder = Callable[[Inputs, QueriesConfig], tuple[list[Query], list[Rejected]]]
+BUILDERS: dict[str, Builder] = {
+    "entity": entity_queries,
+    "entity_attribute": entity_attribute_queries,
+    "type_attribute": type_attribute_queries,
+}
+
+
+def build(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
     queries: dict[str, Query] = {}
     rejects: list[Rejected] = []
     for kind in cfg.kinds:
-        made, dropped = BUILDERS[kind](entities, by_entity, cfg)
+        made, dropped = BUILDERS[kind](inp, cfg)
         rejects.extend(dropped)
+        cap = cfg.max_per_kind.get(kind)
+        if cap is not None and len(made) > cap:
+            rejects.extend(Rejected("queries", q.query_id, "budget_per_kind", q.text) for q in made[cap:])
+            made = made[:cap]
         for q in made:
             queries.setdefault(q.query_id, q)
     ordered = sorted(queries.values(), key=lambda q: (q.kind, q.entity_id or "", q.text))
@@ -90,22 +167,20 @@ def build(
 
 
 def run(ctx: StageContext) -> StageResult:
-    entities = list(read_records(ctx.path("entities.parquet"), Entity))
-    types = read_records(ctx.path("types.parquet"), NaturalType)
-    queries, rejects = build(entities, types, ctx.config.queries)
+    kept = kept_ids(ctx)
+    entities = [e for e in read_records(ctx.path("entities.parquet"), Entity) if e.id in kept]
+    types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
+    attributes = list(read_records(ctx.path("attributes.parquet"), Attribute))
+    queries, rejects = build(Inputs(entities, types, attributes), ctx.config.queries)
     write_records(ctx.path("queries.parquet"), queries, Query)
     write_records(ctx.path("rejects/queries.parquet"), rejects, Rejected)
-    per_kind: dict[str, int] = defaultdict(int)
-    for q in queries:
-        per_kind[q.kind] += 1
+    per_kind = Counter(q.kind for q in queries)
     stats = {
         "queries": len(queries),
         "per_kind": dict(per_kind),
         "entities_with_queries": len({q.entity_id for q in queries if q.entity_id}),
-        "homonym_claims_dropped": len(rejects),
+        "rejects": dict(Counter(r.reason for r in rejects)),
     }
-    summary = (
-        f"{len(queries):,} queries for {stats['entities_with_queries']:,} entities; "
-        f"{len(rejects):,} claims on shared names went to another entity"
-    )
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(per_kind.items()))
+    summary = f"{len(queries):,} queries ({kinds}) for {stats['entities_with_queries']:,} entities"
     return StageResult(len(queries), stats, summary)

@@ -1,9 +1,7 @@
-"""The natural-types stage: for each entity, the superclass a person would name ("dog" for a beagle).
+"""The natural-types stage: for each kept entity, the superclass a person would name.
 
-A type becomes an or-term of entity queries and the noun of type-attribute queries, so it must
-be neither the root ("living thing") nor too specific ("hunting dog"). The `kg` method reads it
-off the entities' own hierarchy (docs/stages/types.md); an LLM method can sit beside it in
-`METHODS`, taking the same entity rows and returning the same records.
+Methods sit side by side in `METHODS`: `kg` (the offline default, kg_types.py) and `llm`
+(llm_types.py), each taking the same entity rows and returning the same records.
 """
 
 from __future__ import annotations
@@ -11,80 +9,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from kgclip.config import Config, KGTypeRule
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console
 from kgclip.tables import Entity, NaturalType, read_records, write_records
+from kgclip.text.filter import kept_ids
+from kgclip.text.kg_types import NEAREST_POPULAR, ROOT, TOP_ANCESTOR, TypesError, kg_types
+from kgclip.text.llm_types import llm_types
 
-NEAREST_POPULAR = "kg:nearest-popular"
-TOP_ANCESTOR = "kg:top-ancestor"
-ROOT = "kg:root"
+__all__ = ["METHODS", "NEAREST_POPULAR", "ROOT", "TOP_ANCESTOR", "TypesError", "kg_types", "run"]
 
-TypeMethod = Callable[[list[Entity], Config], list[NaturalType]]
-
-
-class TypesError(RuntimeError):
-    """Entity rows that break the contract the types stage relies on."""
-
-
-def natural_type(entity: Entity, type_entity: Entity, method: str) -> NaturalType:
-    return NaturalType(
-        entity_id=entity.id,
-        type_id=type_entity.id,
-        type_name=type_entity.name,
-        type_aliases=list(type_entity.aliases),
-        type_description=type_entity.description,
-        method=method,
-    )
-
-
-def too_general_ids(entities: list[Entity], refs: list[str]) -> set[str]:
-    """Entity ids named in `too_general` by nltk name, wnid or entity id."""
-    wanted = set(refs)
-    return {e.id for e in entities if wanted & {e.id, e.wordnet or "", e.wordnet_name or ""}}
-
-
-def ancestors(entity: Entity, by_id: dict[str, Entity]) -> list[Entity]:
-    """The primary-parent chain upwards (nearest first), as far as it stays inside the entities."""
-    chain: list[Entity] = []
-    seen = {entity.id}
-    current = entity
-    while current.parents and current.parents[0] in by_id and current.parents[0] not in seen:
-        current = by_id[current.parents[0]]
-        seen.add(current.id)
-        chain.append(current)
-    return chain
-
-
-def kg_type(entity: Entity, by_id: dict[str, Entity], rule: KGTypeRule, excluded: set[str]) -> NaturalType:
-    """Nearest popular ancestor, else the topmost ancestor below the root, else the root.
-
-    `excluded` holds the too-general ids. The root may win on popularity ("animal" for a lion when
-    animal.n.01 is a root, as the method's own example has it) but is never the top-ancestor
-    fallback: "living thing" is what every entity is, so it tells none of them apart.
-    """
-    usable = [a for a in ancestors(entity, by_id) if a.id not in excluded]
-    for ancestor in usable:
-        if ancestor.popularity >= rule.min_popularity:
-            return natural_type(entity, ancestor, NEAREST_POPULAR)
-    below_root = [a for a in usable if a.id != entity.root]
-    if below_root:
-        return natural_type(entity, below_root[-1], TOP_ANCESTOR)
-    if entity.root not in by_id:
-        raise TypesError(
-            f"root {entity.root} of {entity.id} is not an entity; the entities stage keeps its roots"
-        )
-    return natural_type(entity, by_id[entity.root], ROOT)
-
-
-def kg_types(entities: list[Entity], config: Config) -> list[NaturalType]:
-    rule = config.types.kg
-    by_id = {e.id: e for e in entities}
-    excluded = too_general_ids(entities, rule.too_general)
-    return [kg_type(e, by_id, rule, excluded) for e in entities]
-
-
-METHODS: dict[str, TypeMethod] = {"kg": kg_types}
+TypeMethod = Callable[[list[Entity], set[str], StageContext], tuple[list[NaturalType], dict]]
+METHODS: dict[str, TypeMethod] = {"kg": kg_types, "llm": llm_types}
 
 
 def stats_of(types: list[NaturalType]) -> dict:
@@ -105,14 +40,14 @@ def unmatched_refs(entities: list[Entity], refs: list[str]) -> list[str]:
 
 def run(ctx: StageContext) -> StageResult:
     entities = list(read_records(ctx.path("entities.parquet"), Entity))
-    types = sorted(METHODS[ctx.config.types.method](entities, ctx.config), key=lambda t: t.entity_id)
+    made, extra = METHODS[ctx.config.types.method](entities, kept_ids(ctx), ctx)
+    types = sorted(made, key=lambda t: t.entity_id)
     write_records(ctx.path("types.parquet"), types, NaturalType)
-    stats = stats_of(types)
+    stats = stats_of(types) | extra
     unmatched = unmatched_refs(entities, ctx.config.types.kg.too_general)
     if unmatched:
         stats["too_general_unmatched"] = unmatched
-        console.print(
-            f"types: warning: types.kg.too_general names no entity of this harvest: {', '.join(unmatched)}"
-        )
+        names = ", ".join(unmatched)
+        console.print(f"types: warning: types.kg.too_general names no entity of this harvest: {names}")
     top = ", ".join(f"{t['name']} {t['entities']:,}" for t in stats["top_types"][:3])
     return StageResult(len(types), stats, f"{stats['distinct_types']:,} distinct types (top: {top})")

@@ -1,0 +1,93 @@
+"""The filter stage: the method's true/false LLM judgement of whether an entity really is a kind of
+animal, plant, ... (Wikidata's class tree lets leather, colour variants and famous horses in).
+
+`method = "none"` keeps everything; every verdict is recorded either way, so downstream stages
+read one table, and every dropped entity is in rejects/filter.parquet with the model's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from importlib import resources
+
+from kgclip.config import FilterConfig
+from kgclip.pipeline import StageContext, StageResult
+from kgclip.progress import meter
+from kgclip.tables import Entity, FilterVerdict, Rejected, read_records, write_records
+from kgclip.text.categories import category_sets
+from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
+
+PROMPTS = "kgclip.text.prompts"
+
+
+def prompt(name: str) -> str:
+    return (resources.files(PROMPTS) / name).read_text(encoding="utf-8")
+
+
+def entity_line(entity: Entity) -> str:
+    return f"{entity.name} ({entity.description})" if entity.description else entity.name
+
+
+def kept_ids(ctx: StageContext) -> set[str]:
+    """What downstream stages use: the entities the filter kept."""
+    return {v.entity_id for v in read_records(ctx.path("filter.parquet"), FilterVerdict) if v.keep}
+
+
+async def judge(
+    entities: list[Entity],
+    cfg: FilterConfig,
+    cache: LLMCache,
+    set_of: Callable[[Entity], str],
+    names: dict[str, str],
+) -> tuple[list[FilterVerdict], Usage]:
+    assert cfg.llm is not None  # guaranteed by FilterConfig validation
+    llm = LLM(cfg.llm, cache)
+    templates = {kind: prompt(f"filter_{kind}.txt") for kind in ("animal", "plant", "generic")}
+    with meter("filter (llm)", len(entities)) as m:
+
+        async def one(entity: Entity) -> FilterVerdict:
+            kind = set_of(entity)
+            text = templates.get(kind, templates["generic"]).format(
+                entity=entity_line(entity), root=names.get(entity.root, "thing")
+            )
+            try:
+                answer = await llm.choose([{"role": "user", "content": text}], ["true", "false"])
+            except InvalidAnswer as exc:
+                m.advance()
+                return FilterVerdict(
+                    entity.id, True, llm.label, f"kept: no valid answer ({(exc.answer or '')[:60]})"
+                )
+            m.advance()
+            keep = answer.value == "true"
+            return FilterVerdict(entity.id, keep, llm.label, f"{'is' if keep else 'not'} a kind of {kind}")
+
+        verdicts = list(await asyncio.gather(*(one(e) for e in entities)))
+    await llm.close()
+    return verdicts, llm.usage
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.config.filter
+    entities = list(read_records(ctx.path("entities.parquet"), Entity))
+    stats: dict[str, object] = {"method": cfg.method}
+    if cfg.method == "none":
+        verdicts = [FilterVerdict(e.id, True, "none", "no filter configured") for e in entities]
+    else:
+        set_of = category_sets(entities, ctx.config.attributes.category_roots)
+        names = {e.id: e.name for e in entities}
+        cache = LLMCache(ctx.path("cache/llm.sqlite"))
+        try:
+            verdicts, usage = asyncio.run(judge(entities, cfg, cache, set_of, names))
+        finally:
+            cache.close()
+        stats["llm"] = usage.as_dict()
+    verdicts.sort(key=lambda v: v.entity_id)
+    rejects = [
+        Rejected("filter", v.entity_id, "filtered", f"{v.method}: {v.reason}") for v in verdicts if not v.keep
+    ]
+    write_records(ctx.path("filter.parquet"), verdicts, FilterVerdict)
+    write_records(ctx.path("rejects/filter.parquet"), rejects, Rejected)
+    kept = len(verdicts) - len(rejects)
+    stats |= {"kept": kept, "dropped": len(rejects)}
+    return StageResult(len(verdicts), stats, f"{kept:,} kept, {len(rejects):,} dropped ({cfg.method})")
