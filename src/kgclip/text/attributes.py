@@ -32,12 +32,13 @@ class Instance(BaseModel):
 
 
 def answer_schema(categories: list[str], most: int) -> type[BaseModel]:
-    """A model with one list per category (aliases keep names like "Body parts" as JSON keys)."""
+    """A model with one list per category (aliases keep names like "Body parts" as JSON keys).
+    Keys for other categories are ignored rather than failing the whole answer."""
     fields: dict[str, Any] = {
         f"c{i}": (list[Instance], Field(default_factory=list, max_length=most, alias=name))
         for i, name in enumerate(categories)
     }
-    return create_model("Attributes", __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
+    return create_model("Attributes", __config__=ConfigDict(extra="ignore", populate_by_name=True), **fields)
 
 
 def top_entities(entities: list[Entity], kept: set[str], top_n: int) -> list[Entity]:
