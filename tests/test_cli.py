@@ -30,7 +30,7 @@ def test_bad_config_names_the_key_and_exits_2(tmp_path):
 def test_only_needs_its_inputs(tmp_path):
     result = invoke("harvest", "demo", "-w", str(tmp_path / "w"), "--only", "queries")
     assert result.exit_code == 2
-    assert "queries needs entities, types first" in result.output
+    assert "queries needs entities, filter, types, attributes first" in result.output
 
 
 def test_missing_wordnet_names_the_packages(tmp_path):

@@ -98,7 +98,7 @@ def test_all_three_query_kinds(llm_run):
     kinds = {q.kind for q in queries}
     assert kinds == {"entity", "entity_attribute", "type_attribute"}
     type_attr = {q.text for q in queries if q.kind == "type_attribute"}
-    assert "brown dog" in type_attr and "tail dog" in type_attr
+    assert "brown dog" in type_attr and "dog tail" in type_attr
     attrs = {(a.entity_id, a.query): a for a in read_records(wd.path("attributes.parquet"), Attribute)}
     entity_attr = [q for q in queries if q.kind == "entity_attribute"]
     assert len(entity_attr) == len(attrs)

@@ -12,6 +12,7 @@ from kgclip.config import load_raw, parse
 from kgclip.kg import entities as entities_stage
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.tables import Entity, NaturalType, read_records
+from kgclip.text import filter as filter_stage
 from kgclip.text import types as stage
 from kgclip.workdir import Workdir
 
@@ -30,6 +31,7 @@ class Run:
     def __init__(self, raw: dict[str, Any], root: Path) -> None:
         self.ctx = StageContext(parse(raw), Workdir(root))
         entities_stage.run(self.ctx)
+        filter_stage.run(self.ctx)
         self.result: StageResult = stage.run(self.ctx)
         self.entities = list(read_records(self.ctx.path("entities.parquet"), Entity))
         self.types = list(read_records(self.ctx.path("types.parquet"), NaturalType))
@@ -187,12 +189,13 @@ def test_a_missing_root_is_an_error() -> None:
 
 
 def test_methods_are_pluggable() -> None:
-    assert stage.METHODS["kg"] is stage.kg_types
+    assert set(stage.METHODS) == {"kg", "llm"}
 
 
 def test_unmatched_too_general_is_reported(lt: Run, tmp_path: Path) -> None:
     config = parse(livingthings(too_general=["organism.n.01", "organsim.n.01"]))
     ctx = StageContext(config, Workdir(tmp_path))
-    shutil.copy(lt.ctx.path("entities.parquet"), ctx.path("entities.parquet"))
+    for table in ("entities.parquet", "filter.parquet"):
+        shutil.copy(lt.ctx.path(table), ctx.path(table))
     result = stage.run(ctx)
     assert result.stats["too_general_unmatched"] == ["organsim.n.01"]

@@ -8,6 +8,7 @@ first: for each (category, attribute) the first model's query wins.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from kgclip.config import AttributesConfig, Config, LLMConfig
+from kgclip.kg.wordnet import open_wordnet
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import meter
 from kgclip.tables import Attribute, Entity, read_records, write_records
 from kgclip.text.categories import category_sets
 from kgclip.text.filter import entity_line, kept_ids, prompt
+from kgclip.text.kg_attributes import kg_attributes, load_vocabulary
 from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
 
 
@@ -134,15 +137,9 @@ def merge_models(per_model: list[list[Attribute]]) -> list[Attribute]:
 
 
 def kg_method(entities: list[Entity], config: Config, set_of: Callable[[Entity], str]) -> list[Attribute]:
-    from kgclip.kg.wordnet import open_wordnet
-    from kgclip.text.kg_attributes import kg_attributes, load_vocabulary
-
     wn = open_wordnet(config.entities.wordnet.path if config.entities.wordnet else None)
-    vocab = load_vocabulary(max_per_category=config.attributes.max_per_category)
-    return [
-        Attribute(a.entity_id, a.category, a.attribute, a.query, a.method)
-        for a in kg_attributes(entities, wn, vocab, set_of)
-    ]
+    vocab = dataclasses.replace(load_vocabulary(), max_per_category=config.attributes.max_per_category)
+    return kg_attributes(entities, wn, vocab, set_of)
 
 
 def run(ctx: StageContext) -> StageResult:

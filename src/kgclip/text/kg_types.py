@@ -6,8 +6,7 @@ be neither the root ("living thing") nor too specific ("hunting dog").
 
 from __future__ import annotations
 
-from kgclip.config import KGTypeRule
-from kgclip.pipeline import StageContext
+from kgclip.config import Config, KGTypeRule
 from kgclip.tables import Entity, NaturalType
 
 NEAREST_POPULAR = "kg:nearest-popular"
@@ -69,9 +68,8 @@ def kg_type(entity: Entity, by_id: dict[str, Entity], rule: KGTypeRule, excluded
     return natural_type(entity, by_id[entity.root], ROOT)
 
 
-def kg_types(entities: list[Entity], kept: set[str], ctx: StageContext) -> tuple[list[NaturalType], dict]:
-    """Types for the kept entities; ancestors are walked through all entities."""
-    rule = ctx.config.types.kg
+def kg_types(entities: list[Entity], config: Config) -> list[NaturalType]:
+    rule = config.types.kg
     by_id = {e.id: e for e in entities}
     excluded = too_general_ids(entities, rule.too_general)
-    return [kg_type(e, by_id, rule, excluded) for e in entities if e.id in kept], {}
+    return [kg_type(e, by_id, rule, excluded) for e in entities]

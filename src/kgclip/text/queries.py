@@ -64,7 +64,7 @@ class Inputs:
 def entity_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
     chosen = [e for e in inp.entities if cfg.entities == "all" or e.is_leaf]
     claims: dict[str, list[tuple[str, Entity, str]]] = defaultdict(list)
-    for entity in chosen:
+    for entity in sorted(chosen, key=lambda e: e.id):
         for text in _strings(entity, cfg):
             claims[text.lower()].append((_homonym_key(entity), entity, text))
     queries: list[Query] = []
@@ -127,17 +127,35 @@ def entity_attribute_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Quer
     return queries, rejects
 
 
+PART_CATEGORIES = {"Body parts", "Plant parts", "Parts"}
+
+
+def type_attribute_text(attribute: str, category: str, type_name: str) -> str | None:
+    """`"{attribute} {type}"` as the method wrote it ("striped cat", "aquatic animal"), but
+    `"{type} {part}"` for parts ("bird wing", not "wing bird"); None when the attribute is the
+    type itself ("flower" of a flower)."""
+    a, t = attribute.lower(), type_name.lower()
+    if a == t or t in a.split() or a in t.split() or a.rstrip("s") == t:
+        return None
+    return f"{type_name} {a}" if category in PART_CATEGORIES else f"{a} {type_name}"
+
+
 def type_attribute_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
-    """`"{attribute} {natural type}"` ("striped cat"), counted over all entities, most frequent first."""
+    """Type-attribute queries counted over all entities, the most frequent first."""
     counts: Counter[tuple[str, str]] = Counter()
+    attribute_of: dict[str, str] = {}
     for attr in inp.attributes:
         ntype = inp.types.get(attr.entity_id)
-        if ntype is not None:
-            counts[(attr.attribute.lower(), ntype.type_name)] += 1
+        text = type_attribute_text(attr.attribute, attr.category, ntype.type_name) if ntype else None
+        if text is not None:
+            counts[(text, ntype.type_name)] += 1  # type: ignore[union-attr]
+            attribute_of.setdefault(text, attr.attribute.lower())
     params = QueryParams([], list(cfg.exclude_terms), cfg.photo_only)
     queries = [
-        Query(query_id("type_attribute", f"{a} {t}", params), "type_attribute", f"{a} {t}", None, a, params)
-        for (a, t), _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        Query(
+            query_id("type_attribute", text, params), "type_attribute", text, None, attribute_of[text], params
+        )
+        for (text, _), _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
     return queries, []
 
@@ -162,8 +180,9 @@ def build(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]
             made = made[:cap]
         for q in made:
             queries.setdefault(q.query_id, q)
-    ordered = sorted(queries.values(), key=lambda q: (q.kind, q.entity_id or "", q.text))
-    return ordered, sorted(rejects, key=lambda r: (r.item, r.detail))
+    # Builders return their kind's priority order (type-attribute queries most frequent first),
+    # which a budget cap and a reader of the table both rely on.
+    return list(queries.values()), sorted(rejects, key=lambda r: (r.item, r.detail))
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -19,7 +19,14 @@ from kgclip.text.llm_types import llm_types
 __all__ = ["METHODS", "NEAREST_POPULAR", "ROOT", "TOP_ANCESTOR", "TypesError", "kg_types", "run"]
 
 TypeMethod = Callable[[list[Entity], set[str], StageContext], tuple[list[NaturalType], dict]]
-METHODS: dict[str, TypeMethod] = {"kg": kg_types, "llm": llm_types}
+
+
+def kg_method(entities: list[Entity], kept: set[str], ctx: StageContext) -> tuple[list[NaturalType], dict]:
+    """Types of the kept entities; ancestors are walked through all of them."""
+    return [t for t in kg_types(entities, ctx.config) if t.entity_id in kept], {}
+
+
+METHODS: dict[str, TypeMethod] = {"kg": kg_method, "llm": llm_types}
 
 
 def stats_of(types: list[NaturalType]) -> dict:
