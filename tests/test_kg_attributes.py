@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from kgclip.config import WordNetSource, load_raw
+from kgclip.config import AttributesConfig, WordNetSource, load_raw
 from kgclip.kg.wordnet import WordNet, open_wordnet
 from kgclip.kg.wordnet_select import wordnet_entities
 from kgclip.tables import Entity
 from kgclip.text import kg_attributes as ka
+from kgclip.text.categories import category_sets
 from kgclip.text.kg_attributes import (
     Attribute,
     Vocabulary,
     VocabularyError,
     attribute_stats,
-    category_set_from_wordnet,
     kg_attributes,
     load_vocabulary,
 )
@@ -36,7 +36,7 @@ class Run:
         self.wn = wn
         self.vocab = vocab
         self.entities = entities
-        self.category_set = category_set_from_wordnet(wn, vocab)
+        self.category_set = category_sets(entities, AttributesConfig().category_roots, wn)
         start = time.perf_counter()
         self.attributes = kg_attributes(entities, wn, vocab, self.category_set)
         self.seconds = time.perf_counter() - start

@@ -218,7 +218,12 @@ class AttributesConfig(Section):
         }
     )
     category_roots: dict[str, list[str]] = Field(
-        default_factory=lambda: {"animal": ["wn:n00015388", "wd:Q729"], "plant": ["wn:n00017222", "wd:Q756"]},
+        # animal.n.01 / Q729; plant.n.02, fungus.n.01, bryophyte.n.01, parasitic_plant.n.01 / Q756
+        # (fungi, mosses and parasitic plants are not below plant.n.02, but their parts fit)
+        default_factory=lambda: {
+            "animal": ["wn:n00015388", "wd:Q729"],
+            "plant": ["wn:n00017222", "wn:n12992868", "wn:n11537327", "wn:n13120446", "wd:Q756"],
+        },
         description="entities below these ids use that category set; all others use 'generic'",
     )
     max_per_category: int = Field(default=10, ge=1, le=10)

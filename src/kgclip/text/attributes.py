@@ -12,20 +12,20 @@ import dataclasses
 import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from kgclip.config import AttributesConfig, Config, LLMConfig
-from kgclip.kg.wordnet import open_wordnet
+from kgclip.kg.wordnet import WordNet, open_wordnet
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import meter
 from kgclip.tables import Attribute, Entity, read_records, write_records
-from kgclip.text.categories import category_sets
-from kgclip.text.filter import entity_line, kept_ids, prompt
+from kgclip.text.categories import for_harvest, harvest_wordnet
+from kgclip.text.filter import kept_ids
 from kgclip.text.kg_attributes import kg_attributes, load_vocabulary
 from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
+from kgclip.text.prompting import entity_line, prompt
 
 
 class Instance(BaseModel):
@@ -72,7 +72,7 @@ def mentions_entity(query: str, entity: Entity) -> bool:
 
 
 def category_examples() -> dict[str, str]:
-    data = tomllib.loads((resources.files("kgclip.text.prompts") / "attribute_examples.toml").read_text())
+    data = tomllib.loads(prompt("attribute_examples.toml"))
     return data["examples"]
 
 
@@ -136,8 +136,9 @@ def merge_models(per_model: list[list[Attribute]]) -> list[Attribute]:
     return merged
 
 
-def kg_method(entities: list[Entity], config: Config, set_of: Callable[[Entity], str]) -> list[Attribute]:
-    wn = open_wordnet(config.entities.wordnet.path if config.entities.wordnet else None)
+def kg_method(
+    entities: list[Entity], config: Config, wn: WordNet, set_of: Callable[[Entity], str]
+) -> list[Attribute]:
     vocab = dataclasses.replace(load_vocabulary(), max_per_category=config.attributes.max_per_category)
     return kg_attributes(entities, wn, vocab, set_of)
 
@@ -146,10 +147,12 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.attributes
     entities = list(read_records(ctx.path("entities.parquet"), Entity))
     chosen = top_entities(entities, kept_ids(ctx), cfg.top_n)
-    set_of = category_sets(entities, cfg.category_roots)
+    set_of = for_harvest(ctx.config, entities)
     stats: dict[str, Any] = {"method": cfg.method, "entities": len(chosen)}
     if cfg.method == "kg":
-        rows = kg_method(chosen, ctx.config, set_of)
+        # meronyms need WordNet even for Wikidata-only entities (its error names the packages)
+        wn = harvest_wordnet(ctx.config) or open_wordnet()
+        rows = kg_method(chosen, ctx.config, wn, set_of)
     else:
         cache = LLMCache(ctx.path("cache/llm.sqlite"))
         per_model = []

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from importlib import resources
 
 from kgclip.config import FilterConfig
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import meter
 from kgclip.tables import Entity, FilterVerdict, Rejected, read_records, write_records
-from kgclip.text.categories import category_sets
+from kgclip.text.categories import for_harvest
 from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
-
-PROMPTS = "kgclip.text.prompts"
-
-
-def prompt(name: str) -> str:
-    return (resources.files(PROMPTS) / name).read_text(encoding="utf-8")
-
-
-def entity_line(entity: Entity) -> str:
-    return f"{entity.name} ({entity.description})" if entity.description else entity.name
+from kgclip.text.prompting import entity_line, prompt
 
 
 def kept_ids(ctx: StageContext) -> set[str]:
@@ -74,7 +64,7 @@ def run(ctx: StageContext) -> StageResult:
     if cfg.method == "none":
         verdicts = [FilterVerdict(e.id, True, "none", "no filter configured") for e in entities]
     else:
-        set_of = category_sets(entities, ctx.config.attributes.category_roots)
+        set_of = for_harvest(ctx.config, entities)
         names = {e.id: e.name for e in entities}
         cache = LLMCache(ctx.path("cache/llm.sqlite"))
         try:

@@ -142,7 +142,6 @@ class Vocabulary:
     max_per_category: int
     category_order: dict[str, tuple[str, ...]]
     category_slots: dict[str, dict[str, str]]
-    category_roots: dict[str, tuple[str, ...]]
     templates: dict[str, dict[str, str]]
     meronyms: Meronyms
     words: dict[str, Word]
@@ -229,7 +228,6 @@ def parse_vocabulary(raw: dict[str, Any], source: str = "") -> Vocabulary:
         max_per_category=int(raw.get("max_per_category", 10)),
         category_order={name: tuple(cs["order"]) for name, cs in sets.items()},
         category_slots={name: dict(cs["slots"]) for name, cs in sets.items()},
-        category_roots={name: tuple(cs.get("roots", ())) for name, cs in sets.items()},
         templates=templates,
         meronyms=Meronyms(
             symbols=tuple(m["symbols"]),
@@ -873,32 +871,6 @@ def _entity_attributes(
             if text is not None:
                 add("part", "meronym", text, text, part.method)
     return [a for category in vocab.category_order[cset] for a in by_category[category]]
-
-
-def category_set_from_wordnet(wordnet: WordNet, vocab: Vocabulary) -> Callable[[Entity], str]:
-    """A `category_set` function: the first set (in vocabulary order) with a root among the entity's
-    synset and its hypernyms; "generic" for anything else, and for entities without a synset."""
-    roots = {name: {wordnet.synset(r).offset for r in refs} for name, refs in vocab.category_roots.items()}
-    ancestors: dict[int, frozenset[int]] = {}
-
-    def line(offset: int) -> frozenset[int]:
-        found = ancestors.get(offset)
-        if found is None:
-            found = frozenset({offset}).union(
-                *(line(h) for h in wordnet.by_offset(offset).related(HYPERNYM, INSTANCE_HYPERNYM))
-            )
-            ancestors[offset] = found
-        return found
-
-    def category_set(entity: Entity) -> str:
-        if entity.wordnet:
-            mine = line(wordnet.synset(entity.wordnet).offset)
-            for name, offsets in roots.items():
-                if offsets & mine:
-                    return name
-        return "generic"
-
-    return category_set
 
 
 def attribute_stats(entities: list[Entity], attributes: list[Attribute]) -> dict[str, Any]:

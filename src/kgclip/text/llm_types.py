@@ -14,9 +14,9 @@ import random
 from kgclip.pipeline import StageContext
 from kgclip.progress import meter
 from kgclip.tables import Entity, NaturalType
-from kgclip.text.filter import entity_line, prompt
 from kgclip.text.kg_types import kg_type, natural_type, too_general_ids
 from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
+from kgclip.text.prompting import entity_line, prompt
 
 
 def candidates(entity: Entity, by_id: dict[str, Entity], excluded: set[str]) -> list[Entity]:
