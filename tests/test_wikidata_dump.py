@@ -86,13 +86,37 @@ def test_lion_row(scanned):
         "wordnet31": "02131817-n",
     }
     assert lion.root == "wd:Q729" and lion.sources == ["wikidata"] and lion.is_leaf
+    assert lion.kg_hints == {}  # labels of hint values come from the source's second look-up
+
+
+def test_hint_values_get_their_labels_from_a_second_pass(tmp_path, dump_gz):
+    cfg = parse(
+        {
+            "name": "x",
+            "search": {"corpus": {"source": "/x"}},
+            "entities": {
+                "wikidata": {
+                    "dump": str(dump_gz),
+                    "workers": 1,
+                    "roots": [{"qid": "Q756", "name": "plant"}, {"qid": "Q729", "name": "animal"}],
+                }
+            },
+        }
+    ).entities.wikidata
+    from kgclip.kg.wikidata.source import wikidata_entities
+
+    result = wikidata_entities(cfg, tmp_path)
+    rows = {e.id: e for e in result.entities}
+    assert rows["wd:Q140"].kg_hints == {"P462": ["brown"]}
+    assert rows["wd:Q171497"].kg_hints == {"P462": ["brown", "yellow"]}
+    assert result.stats["hint_values_labelled"] == 2
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz", ".bz2", ".zst"])
 def test_every_compression_gives_the_same_candidates(tmp_path, scanned, suffix):
     result = scan(write_dump(tmp_path, suffix), require_image=True, workers=1)
     assert [i.qid for i in result.candidates] == [i.qid for i in scanned[True].candidates]
-    assert result.lines == 290  # 288 entities plus the [ and ] lines
+    assert result.lines == 294  # 292 entities plus the [ and ] lines
 
 
 def test_python_decompression_when_no_tool_is_installed(tmp_path, scanned, monkeypatch):

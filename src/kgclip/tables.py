@@ -42,6 +42,7 @@ class Entity:
     sources: list[str] = field(default_factory=list)
     image: str | None = None
     external_ids: dict[str, str] = field(default_factory=dict)
+    kg_hints: dict[str, list[str]] = field(default_factory=dict)
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -62,6 +63,7 @@ class Entity:
             ("sources", STRS),
             ("image", STR),
             ("external_ids", pa.map_(pa.string(), pa.string())),
+            ("kg_hints", pa.map_(pa.string(), STRS)),
         ]
     )
 

@@ -23,7 +23,7 @@ from kgclip.progress import meter
 from kgclip.tables import Attribute, Entity, read_records, write_records
 from kgclip.text.categories import for_harvest, harvest_wordnet
 from kgclip.text.filter import kept_ids
-from kgclip.text.kg_attributes import kg_attributes, load_vocabulary
+from kgclip.text.kg_attributes import hint_attributes, kg_attributes, load_vocabulary
 from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
 from kgclip.text.prompting import entity_line, prompt
 
@@ -139,8 +139,21 @@ def merge_models(per_model: list[list[Attribute]]) -> list[Attribute]:
 def kg_method(
     entities: list[Entity], config: Config, wn: WordNet, set_of: Callable[[Entity], str]
 ) -> list[Attribute]:
-    vocab = dataclasses.replace(load_vocabulary(), max_per_category=config.attributes.max_per_category)
-    return kg_attributes(entities, wn, vocab, set_of)
+    """WordNet meronyms and glosses, then Wikidata statements, at most max_per_category each."""
+    most = config.attributes.max_per_category
+    vocab = dataclasses.replace(load_vocabulary(), max_per_category=most)
+    rows = kg_attributes(entities, wn, vocab, set_of) + hint_attributes(entities, vocab, set_of)
+    seen: set[tuple[str, str, str]] = set()
+    per_category: Counter[tuple[str, str]] = Counter()
+    kept = []
+    for row in rows:
+        key = (row.entity_id, row.category, row.attribute.lower())
+        if key in seen or per_category[key[:2]] >= most:
+            continue
+        seen.add(key)
+        per_category[key[:2]] += 1
+        kept.append(row)
+    return kept
 
 
 def run(ctx: StageContext) -> StageResult:

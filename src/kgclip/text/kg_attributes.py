@@ -25,7 +25,7 @@ import statistics
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,7 @@ class Vocabulary:
     part_nouns: dict[str, str]
     part_adjectives: dict[str, str]
     source: str = ""
+    wikidata: dict[str, str] = field(default_factory=dict)  # property -> "slot.form"
 
     def template(self, category_set: str, key: str) -> str:
         own = self.templates.get(category_set, {})
@@ -224,7 +225,12 @@ def parse_vocabulary(raw: dict[str, Any], source: str = "") -> Vocabulary:
         for surface in irregular:
             target = adjectives if surface.endswith("ed") else nouns
             target.setdefault(surface.lower(), canonical)
+    hints = {prop: str(key) for prop, key in raw.get("wikidata", {}).items()}
+    for prop, key in hints.items():
+        if key not in templates["default"]:
+            raise ValueError(f"wikidata.{prop}: no template {key} in [templates.default]")
     return Vocabulary(
+        wikidata=hints,
         max_per_category=int(raw.get("max_per_category", 10)),
         category_order={name: tuple(cs["order"]) for name, cs in sets.items()},
         category_slots={name: dict(cs["slots"]) for name, cs in sets.items()},
@@ -894,3 +900,22 @@ def attribute_stats(entities: list[Entity], attributes: list[Attribute]) -> dict
         "entities_per_method": {m: len(ids) for m, ids in sorted(entities_per_method.items())},
         "per_category": dict(sorted(Counter(a.category for a in attributes).items())),
     }
+
+
+def hint_attributes(
+    entities: list[Entity], vocab: Vocabulary, category_set: Callable[[Entity], str]
+) -> list[Attribute]:
+    """Attributes from Wikidata's own statements (`Entity.kg_hints`, method.md §4): P462 colour,
+    P527 parts, P186 material, P1552 characteristic, as mapped in the vocabulary's [wikidata]."""
+    out = []
+    for entity in entities:
+        cset = category_set(entity)
+        for prop, key in vocab.wikidata.items():
+            slot = key.split(".", 1)[0]
+            category = vocab.category(cset, slot)
+            if category is None:
+                continue
+            for value in entity.kg_hints.get(prop, ()):
+                query = build_query(vocab.template(cset, key), entity.name, value.lower())
+                out.append(Attribute(entity.id, category, value.lower(), query, f"kg:wikidata-{prop}"))
+    return out

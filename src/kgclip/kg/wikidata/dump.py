@@ -15,6 +15,7 @@ import bz2
 import gzip
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,12 +26,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from kgclip.kg.wikidata.item import Item, parse_line
 from kgclip.kg.wikidata.rules import GRAPH_PROPS, Graph
 from kgclip.progress import meter
 
+T = TypeVar("T")
 BLOCK_BYTES = 8 << 20
 DECOMPRESSORS: dict[str, list[list[str]]] = {
     ".gz": [["pigz", "-dc"], ["gzip", "-dc"]],
@@ -209,16 +211,46 @@ def scan(path: Path, require_image: bool, workers: int = 0, spill_dir: Path | No
     return result
 
 
-def ordered_map(
-    fn: Callable[[bytes], BlockResult], items: Iterator[bytes], workers: int
-) -> Iterator[BlockResult]:
+ID_PREFIX = re.compile(rb'^\{"type":"item","id":"Q(\d+)"')
+
+
+def label_block(block: bytes, wanted: frozenset[int]) -> dict[int, str]:
+    """Runs in a worker: English labels of the wanted items, parsing only their lines."""
+    found = {}
+    for line in block.split(b"\n"):
+        match = ID_PREFIX.match(line)
+        if match and int(match.group(1)) in wanted:
+            item = parse_line(line)
+            if item is not None and item.label:
+                found[item.qid] = item.label
+    return found
+
+
+def labels(path: Path, qids: set[int], workers: int = 0) -> dict[int, str]:
+    """A second pass for the labels of a few items (the values of hint properties): each line's
+    id is read off its first bytes, so only the wanted lines are parsed."""
+    if not qids:
+        return {}
+    workers = workers or os.cpu_count() or 1
+    found: dict[int, str] = {}
+    with (
+        dump_stream(path) as stream,
+        meter(f"wikidata dump {path.name}: {len(qids):,} labels", len(qids)) as m,
+    ):
+        for part in ordered_map(partial(label_block, wanted=frozenset(qids)), blocks(stream), workers):
+            found.update(part)
+            m.advance(len(part))
+    return found
+
+
+def ordered_map(fn: Callable[[bytes], T], items: Iterator[bytes], workers: int) -> Iterator[T]:
     """`map` over a process pool with at most 2 blocks per worker in flight, so memory stays
     bounded however large the dump (Executor.map would read the whole input first)."""
     if workers <= 1:
         yield from map(fn, items)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        window: deque[Future[BlockResult]] = deque()
+        window: deque[Future[T]] = deque()
         for item in items:
             window.append(pool.submit(fn, item))
             if len(window) >= 2 * workers:

@@ -13,8 +13,28 @@ from typing import Any
 
 import orjson
 
+# Wikidata properties the method lists as attribute hints (method.md §4), kept with their value
+# labels in the entity row (`kg_hints`); the KG attribute rules read the visual ones.
+HINT_PROPS = (
+    "P462",
+    "P1552",
+    "P1535",
+    "P4733",
+    "P1034",
+    "P3095",
+    "P361",
+    "P527",
+    "P1542",
+    "P1963",
+    "P136",
+    "P793",
+    "P1056",
+    "P186",
+    "P2079",
+    "P137",
+)
 # Properties whose values are items (stored as ints) or strings (stored as given).
-ITEM_PROPS = ("P31", "P279", "P171", "P1582", "P1672", "P105")
+ITEM_PROPS = ("P31", "P279", "P171", "P1582", "P1672", "P105", *HINT_PROPS)
 STRING_PROPS = ("P18", "P225", "P373", "P3151", "P846", "P8814")
 EXTERNAL_IDS = {"P3151": "inaturalist", "P846": "gbif", "P373": "commons_category", "P8814": "wordnet31"}
 LANG = "en"

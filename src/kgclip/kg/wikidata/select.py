@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kgclip.kg.wikidata.item import EXTERNAL_IDS, Item
+from kgclip.kg.wikidata.item import EXTERNAL_IDS, HINT_PROPS, Item
 from kgclip.kg.wikidata.rules import Graph, RootRule, Selector
 from kgclip.tables import Entity, Rejected
 
@@ -86,8 +86,15 @@ def select(
     return finalize(evaluate(candidates, graph, rules), rules, cap)
 
 
-def to_entities(choices: list[Choice]) -> list[Entity]:
-    """Entity rows; parents are parent taxa, then superclasses, then classes, selected ones first."""
+def hint_values(choices: list[Choice]) -> set[int]:
+    """The items named by the chosen items' hint properties: their labels are needed."""
+    return {q for c in choices for p in HINT_PROPS for q in c.item.values(p)}
+
+
+def to_entities(choices: list[Choice], labels: dict[int, str] | None = None) -> list[Entity]:
+    """Entity rows; parents are parent taxa, then superclasses, then classes, selected ones first.
+    `labels` names the values of hint properties (P462 colour: white, ...)."""
+    labels = labels or {}
     selected = {c.item.qid for c in choices}
     parents_of = {c.item.qid: _parents(c.item, selected) for c in choices}
     children = {p for ps in parents_of.values() for p in ps}
@@ -111,9 +118,15 @@ def to_entities(choices: list[Choice]) -> list[Entity]:
                 sources=["wikidata"],
                 image=item.first("P18"),
                 external_ids={name: item.first(p) for p, name in EXTERNAL_IDS.items() if item.first(p)},
+                kg_hints=_hints(item, labels),
             )
         )
     return rows
+
+
+def _hints(item: Item, labels: dict[int, str]) -> dict[str, list[str]]:
+    hints = {p: sorted({labels[q] for q in item.values(p) if q in labels}) for p in HINT_PROPS}
+    return {p: v for p, v in hints.items() if v}
 
 
 def _parents(item: Item, selected: set[int]) -> list[int]:

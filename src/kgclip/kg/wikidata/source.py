@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -10,11 +12,12 @@ import orjson
 from kgclip.config import WikidataSource
 from kgclip.kg.source import SourceResult
 from kgclip.kg.wikidata.dump import DumpError, scan
+from kgclip.kg.wikidata.dump import labels as dump_labels
 from kgclip.kg.wikidata.item import qid_number
 from kgclip.kg.wikidata.rules import RootRule
-from kgclip.kg.wikidata.select import evaluate, finalize, to_entities
+from kgclip.kg.wikidata.select import evaluate, finalize, hint_values, to_entities
 from kgclip.kg.wikidata.sparql import Endpoint, SparqlCache, SparqlClient
-from kgclip.kg.wikidata.sparql_source import sparql_evaluate
+from kgclip.kg.wikidata.sparql_source import sparql_evaluate, sparql_labels
 from kgclip.tables import Entity, Rejected, read_records, write_records
 from kgclip.workdir import atomic_write_bytes, digest_of
 
@@ -60,6 +63,7 @@ def wikidata_entities(src: WikidataSource, cache_dir: Path) -> SourceResult:
 
 def _select(src: WikidataSource, cache_dir: Path) -> SourceResult:
     rules = root_rules(src)
+    cap = src.cap_per_root or None
     stats: dict[str, object] = {"source": src.source}
     if src.source == "dump":
         assert src.dump is not None  # guaranteed by WikidataSource validation
@@ -68,27 +72,42 @@ def _select(src: WikidataSource, cache_dir: Path) -> SourceResult:
             evaluation = evaluate(result.candidates, result.graph, rules)
         finally:
             result.candidates.close()
+        choices, rejects = finalize(evaluation, rules, cap)
+        value_labels = dump_labels(src.dump, hint_values(choices), src.workers)
         stats |= {"lines": result.lines, "parsed": result.parsed, "candidates": len(result.candidates)}
     else:
-        endpoint = Endpoint.resolve(src.endpoint, src.dialect)
-        cache = SparqlCache(cache_dir / "sparql.sqlite")
-        client = SparqlClient(endpoint, src.contact or "", cache, timeout=src.timeout_s)
-        try:
+        with _client(src, cache_dir) as client:
             evaluation = sparql_evaluate(client, rules, src.require_image, src.batch_size)
-        finally:
-            client.close()
-            cache.close()
-        stats |= {"endpoint": endpoint.url, "dialect": endpoint.dialect, "queries_sent": client.sent}
-    choices, rejects = finalize(evaluation, rules, src.cap_per_root or None)
-    entities = to_entities(choices)
+            choices, rejects = finalize(evaluation, rules, cap)
+            value_labels = sparql_labels(client, hint_values(choices), src.batch_size)
+        stats |= {
+            "endpoint": client.endpoint.url,
+            "dialect": client.endpoint.dialect,
+            "queries_sent": client.sent,
+        }
+    entities = to_entities(choices, value_labels)
     per_root = Counter(c.root.name for c in choices)
     stats |= {
         "selected": len(entities),
         "leaves": sum(e.is_leaf for e in entities),
         "roots": dict(per_root),
         "rejected": dict(Counter(r.reason for r in rejects)),
+        "hint_values_labelled": len(value_labels),
     }
     return SourceResult(entities, rejects, stats, _summary(stats))
+
+
+@contextmanager
+def _client(src: WikidataSource, cache_dir: Path) -> Iterator[SparqlClient]:
+    cache = SparqlCache(cache_dir / "sparql.sqlite")
+    client = SparqlClient(
+        Endpoint.resolve(src.endpoint, src.dialect), src.contact or "", cache, timeout=src.timeout_s
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+        cache.close()
 
 
 def _summary(stats: dict) -> str:

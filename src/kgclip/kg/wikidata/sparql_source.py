@@ -120,6 +120,23 @@ def facts_query(qids: Iterable[int], dialect: Dialect) -> str:
     return f"{PREFIXES}SELECT ?ent ?key ?value WHERE {{\n  VALUES ?ent {{ {values} }}\n  {union}\n}}"
 
 
+def labels_query(qids: Iterable[int], dialect: Dialect) -> str:
+    values = " ".join(_wd(q) for q in qids)
+    label = dialect.lang("?ent", "rdfs:label", "?label")
+    return f"{PREFIXES}SELECT ?ent ?label WHERE {{\n  VALUES ?ent {{ {values} }}\n  {label}\n}}"
+
+
+def sparql_labels(client: SparqlClient, qids: set[int], batch_size: int) -> dict[int, str]:
+    """English labels of the items hint properties point at, in VALUES batches."""
+    dialect = Dialect(client.endpoint.dialect)
+    wanted = sorted(qids)
+    labels: dict[int, str] = {}
+    for start in range(0, len(wanted), batch_size):
+        for row in client.select(labels_query(wanted[start : start + batch_size], dialect)):
+            labels.setdefault(_qid(row["ent"]), row["label"]["value"])
+    return labels
+
+
 def _qid(binding: dict[str, Any]) -> int:
     value = binding["value"]
     if not value.startswith(ENTITY_PREFIX):
