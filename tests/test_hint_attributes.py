@@ -1,6 +1,7 @@
 """Attributes from Wikidata statements (P462 colour, P527 parts, ...) carried in Entity.kg_hints."""
 
 from kgclip.tables import Entity
+from kgclip.text.attributes import hint_lines, prompt_data
 from kgclip.text.kg_attributes import hint_attributes, load_vocabulary
 
 
@@ -37,3 +38,11 @@ def test_categories_follow_the_set_and_materials_read_naturally():
 
 def test_no_hints_no_attributes():
     assert hint_attributes([lion()], load_vocabulary(), lambda e: "animal") == []
+
+
+def test_hints_are_listed_in_the_llm_prompt_as_the_method_did():
+    names = prompt_data()["hint_names"]
+    assert hint_lines(lion(P462=["brown"], P1034=["zebra", "antelope"]), names) == (
+        "main food source: zebra, antelope\ncolor: brown"
+    )
+    assert hint_lines(lion(), names) == "None"

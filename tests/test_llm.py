@@ -155,3 +155,10 @@ def test_concurrency_is_limited(tmp_path):
     with ChatServer(responder=lambda req: Reply(content="true", delay=0.05)) as srv:
         answers = run(many(config(srv, concurrency=3), LLMCache(tmp_path / "c.sqlite")))
         assert len(answers) == 12 and 1 < srv.max_concurrent <= 3
+
+
+def test_guided_json_when_configured(tmp_path):
+    with ChatServer(responder=lambda req: '{"name": "dog", "legs": 4}') as srv:
+        answer, _ = run(ask_pet(config(srv, structured="guided"), LLMCache(tmp_path / "c.sqlite")))
+        assert srv.requests[0].body["guided_json"]["title"] == "Pet"
+    assert answer.value.legs == 4

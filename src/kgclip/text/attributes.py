@@ -71,9 +71,14 @@ def mentions_entity(query: str, entity: Entity) -> bool:
     return any(name.lower() in text for name in names_of(entity) if name)
 
 
-def category_examples() -> dict[str, str]:
-    data = tomllib.loads(prompt("attribute_examples.toml"))
-    return data["examples"]
+def prompt_data() -> dict[str, dict[str, str]]:
+    return tomllib.loads(prompt("attribute_examples.toml"))
+
+
+def hint_lines(entity: Entity, names: dict[str, str]) -> str:
+    """`property: value1, value2` per Wikidata hint, or `None`, as the method's prompt had them."""
+    lines = [f"{names.get(p, p)}: {', '.join(v)}" for p, v in sorted(entity.kg_hints.items())]
+    return "\n".join(lines) or "None"
 
 
 async def ask_model(
@@ -85,7 +90,8 @@ async def ask_model(
 ) -> tuple[list[Attribute], Usage, int]:
     llm = LLM(cfg, cache)
     template = prompt("attributes.txt")
-    examples = category_examples()
+    data = prompt_data()
+    examples, hint_names = data["examples"], data["hint_names"]
     out: list[Attribute] = []
     unmentioned = 0
     with meter(f"attributes ({llm.label})", len(entities)) as m:
@@ -98,7 +104,12 @@ async def ask_model(
             line = entity_line(entity) + (
                 ", also known as " + ", ".join(f'"{n}"' for n in others) if others else ""
             )
-            text = template.format(entity=line, categories=listing, max_per_category=acfg.max_per_category)
+            text = template.format(
+                entity=line,
+                categories=listing,
+                max_per_category=acfg.max_per_category,
+                hints=hint_lines(entity, hint_names),
+            )
             schema = answer_schema(categories, acfg.max_per_category)
             try:
                 answer = await llm.structured([{"role": "user", "content": text}], schema)

@@ -243,6 +243,8 @@ class LLM:
 def _constraint(mode: Mode, want: dict[str, Any]) -> dict[str, Any]:
     if mode == "guided" and "choices" in want:
         return {"extra_body": {"guided_choice": want["choices"]}}
+    if mode == "guided" and "schema" in want:
+        return {"extra_body": {"guided_json": want["schema"]}}
     if mode == "json_schema" and "schema" in want:
         spec = {"name": want["name"], "schema": want["schema"], "strict": False}
         return {"response_format": {"type": "json_schema", "json_schema": spec}}
