@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,11 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
+
+import orjson
 
 from kgclip.kg.wikidata.item import Item, parse_line
 from kgclip.kg.wikidata.rules import GRAPH_PROPS, Graph
 from kgclip.progress import meter
+from kgclip.workdir import atomic_write_bytes
 
 T = TypeVar("T")
 BLOCK_BYTES = 8 << 20
@@ -60,32 +64,45 @@ class BlockResult:
 
 
 class Spill:
-    """Candidates go to a temporary file as they arrive, so memory stays flat however many items
-    qualify (without an image requirement that is most of Wikidata); iterating reads them back."""
+    """Candidates go to a file as they arrive, so memory stays flat however many items qualify
+    (without an image requirement that is most of Wikidata); iterating reads them back. With a
+    `path` the file persists (a resumable scan); without, it is an anonymous temporary file."""
 
-    def __init__(self, directory: Path | None = None) -> None:
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-        self._fh = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - lives as long as the Spill
-        self._count = 0
+    def __init__(self, path: Path | None = None, keep_bytes: int = 0, count: int = 0) -> None:
+        if path is None:
+            self._fh = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the Spill
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "a+b")  # noqa: SIM115 - lives as long as the Spill
+            self._fh.truncate(keep_bytes)
+        self._count = count
 
-    def add(self, items: list[Item]) -> None:
+    def add(self, items: list[Any]) -> None:
         if items:
             self._fh.seek(0, os.SEEK_END)
             pickle.dump(items, self._fh, protocol=pickle.HIGHEST_PROTOCOL)
             self._count += len(items)
 
-    def __len__(self) -> int:
-        return self._count
+    def sync(self) -> int:
+        """Flush to disk; returns the size, which a checkpoint records."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return self._fh.seek(0, os.SEEK_END)
 
-    def __iter__(self) -> Iterator[Item]:
+    def chunks(self) -> Iterator[list[Any]]:
         self._fh.flush()
         self._fh.seek(0)
         while True:
             try:
-                chunk = pickle.load(self._fh)
+                yield pickle.load(self._fh)
             except EOFError:
                 return
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Any]:
+        for chunk in self.chunks():
             yield from chunk
 
     def close(self) -> None:
@@ -185,30 +202,102 @@ def _typed(item: Item) -> bool:
     return any(item.values(p) for p in TYPING)
 
 
-def scan(path: Path, require_image: bool, workers: int = 0, spill_dir: Path | None = None) -> Scan:
-    """One pass over the dump; workers = 0 means one per core. Candidates spill to `spill_dir`
-    (default: the system's temporary folder); close `result.candidates` when done."""
+CHECKPOINT = "checkpoint.json"
+
+
+def scan(
+    path: Path,
+    require_image: bool,
+    workers: int = 0,
+    state_dir: Path | None = None,
+    block_bytes: int = BLOCK_BYTES,
+    checkpoint_s: float = 30.0,
+) -> Scan:
+    """One pass over the dump; workers = 0 means one per core.
+
+    With `state_dir` the scan is resumable: candidates and graph edges are appended to files
+    there, and every `checkpoint_s` seconds both are fsynced and a checkpoint records how many
+    decompressed bytes are done. Killed at any point, a rerun truncates the files to the last
+    checkpoint, skips that many bytes of the stream (decompression only, no parsing) and goes
+    on. Close `result.candidates` when done.
+    """
+    if not path.is_file():
+        raise DumpError(f"{path}: no such dump file")
     workers = workers or os.cpu_count() or 1
-    result = Scan(Graph(), Spill(spill_dir), 0, 0, 0)
+    identity = _identity(path, require_image)
+    start = _load_checkpoint(state_dir, identity)
+    candidates = Spill(
+        state_dir / "candidates.pickle" if state_dir else None, start["spill"], start["candidates"]
+    )
+    edges_log = Spill(state_dir / "edges.pickle", start["edges"]) if state_dir else None
+    result = Scan(Graph(), candidates, start["lines"], start["parsed"], start["bytes"])
+    if edges_log is not None:
+        for chunk in edges_log.chunks():
+            for prop, pairs in chunk:
+                result.graph.add_edges(prop, pairs)
     work = partial(scan_block, require_image=require_image)
+    last = time.monotonic()
     with dump_stream(path) as stream, meter(f"wikidata dump {path.name} (MiB read)", None) as m:
+        _skip(stream, result.bytes)
         sizes: list[int] = []
 
         def measured() -> Iterator[bytes]:
-            for block in blocks(stream):
+            for block in blocks(stream, block_bytes):
                 sizes.append(len(block))
                 yield block
 
         for part in ordered_map(work, measured(), workers):
             result.lines += part.lines
             result.parsed += part.parsed
-            for prop, edges in part.edges.items():
+            pairs = [(prop, edges) for prop, edges in part.edges.items() if edges]
+            for prop, edges in pairs:
                 result.graph.add_edges(prop, edges)
             result.candidates.add(part.candidates)
+            if edges_log is not None:
+                edges_log.add(pairs)
             done = sizes.pop(0)
             result.bytes += done
             m.advance(done >> 20)
+            if state_dir is not None and edges_log is not None and time.monotonic() - last >= checkpoint_s:
+                _save_checkpoint(state_dir, identity, result, edges_log)
+                last = time.monotonic()
+    if edges_log is not None:
+        edges_log.close()
     return result
+
+
+def _identity(path: Path, require_image: bool) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{require_image}"
+
+
+def _load_checkpoint(state_dir: Path | None, identity: str) -> dict[str, Any]:
+    fresh = {"bytes": 0, "lines": 0, "parsed": 0, "candidates": 0, "spill": 0, "edges": 0}
+    if state_dir is None or not (state_dir / CHECKPOINT).is_file():
+        return fresh
+    saved = orjson.loads((state_dir / CHECKPOINT).read_bytes())
+    return saved if saved.get("identity") == identity else fresh
+
+
+def _save_checkpoint(state_dir: Path, identity: str, result: Scan, edges_log: Spill) -> None:
+    state = {
+        "identity": identity,
+        "bytes": result.bytes,
+        "lines": result.lines,
+        "parsed": result.parsed,
+        "candidates": len(result.candidates),
+        "spill": result.candidates.sync(),
+        "edges": edges_log.sync(),
+    }
+    atomic_write_bytes(state_dir / CHECKPOINT, orjson.dumps(state))
+
+
+def _skip(stream: BinaryIO, count: int) -> None:
+    while count > 0:
+        chunk = stream.read(min(count, BLOCK_BYTES))
+        if not chunk:
+            raise DumpError("the dump is shorter than the checkpoint says; delete the scan state")
+        count -= len(chunk)
 
 
 ID_PREFIX = re.compile(rb'^\{"type":"item","id":"Q(\d+)"')

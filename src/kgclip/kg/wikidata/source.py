@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,8 @@ def wikidata_entities(src: WikidataSource, cache_dir: Path) -> SourceResult:
     write_records(paths[0], result.entities, Entity)
     write_records(paths[1], result.rejects, Rejected)
     atomic_write_bytes(paths[2], orjson.dumps(result.stats))
+    if (cache_dir / "wikidata-scan").exists():
+        shutil.rmtree(cache_dir / "wikidata-scan")  # the resumable scan's state is spent
     return result
 
 
@@ -67,7 +70,8 @@ def _select(src: WikidataSource, cache_dir: Path) -> SourceResult:
     stats: dict[str, object] = {"source": src.source}
     if src.source == "dump":
         assert src.dump is not None  # guaranteed by WikidataSource validation
-        result = scan(src.dump, src.require_image, src.workers, spill_dir=cache_dir)
+        state = cache_dir / "wikidata-scan" / digest_of(wikidata_fingerprint(src), str(src.require_image))
+        result = scan(src.dump, src.require_image, src.workers, state_dir=state)
         try:
             evaluation = evaluate(result.candidates, result.graph, rules)
         finally:
