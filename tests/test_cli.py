@@ -101,3 +101,13 @@ def test_demo_refuses_to_clear_a_foreign_folder(tmp_path):
 def test_unknown_stage(tmp_path, stage):
     result = invoke("harvest", "demo", "-w", str(tmp_path / "w"), "--from", stage)
     assert result.exit_code == 2 and "unknown stage 'zz'" in result.output
+
+
+def test_a_missing_dump_is_one_clear_line(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'extends = "demo"\n[entities.wikidata]\ndump = "/nowhere/latest-all.json.gz"\n'
+        '[[entities.wikidata.roots]]\nqid = "Q729"\nname = "animal"\n'
+    )
+    result = invoke("harvest", str(cfg), "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2 and "no such dump file" in result.output and "Traceback" not in result.output

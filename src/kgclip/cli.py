@@ -37,21 +37,32 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kgclip.kg.merge import BridgeError
+        from kgclip.kg.wikidata.dump import DumpError
+        from kgclip.kg.wikidata.sparql import SparqlError
         from kgclip.kg.wordnet import WordNetNotFound
         from kgclip.pipeline import PipelineError
         from kgclip.search.corpus import CorpusError
         from kgclip.search.importers import CorpusSourceError
+        from kgclip.search.web import SearchError
+        from kgclip.text.llm import LLMError
 
-        try:
-            return fn(*args, **kwargs)
-        except (
+        known = (
             UserError,
             ConfigError,
             PipelineError,
             WordNetNotFound,
             CorpusError,
             CorpusSourceError,
-        ) as exc:
+            DumpError,
+            SparqlError,
+            BridgeError,
+            SearchError,
+            LLMError,
+        )
+        try:
+            return fn(*args, **kwargs)
+        except known as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             raise typer.Exit(2) from None
 

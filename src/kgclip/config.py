@@ -277,15 +277,67 @@ class CorpusConfig(Section):
         return self
 
 
+class WebBackendConfig(Section):
+    """What every web search backend shares: where, who is asking, and how politely."""
+
+    base_url: str
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable holding the key (never the key itself)"
+    )
+    contact: str = Field(description="an e-mail or URL for the User-Agent")
+    rate_per_s: float = Field(default=1.0, gt=0, description="sustained requests per second")
+    burst: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=1, ge=1, le=64)
+    daily_quota: int | None = Field(
+        default=None, ge=1, description="requests per UTC day; stops cleanly there"
+    )
+    max_requests: int | None = Field(default=None, ge=0, description="request budget for one run")
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+
+
+class OpenverseConfig(WebBackendConfig):
+    """Openverse (api.openverse.org): CC-licensed images; anonymous ~20/min and 200/day."""
+
+    base_url: str = "https://api.openverse.org/v1"
+    rate_per_s: float = Field(default=20 / 60, gt=0)
+    daily_quota: int | None = Field(default=200, ge=1)
+    license: list[str] = Field(default_factory=lambda: ["cc0", "pdm", "by", "by-sa"])
+    category: str | None = Field(default="photograph", description="photo-only queries ask for this")
+    page_size: int = Field(default=20, ge=1, le=500, description="20 anonymous, up to 500 registered")
+
+
+WEB_BACKENDS = ("openverse",)
+
+
 class SearchConfig(Section):
-    backend: Literal["corpus"] = "corpus"
+    backend: Literal["corpus", "openverse"] = Field(
+        default="corpus", description="the backend, when only one"
+    )
+    backends: list[Literal["corpus", "openverse"]] = Field(
+        default_factory=list, description="several backends in one harvest (overrides `backend`)"
+    )
+    route: dict[QueryKind, list[Literal["corpus", "openverse"]]] = Field(
+        default_factory=dict, description="per query kind, which backends it goes to (default: all)"
+    )
     top_k: int = Field(default=20, ge=1, le=1000)
     corpus: CorpusConfig | None = None
+    openverse: OpenverseConfig | None = None
+
+    @property
+    def active(self) -> list[str]:
+        return list(dict.fromkeys(self.backends or [self.backend]))
 
     @model_validator(mode="after")
-    def _backend_configured(self) -> SearchConfig:
-        if self.backend == "corpus" and self.corpus is None:
-            raise ValueError("backend 'corpus' needs a [search.corpus] section")
+    def _backends_configured(self) -> SearchConfig:
+        for name in self.active:
+            if getattr(self, name) is None:
+                raise ValueError(f"backend {name!r} needs a [search.{name}] section")
+        for kind, names in self.route.items():
+            unknown = set(names) - set(self.active)
+            if unknown:
+                raise ValueError(f"route.{kind} names backends not in use: {', '.join(sorted(unknown))}")
         return self
 
 

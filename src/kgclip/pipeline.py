@@ -149,6 +149,9 @@ def state_of(stage: Stage, config: Config, workdir: Workdir, records: dict[str, 
     changed = [name for name, fp in inputs.items() if rec.inputs.get(name) != fp]
     if changed:
         return StageState(stage, "stale", f"inputs changed: {', '.join(changed)}", rec)
+    left = rec.stats.get("retry_later", 0)
+    if left:
+        return StageState(stage, "stale", f"{left:,} requests left to retry (quota or failures)", rec)
     return StageState(stage, "done", "up to date", rec)
 
 

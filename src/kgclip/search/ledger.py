@@ -19,6 +19,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests(
     backend TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL, failure TEXT,
     results BLOB, at REAL NOT NULL, PRIMARY KEY(backend, key));
+CREATE TABLE IF NOT EXISTS usage(
+    backend TEXT NOT NULL, day TEXT NOT NULL, requests INTEGER NOT NULL, PRIMARY KEY(backend, day));
 """
 
 
@@ -51,8 +53,28 @@ class SearchLedger:
                 (backend, key, status, outcome.failure, results, time.time()),
             )
 
+    def add_usage(self, backend: str, requests: int) -> None:
+        """HTTP requests sent today (UTC), so a daily quota holds across runs."""
+        if requests:
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO usage VALUES (?, ?, ?) ON CONFLICT(backend, day) DO UPDATE"
+                    " SET requests = requests + excluded.requests",
+                    (backend, _today(), requests),
+                )
+
+    def used_today(self, backend: str) -> int:
+        row = self._db.execute(
+            "SELECT requests FROM usage WHERE backend = ? AND day = ?", (backend, _today())
+        ).fetchone()
+        return row[0] if row else 0
+
     def count(self, backend: str) -> int:
         return self._db.execute("SELECT count(*) FROM requests WHERE backend = ?", (backend,)).fetchone()[0]
 
     def close(self) -> None:
         self._db.close()
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())

@@ -12,6 +12,7 @@ from kgclip.progress import console, meter
 from kgclip.search.base import SearchBackend
 from kgclip.search.corpus import CorpusBackend, build_index
 from kgclip.search.ledger import SearchLedger
+from kgclip.search.openverse import OpenverseBackend
 from kgclip.tables import Hit, Query, Rejected, read_records, write_records
 from kgclip.workdir import Workdir, digest_of
 
@@ -26,7 +27,7 @@ def corpus_index_path(config: Config, workdir: Workdir) -> Path:
     return corpus.index if corpus.index.is_absolute() else workdir.path(str(corpus.index))
 
 
-def open_backend(config: Config, workdir: Workdir) -> SearchBackend:
+def open_corpus(config: Config, workdir: Workdir) -> CorpusBackend:
     corpus = config.search.corpus
     assert corpus is not None
     index = corpus_index_path(config, workdir)
@@ -40,83 +41,133 @@ def open_backend(config: Config, workdir: Workdir) -> SearchBackend:
     return CorpusBackend(index)
 
 
+def open_backends(config: Config, workdir: Workdir, ledger: SearchLedger) -> dict[str, SearchBackend]:
+    """Every backend the config uses; a web backend with a missing key fails here, before any work."""
+    out: dict[str, SearchBackend] = {}
+    for name in config.search.active:
+        if name == "corpus":
+            out[name] = open_corpus(config, workdir)
+        elif name == "openverse":
+            assert config.search.openverse is not None
+            out[name] = OpenverseBackend(config.search.openverse, ledger.used_today(name))
+    return out
+
+
 def backend_fingerprint(config: Config, workdir: Workdir) -> str:
-    """The corpus id once an index exists, else what it will be built from."""
-    index = corpus_index_path(config, workdir)
-    if index.exists():
-        backend = CorpusBackend(index)
-        try:
-            return backend.fingerprint()
-        finally:
-            backend.close()
-    corpus = config.search.corpus
-    return digest_of("unbuilt", str(corpus.source if corpus else None))
+    """The corpus id once an index exists (else what it will be built from), and the web backends."""
+    parts = []
+    for name in config.search.active:
+        if name != "corpus":
+            parts.append(f"{name}:{getattr(config.search, name).base_url}")
+            continue
+        index = corpus_index_path(config, workdir)
+        if index.exists():
+            backend = CorpusBackend(index)
+            try:
+                parts.append(backend.fingerprint())
+            finally:
+                backend.close()
+        else:
+            corpus = config.search.corpus
+            parts.append(digest_of("unbuilt", str(corpus.source if corpus else None)))
+    return digest_of(*parts)
+
+
+def routes(query: Query, config: Config) -> list[str]:
+    return config.search.route.get(query.kind, config.search.active)  # type: ignore[call-overload]
 
 
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.search
     queries = list(read_records(ctx.path("queries.parquet"), Query))
-    backend = open_backend(ctx.config, ctx.workdir)
     ledger = SearchLedger(ctx.path(LEDGER))
+    backends = open_backends(ctx.config, ctx.workdir, ledger)
     try:
-        keys = {q.query_id: backend.request_key(q, cfg.top_k) for q in queries}
-        pending = [q for q in queries if ledger.get(backend.name, keys[q.query_id]) is None]
+        keys = {
+            (q.query_id, name): backends[name].request_key(q, cfg.top_k)
+            for q in queries
+            for name in routes(q, ctx.config)
+        }
+        by_id = {q.query_id: q for q in queries}
+        pending = [(by_id[qid], name) for (qid, name), key in keys.items() if ledger.get(name, key) is None]
         if pending:
-            asyncio.run(_ask_all(backend, ledger, pending, keys, cfg.top_k))
-        hits, rejects = _collect(backend.name, ledger, queries, keys)
+            asyncio.run(_ask_all(backends, ledger, pending, keys, cfg.top_k))
+        hits, rejects = _collect(ledger, queries, keys)
+        sent = {name: getattr(b, "requests", 0) for name, b in backends.items()}
     finally:
-        backend.close()
+        for backend in backends.values():
+            backend.close()
         ledger.close()
     write_records(ctx.path("hits.parquet"), hits, Hit)
     write_records(ctx.path("rejects/search.parquet"), rejects, Rejected)
     reasons = Counter(r.reason for r in rejects)
-    answered = len(queries) - sum(reasons.values())
+    answered = len({h.query_id for h in hits})
     stats = {
         "queries": len(queries),
         "requests_sent": len(pending),
-        "from_ledger": len(queries) - len(pending),
+        "http_requests": sent,
+        "from_ledger": len(keys) - len(pending),
         "queries_with_hits": answered,
         "hits": len(hits),
+        "per_backend": dict(Counter(h.backend for h in hits)),
         "unique_urls": len({h.url for h in hits}),
         "rejects": dict(reasons),
+        "retry_later": reasons.get("retry_later", 0),
     }
     summary = f"{len(hits):,} hits for {answered:,}/{len(queries):,} queries ({len(pending):,} sent)"
+    if stats["retry_later"]:
+        summary += f"; {stats['retry_later']:,} requests left for a later run (quota or failures)"
     return StageResult(len(hits), stats, summary)
 
 
 async def _ask_all(
-    backend: SearchBackend, ledger: SearchLedger, pending: list[Query], keys: dict[str, str], k: int
+    backends: dict[str, SearchBackend],
+    ledger: SearchLedger,
+    pending: list[tuple[Query, str]],
+    keys: dict[tuple[str, str], str],
+    k: int,
 ) -> None:
-    gate = asyncio.Semaphore(backend.max_concurrency)
-    with meter(f"search ({backend.name})", len(pending)) as m:
+    gates = {name: asyncio.Semaphore(b.max_concurrency) for name, b in backends.items()}
+    with meter(f"search ({', '.join(backends)})", len(pending)) as m:
 
-        async def ask(query: Query) -> None:
-            async with gate:
+        async def ask(query: Query, name: str) -> None:
+            backend = backends[name]
+            async with gates[name]:
+                before = getattr(backend, "requests", 0)
                 outcome = await backend.search(query, k)
-            ledger.put(backend.name, keys[query.query_id], outcome)
+                ledger.add_usage(name, getattr(backend, "requests", 0) - before)
+            ledger.put(name, keys[(query.query_id, name)], outcome)
             m.advance()
 
-        await asyncio.gather(*(ask(q) for q in pending))
+        try:
+            await asyncio.gather(*(ask(q, name) for q, name in pending))
+        finally:
+            for backend in backends.values():
+                closer = getattr(backend, "aclose", None)
+                if closer is not None:
+                    await closer()
 
 
 def _collect(
-    backend: str, ledger: SearchLedger, queries: list[Query], keys: dict[str, str]
+    ledger: SearchLedger, queries: list[Query], keys: dict[tuple[str, str], str]
 ) -> tuple[list[Hit], list[Rejected]]:
     hits: list[Hit] = []
     rejects: list[Rejected] = []
-    for q in queries:
-        outcome = ledger.get(backend, keys[q.query_id])
+    by_id = {q.query_id: q for q in queries}
+    for (qid, name), key in keys.items():
+        q = by_id[qid]
+        outcome = ledger.get(name, key)
         if outcome is None:
-            rejects.append(Rejected("search", q.query_id, "retry_later", q.text))
+            rejects.append(Rejected("search", q.query_id, "retry_later", f"{name}: {q.text}"))
         elif outcome.failure is not None:
-            rejects.append(Rejected("search", q.query_id, outcome.failure, q.text))
+            rejects.append(Rejected("search", q.query_id, outcome.failure, f"{name}: {q.text}"))
         elif not outcome.results:
-            rejects.append(Rejected("search", q.query_id, "no_results", q.text))
+            rejects.append(Rejected("search", q.query_id, "no_results", f"{name}: {q.text}"))
         else:
             hits.extend(
                 Hit(
                     q.query_id,
-                    backend,
+                    name,
                     rank,
                     f.url,
                     f.page_url,

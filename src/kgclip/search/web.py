@@ -1,0 +1,178 @@
+"""The shared machinery of web image-search backends: keys, limits, retries, pagination.
+
+A backend subclass says only how a query becomes request parameters and how a response becomes
+results. Everything about being a polite, robust client lives here, once: the key is read from
+the environment variable the config names (never logged, never part of a ledger key), requests
+go through the backend's RateLimiter, 429 pauses the whole backend for Retry-After, 5xx,
+timeouts and garbled bodies are retried with backoff, and a rejected key stops the stage
+instead of poisoning the ledger with thousands of failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import httpx
+import orjson
+
+from kgclip.config import WebBackendConfig
+from kgclip.kg.wikidata.sparql import user_agent
+from kgclip.search.base import Found, Outcome
+from kgclip.search.ratelimit import QuotaExhausted, RateLimiter
+from kgclip.tables import Query
+from kgclip.workdir import digest_of
+
+
+class SearchError(RuntimeError):
+    """A backend that cannot be used at all (missing or rejected key); the stage stops."""
+
+
+class _Retry(Exception):
+    pass
+
+
+class WebBackend:
+    name = "web"
+    #: the most results one request can return
+    page_size = 50
+
+    def __init__(self, cfg: WebBackendConfig, used_today: int = 0) -> None:
+        self.cfg = cfg
+        self.key = ""
+        if cfg.api_key_env:
+            self.key = os.environ.get(cfg.api_key_env, "")
+            if not self.key:
+                raise SearchError(f"{self.name}: the API key variable {cfg.api_key_env} is not set")
+        self.limiter = RateLimiter(
+            cfg.rate_per_s, cfg.burst, cfg.concurrency, cfg.daily_quota, used_today, cfg.max_requests
+        )
+        self.max_concurrency = cfg.concurrency
+        self.requests = 0
+        self._http: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        """Made on first use, inside the event loop that will use it."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                headers={"User-Agent": user_agent(self.cfg.contact), "Accept": "application/json"},
+                timeout=httpx.Timeout(self.cfg.timeout_s, connect=min(self.cfg.timeout_s, 10.0)),
+            )
+        return self._http
+
+    # -- what a subclass provides -------------------------------------------------------------
+
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    def params(self, query: Query, k: int, page: int) -> dict[str, Any]:
+        """Request parameters for one page (0-based) of a query, without the key."""
+        raise NotImplementedError
+
+    def auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(headers, params) that carry the key; kept out of ledger keys and logs."""
+        return {}, {}
+
+    def parse(self, data: Any) -> tuple[list[Found], bool]:
+        """Results of one response, and whether more pages exist."""
+        raise NotImplementedError
+
+    # -- the SearchBackend protocol -----------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        return digest_of(self.name, self.cfg.base_url)
+
+    def request_key(self, query: Query, k: int) -> str:
+        pages = [self.params(query, k, p) for p in range(self._pages(k))]
+        return digest_of(
+            self.name, self.cfg.base_url, orjson.dumps(pages, option=orjson.OPT_SORT_KEYS).decode()
+        )
+
+    def _pages(self, k: int) -> int:
+        return -(-k // self.page_size)
+
+    async def search(self, query: Query, k: int) -> Outcome:
+        found: list[Found] = []
+        try:
+            for page in range(self._pages(k)):
+                results, more = self.parse(await self.get_json(self.params(query, k, page)))
+                found.extend(results)
+                if not more or len(found) >= k:
+                    break
+        except QuotaExhausted as exc:
+            return Outcome(failure=f"quota: {exc}", retryable=True)
+        except _Retry as exc:
+            return Outcome(failure=str(exc), retryable=True)
+        return Outcome(results=_unique(found)[:k])
+
+    async def get_json(self, params: dict[str, Any]) -> Any:
+        headers, key_params = self.auth()
+        failures = []
+        for attempt in range(self.cfg.max_retries + 1):
+            async with self.limiter.slot():
+                self.requests += 1
+                try:
+                    response = await self.client().get(
+                        self.endpoint(), params={**params, **key_params}, headers=headers
+                    )
+                except httpx.TimeoutException:
+                    failures.append("timeout")
+                    response = None
+                except httpx.TransportError as exc:
+                    failures.append(f"transport: {type(exc).__name__}")
+                    response = None
+            if response is not None:
+                wait = self._judge(response, failures)
+                if wait is None:
+                    return orjson.loads(response.content)
+                self.limiter.pause(wait)
+            elif attempt < self.cfg.max_retries:
+                await asyncio.sleep(min(self.cfg.backoff_s * 2**attempt, 60.0))
+        raise _Retry(f"{self.name}: gave up after {self.cfg.max_retries + 1} attempts: {'; '.join(failures)}")
+
+    def _judge(self, response: httpx.Response, failures: list[str]) -> float | None:
+        """None when the response is usable; else how long to pause before the next try."""
+        status = response.status_code
+        if status in (401, 403):
+            raise SearchError(f"{self.name}: HTTP {status}: the API key or access was refused")
+        backoff = self.cfg.backoff_s * 2 ** len(failures)
+        if status == 429 or status >= 500:
+            failures.append(f"HTTP {status}")
+            return _retry_after(response.headers.get("Retry-After")) or backoff
+        if status != 200:
+            raise _Retry(f"{self.name}: HTTP {status}: {response.text[:200]}")
+        ctype = response.headers.get("Content-Type", "")
+        if "json" not in ctype:
+            failures.append(f"content type {ctype or 'none'}")
+            return backoff
+        try:
+            orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            failures.append("malformed JSON")
+            return backoff
+        return None
+
+    def close(self) -> None:
+        """Nothing to do outside the event loop: `aclose` ends the HTTP client inside it."""
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value and value.strip().replace(".", "", 1).isdigit():
+        return float(value)
+    return None
+
+
+def _unique(found: list[Found]) -> list[Found]:
+    seen: set[str] = set()
+    out = []
+    for f in found:
+        if f.url not in seen:
+            seen.add(f.url)
+            out.append(f)
+    return out
