@@ -229,3 +229,25 @@ def test_routing_sends_each_kind_to_its_backends(tmp_path):
                 },
             }
         )
+
+
+def test_request_budget_stops_cleanly_and_the_cli_flag_sets_it(tmp_path):
+    from kgclip.cli import with_request_budget
+
+    with JsonApi(openverse) as api:
+        raw = {
+            "name": "t",
+            "search": {
+                "backends": ["openverse"],
+                "top_k": 2,
+                "openverse": {"base_url": api.url + "/v1", "contact": "tests@example.org", "rate_per_s": 200},
+            },
+        }
+        config = with_request_budget(parse(raw), 2)
+        assert config.search.openverse.max_requests == 2
+        ctx = StageContext(config, Workdir(tmp_path))
+        write_records(
+            ctx.path("queries.parquet"), [query(t) for t in ("koala", "lion", "koala 1", "lion 2")], Query
+        )
+        result = search_stage.run(ctx)
+        assert len(api.requests) == 2 and result.stats["retry_later"] == 2

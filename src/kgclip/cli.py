@@ -96,10 +96,29 @@ def harvest(
     start: Annotated[
         str | None, typer.Option("--from", help="re-run this stage and everything after it")
     ] = None,
+    max_requests: Annotated[
+        int | None,
+        typer.Option("--max-requests", min=0, help="request budget per web search backend for this run"),
+    ] = None,
 ) -> None:
     """Run every stage that is not up to date."""
-    ran = _run(load(config), workdir, only=only, start=start)
+    cfg = load(config)
+    if max_requests is not None:
+        cfg = with_request_budget(cfg, max_requests)
+    ran = _run(cfg, workdir, only=only, start=start)
     console.print(f"harvest: {'ran ' + ', '.join(ran) if ran else 'nothing to do, all stages up to date'}")
+
+
+def with_request_budget(cfg: Config, budget: int) -> Config:
+    """The config with `max_requests` set on every web search backend it uses; what is left
+    unanswered is recorded as retry_later and asked on the next run."""
+    search = cfg.search
+    updates = {
+        name: getattr(search, name).model_copy(update={"max_requests": budget})
+        for name in search.active
+        if name != "corpus"
+    }
+    return cfg.model_copy(update={"search": search.model_copy(update=updates)})
 
 
 def _run(cfg: Config, workdir: Path, only: str | None = None, start: str | None = None) -> list[str]:
