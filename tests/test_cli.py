@@ -111,3 +111,32 @@ def test_a_missing_dump_is_one_clear_line(tmp_path):
     )
     result = invoke("harvest", str(cfg), "-w", str(tmp_path / "w"))
     assert result.exit_code == 2 and "no such dump file" in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_search_key_stops_before_any_stage_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("BRAVE_API_KEY", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'extends = "demo"\n[search]\nbackends = ["corpus", "brave"]\n'
+        '[search.brave]\ncontact = "t@example.org"\n'
+    )
+    result = invoke("harvest", str(cfg), "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2 and "BRAVE_API_KEY" in result.output
+    assert not (tmp_path / "w" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    "backend", ["corpus", "openverse", "commons", "inaturalist", "gbif", "brave", "serpapi", "google_cse"]
+)
+@pytest.mark.parametrize("name", ["demo", "livingthings"])
+def test_bundled_configs_can_name_any_backend(name, backend):
+    from kgclip.config import load_raw, parse
+
+    raw = load_raw(name)
+    raw["search"]["backends"] = [backend]
+    if backend != "corpus":
+        raw["search"][backend] = {
+            "contact": "t@example.org",
+            **({"cx": "engine-id"} if backend == "google_cse" else {}),
+        }
+    assert parse(raw).search.active == [backend]

@@ -29,6 +29,7 @@ class Seen:
     headers: dict[str, str]
     at: float
     status: int = 200
+    query: str = ""  # the raw query string, for repeated parameters
 
 
 @dataclass
@@ -52,7 +53,11 @@ class JsonApi:
                 url = urlparse(self.path)
                 params = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 seen = Seen(
-                    url.path, params, {k.lower(): v for k, v in self.headers.items()}, time.monotonic()
+                    url.path,
+                    params,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    time.monotonic(),
+                    query=url.query,
                 )
                 status, headers, body, ctype = api._answer(seen)
                 seen.status = status
@@ -67,7 +72,9 @@ class JsonApi:
                 self.wfile.write(body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def _answer(self, seen: Seen) -> tuple[int, dict[str, str], bytes, str]:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -121,8 +122,24 @@ def with_request_budget(cfg: Config, budget: int) -> Config:
     return cfg.model_copy(update={"search": search.model_copy(update=updates)})
 
 
+def missing_keys(cfg: Config) -> list[str]:
+    """Environment variables the config names for keys that are not set: checked before any stage
+    runs, so a harvest does not stop at the search stage after hours of work."""
+    named = [getattr(cfg.search, n).api_key_env for n in cfg.search.active if n != "corpus"]
+    llms = [
+        *([cfg.filter.llm] if cfg.filter.method == "llm" else []),
+        *([cfg.types.llm] if cfg.types.method == "llm" else []),
+        *(cfg.attributes.llm if cfg.attributes.method == "llm" else []),
+    ]
+    named += [llm.api_key_env for llm in llms if llm is not None]
+    return sorted({name for name in named if name and not os.environ.get(name)})
+
+
 def _run(cfg: Config, workdir: Path, only: str | None = None, start: str | None = None) -> list[str]:
     """Record the resolved config beside the manifest (for `status`), then harvest."""
+    missing = missing_keys(cfg)
+    if missing:
+        raise UserError(f"set the API key variable(s) the config names: {', '.join(missing)}")
     from kgclip.pipeline import harvest as run_harvest
     from kgclip.workdir import Workdir, atomic_write_bytes
 

@@ -308,22 +308,121 @@ class OpenverseConfig(WebBackendConfig):
     page_size: int = Field(default=20, ge=1, le=500, description="20 anonymous, up to 500 registered")
 
 
-WEB_BACKENDS = ("openverse",)
+def _key_variable(default: str) -> Any:
+    return Field(
+        default=default,
+        min_length=1,
+        description="name of the environment variable holding the key (never the key itself); required",
+    )
+
+
+class BraveConfig(WebBackendConfig):
+    """Brave Search images (api.search.brave.com): paid plans; the Free plan's limit is 1/s, quota monthly."""
+
+    base_url: str = "https://api.search.brave.com/res/v1"
+    api_key_env: str = _key_variable("BRAVE_API_KEY")
+    country: str = Field(default="US", description="a country code, or ALL")
+    search_lang: str = "en"
+    safesearch: Literal["off", "strict"] = Field(default="strict", description="images know no 'moderate'")
+    spellcheck: bool = Field(default=False, description="off: Brave must not 'correct' taxon names")
+
+
+class GoogleCseConfig(WebBackendConfig):
+    """Google Custom Search JSON API in image mode: closed to new customers, ends 1 January 2027.
+
+    100 queries/day free, then paid up to 10,000/day; 10 results per call, about 100 per query.
+    """
+
+    base_url: str = "https://www.googleapis.com/customsearch/v1"
+    api_key_env: str = _key_variable("GOOGLE_API_KEY")
+    cx: str = Field(min_length=1, description="the Programmable Search Engine id")
+    daily_quota: int | None = Field(default=100, ge=1, le=10_000)
+    rights: list[str] = Field(
+        default_factory=list, description="licence filter, e.g. ['cc_publicdomain', 'cc_attribute']"
+    )
+    safe: Literal["active", "off"] = "active"
+
+
+class SerpApiConfig(WebBackendConfig):
+    """SerpAPI's google_images engine (serpapi.com): paid, 100 searches/month free; 100 images a page."""
+
+    base_url: str = "https://serpapi.com"
+    api_key_env: str = _key_variable("SERPAPI_API_KEY")
+    gl: str = Field(default="us", description="Google country")
+    hl: str = Field(default="en", description="Google interface language")
+    safe: Literal["active", "off"] = "active"
+
+
+class CommonsConfig(WebBackendConfig):
+    """Wikimedia Commons (MediaWiki Action API): free, no key; serial requests with maxlag."""
+
+    base_url: str = "https://commons.wikimedia.org/w/api.php"
+    concurrency: int = Field(default=1, ge=1, le=1, description="Wikimedia asks for one request at a time")
+    page_size: int = Field(default=50, ge=1, le=500, description="gsrlimit")
+    thumb_width: int | None = Field(
+        default=1280, ge=20, description="ask for a thumbnail this wide instead of the original file"
+    )
+    alt_text: Literal["title", "description"] = Field(
+        default="title", description="the file name, or the file's description (falls back to the name)"
+    )
+    mime_types: list[str] = Field(
+        default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/tiff", "image/gif"],
+        description="files of other types (SVG, PDF, DjVu, video) are skipped",
+    )
+    maxlag: int = Field(default=5, ge=1)
+
+
+class INaturalistConfig(WebBackendConfig):
+    """iNaturalist API v1: free; throttles at 100/min and asks for at most 60/min and 10,000/day."""
+
+    base_url: str = "https://api.inaturalist.org/v1"
+    rate_per_s: float = Field(default=1.0, gt=0)
+    daily_quota: int | None = Field(default=10_000, ge=1)
+    rank: str | None = Field(
+        default=None,
+        description="taxon rank(s) a query may resolve to, e.g. 'species,subspecies'; unset: any rank",
+    )
+    quality_grade: str = "research"
+    photo_license: list[str] = Field(default_factory=lambda: ["cc0", "cc-by", "cc-by-sa"])
+    photo_size: Literal["small", "medium", "large", "original"] = "large"
+    site_url: str = Field(default="https://www.inaturalist.org", description="for observation page URLs")
+
+
+class GbifConfig(WebBackendConfig):
+    """GBIF occurrence media (api.gbif.org): free, no key; one connection at a time."""
+
+    base_url: str = "https://api.gbif.org/v1"
+    concurrency: int = Field(default=1, ge=1, le=1, description="GBIF asks scripts for a single connection")
+    license: list[str] = Field(
+        default_factory=lambda: ["CC0_1_0", "CC_BY_4_0"], description="GBIF licence codes of the records"
+    )
+    page_size: int = Field(default=300, ge=1, le=300, description="occurrences per request (limit)")
+    site_url: str = Field(default="https://www.gbif.org", description="for occurrence page URLs")
+
+
+WEB_BACKENDS = ("openverse", "brave", "google_cse", "serpapi", "commons", "inaturalist", "gbif")
+BackendName = Literal[
+    "corpus", "openverse", "brave", "google_cse", "serpapi", "commons", "inaturalist", "gbif"
+]
 
 
 class SearchConfig(Section):
-    backend: Literal["corpus", "openverse"] = Field(
-        default="corpus", description="the backend, when only one"
-    )
-    backends: list[Literal["corpus", "openverse"]] = Field(
+    backend: BackendName = Field(default="corpus", description="the backend, when only one")
+    backends: list[BackendName] = Field(
         default_factory=list, description="several backends in one harvest (overrides `backend`)"
     )
-    route: dict[QueryKind, list[Literal["corpus", "openverse"]]] = Field(
+    route: dict[QueryKind, list[BackendName]] = Field(
         default_factory=dict, description="per query kind, which backends it goes to (default: all)"
     )
     top_k: int = Field(default=20, ge=1, le=1000)
     corpus: CorpusConfig | None = None
     openverse: OpenverseConfig | None = None
+    brave: BraveConfig | None = None
+    google_cse: GoogleCseConfig | None = None
+    serpapi: SerpApiConfig | None = None
+    commons: CommonsConfig | None = None
+    inaturalist: INaturalistConfig | None = None
+    gbif: GbifConfig | None = None
 
     @property
     def active(self) -> list[str]:

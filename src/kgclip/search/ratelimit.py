@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-
 SAFETY = 0.98
 
 
@@ -46,12 +45,19 @@ class RateLimiter:
         self.used_today = used_today
         self.budget = budget
         self.sent = 0
+        self._stopped: str | None = None
 
     def pause(self, seconds: float) -> None:
         """The server asked for a pause (Retry-After): nobody sends until it is over."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    def stop(self, reason: str) -> None:
+        """The server says a longer quota (monthly, say) is used up: no more requests this run."""
+        self._stopped = reason
+
     def _check_quota(self) -> None:
+        if self._stopped is not None:
+            raise QuotaExhausted(self._stopped)
         if self.daily_quota is not None and self.used_today >= self.daily_quota:
             raise QuotaExhausted(f"daily quota of {self.daily_quota} requests used")
         if self.budget is not None and self.sent >= self.budget:

@@ -10,13 +10,32 @@ from kgclip.config import Config
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
 from kgclip.search.base import SearchBackend
+from kgclip.search.brave import BraveBackend
+from kgclip.search.commons import CommonsBackend
 from kgclip.search.corpus import CorpusBackend, build_index
+from kgclip.search.gbif import GbifBackend
+from kgclip.search.google_cse import GoogleCseBackend
+from kgclip.search.inaturalist import INaturalistBackend
 from kgclip.search.ledger import SearchLedger
 from kgclip.search.openverse import OpenverseBackend
+from kgclip.search.serpapi import SerpApiBackend
+from kgclip.search.web import WebBackend
 from kgclip.tables import Hit, Query, Rejected, read_records, write_records
 from kgclip.workdir import Workdir, digest_of
 
 LEDGER = "cache/search.sqlite"
+WEB: dict[str, type[WebBackend]] = {
+    b.name: b
+    for b in (
+        OpenverseBackend,
+        BraveBackend,
+        GoogleCseBackend,
+        SerpApiBackend,
+        CommonsBackend,
+        INaturalistBackend,
+        GbifBackend,
+    )
+}
 
 
 def corpus_index_path(config: Config, workdir: Workdir) -> Path:
@@ -47,9 +66,10 @@ def open_backends(config: Config, workdir: Workdir, ledger: SearchLedger) -> dic
     for name in config.search.active:
         if name == "corpus":
             out[name] = open_corpus(config, workdir)
-        elif name == "openverse":
-            assert config.search.openverse is not None
-            out[name] = OpenverseBackend(config.search.openverse, ledger.used_today(name))
+        else:
+            section = getattr(config.search, name)
+            assert section is not None  # guaranteed by SearchConfig validation
+            out[name] = WEB[name](section, ledger.used_today(name))
     return out
 
 

@@ -4,7 +4,8 @@ A backend subclass says only how a query becomes request parameters and how a re
 results. Everything about being a polite, robust client lives here, once: the key is read from
 the environment variable the config names (never logged, never part of a ledger key), requests
 go through the backend's RateLimiter, 429 pauses the whole backend for Retry-After, 5xx,
-timeouts and garbled bodies are retried with backoff, and a rejected key stops the stage
+timeouts and garbled bodies are retried with backoff, an error a service reports inside an HTTP
+200 body is retried or recorded as the subclass judges it, and a rejected key stops the stage
 instead of poisoning the ledger with thousands of failures.
 """
 
@@ -33,14 +34,26 @@ class _Retry(Exception):
     pass
 
 
+class Refused(Exception):
+    """The service answered with an error that asking again will not fix; recorded as final."""
+
+
 class WebBackend:
     name = "web"
     #: the most results one request can return
     page_size = 50
+    #: the most results a query can reach by paging, when the service caps it
+    max_results: int | None = None
+    #: a backend that skips some results may page on, up to this many times the pages k needs
+    page_factor = 1
+    #: the service refuses anonymous requests: a key variable must be configured and set
+    needs_key = False
 
     def __init__(self, cfg: WebBackendConfig, used_today: int = 0) -> None:
         self.cfg = cfg
         self.key = ""
+        if self.needs_key and not cfg.api_key_env:
+            raise SearchError(f"{self.name}: needs a key: set api_key_env to the name of its variable")
         if cfg.api_key_env:
             self.key = os.environ.get(cfg.api_key_env, "")
             if not self.key:
@@ -78,6 +91,13 @@ class WebBackend:
         """Results of one response, and whether more pages exist."""
         raise NotImplementedError
 
+    def api_error(self, data: Any) -> tuple[str, bool] | None:
+        """An error the service reports inside an HTTP 200 body: (reason, retryable), or None."""
+        return None
+
+    def observe(self, response: httpx.Response) -> None:
+        """Sees every HTTP response, e.g. to honour a service's own rate-limit headers."""
+
     # -- the SearchBackend protocol -----------------------------------------------------------
 
     def fingerprint(self) -> str:
@@ -90,23 +110,31 @@ class WebBackend:
         )
 
     def _pages(self, k: int) -> int:
-        return -(-k // self.page_size)
+        return -(-min(k, self.max_results or k) // self.page_size)
 
     async def search(self, query: Query, k: int) -> Outcome:
-        found: list[Found] = []
         try:
-            for page in range(self._pages(k)):
-                results, more = self.parse(await self.get_json(self.params(query, k, page)))
-                found.extend(results)
-                if not more or len(found) >= k:
-                    break
+            found = await self.collect(query, k)
         except QuotaExhausted as exc:
             return Outcome(failure=f"quota: {exc}", retryable=True)
         except _Retry as exc:
             return Outcome(failure=str(exc), retryable=True)
+        except Refused as exc:
+            return Outcome(failure=str(exc))
         return Outcome(results=_unique(found)[:k])
 
-    async def get_json(self, params: dict[str, Any]) -> Any:
+    async def collect(self, query: Query, k: int) -> list[Found]:
+        """Page through one query; a service that needs a lookup first overrides this."""
+        found: list[Found] = []
+        for page in range(self.page_factor * self._pages(k)):
+            results, more = self.parse(await self.get_json(self.params(query, k, page)))
+            found.extend(results)
+            if not more or len(found) >= k:
+                break
+        return found
+
+    async def get_json(self, params: dict[str, Any], url: str | None = None) -> Any:
+        """One GET to `url` (default: the endpoint), with limits, retries and the key added."""
         headers, key_params = self.auth()
         failures = []
         for attempt in range(self.cfg.max_retries + 1):
@@ -114,7 +142,7 @@ class WebBackend:
                 self.requests += 1
                 try:
                     response = await self.client().get(
-                        self.endpoint(), params={**params, **key_params}, headers=headers
+                        url or self.endpoint(), params={**params, **key_params}, headers=headers
                     )
                 except httpx.TimeoutException:
                     failures.append("timeout")
@@ -123,35 +151,47 @@ class WebBackend:
                     failures.append(f"transport: {type(exc).__name__}")
                     response = None
             if response is not None:
-                wait = self._judge(response, failures)
+                self.observe(response)
+                data, wait = self._judge(response, failures)
                 if wait is None:
-                    return orjson.loads(response.content)
+                    return data
                 self.limiter.pause(wait)
             elif attempt < self.cfg.max_retries:
                 await asyncio.sleep(min(self.cfg.backoff_s * 2**attempt, 60.0))
         raise _Retry(f"{self.name}: gave up after {self.cfg.max_retries + 1} attempts: {'; '.join(failures)}")
 
-    def _judge(self, response: httpx.Response, failures: list[str]) -> float | None:
-        """None when the response is usable; else how long to pause before the next try."""
+    def _judge(self, response: httpx.Response, failures: list[str]) -> tuple[Any, float | None]:
+        """(body, None) when the response is usable; else (None, how long to pause before the next try)."""
         status = response.status_code
         if status in (401, 403):
             raise SearchError(f"{self.name}: HTTP {status}: the API key or access was refused")
         backoff = self.cfg.backoff_s * 2 ** len(failures)
+        retry_after = _retry_after(response.headers.get("Retry-After"))
         if status == 429 or status >= 500:
             failures.append(f"HTTP {status}")
-            return _retry_after(response.headers.get("Retry-After")) or backoff
+            return None, retry_after or backoff
         if status != 200:
             raise _Retry(f"{self.name}: HTTP {status}: {response.text[:200]}")
         ctype = response.headers.get("Content-Type", "")
         if "json" not in ctype:
             failures.append(f"content type {ctype or 'none'}")
-            return backoff
+            return None, backoff
         try:
-            orjson.loads(response.content)
+            data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             failures.append("malformed JSON")
-            return backoff
-        return None
+            return None, backoff
+        if not isinstance(data, dict):
+            failures.append("JSON that is not an object")
+            return None, backoff
+        error = self.api_error(data)
+        if error is None:
+            return data, None
+        reason, retryable = error
+        if not retryable:
+            raise Refused(f"{self.name}: {reason}")
+        failures.append(reason)
+        return None, retry_after or backoff
 
     def close(self) -> None:
         """Nothing to do outside the event loop: `aclose` ends the HTTP client inside it."""
