@@ -19,10 +19,10 @@ import httpx
 import orjson
 
 from kgclip.config import WebBackendConfig
-from kgclip.kg.wikidata.sparql import user_agent
 from kgclip.search.base import Found, Outcome
 from kgclip.search.ratelimit import QuotaExhausted, RateLimiter
 from kgclip.tables import Query
+from kgclip.useragent import user_agent
 from kgclip.workdir import digest_of
 
 

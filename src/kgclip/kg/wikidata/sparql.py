@@ -20,23 +20,17 @@ from typing import Any
 import httpx
 import orjson
 
-from kgclip import __version__
+from kgclip.useragent import user_agent
 
 ENDPOINTS = {
     "wdqs": "https://query.wikidata.org/sparql",
     "qlever": "https://qlever.dev/api/wikidata",
 }
 JSON_TYPE = "application/sparql-results+json"
-PROJECT_URL = "https://github.com/kgclip/kgclip"
 
 
 class SparqlError(RuntimeError):
     """An endpoint that keeps failing, or a query it refuses; the message says which and why."""
-
-
-def user_agent(contact: str) -> str:
-    """Wikimedia's format: client/version (contact) library/version."""
-    return f"kgclip/{__version__} ({PROJECT_URL}; {contact}) httpx/{httpx.__version__}"
 
 
 @dataclass(frozen=True)
