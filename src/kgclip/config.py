@@ -400,7 +400,6 @@ class GbifConfig(WebBackendConfig):
     site_url: str = Field(default="https://www.gbif.org", description="for occurrence page URLs")
 
 
-WEB_BACKENDS = ("openverse", "brave", "google_cse", "serpapi", "commons", "inaturalist", "gbif")
 BackendName = Literal[
     "corpus", "openverse", "brave", "google_cse", "serpapi", "commons", "inaturalist", "gbif"
 ]

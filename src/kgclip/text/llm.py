@@ -32,7 +32,6 @@ from pydantic import BaseModel, ValidationError
 from kgclip.config import LLMConfig
 
 Mode = Literal["guided", "json_schema", "json_object", "none"]
-ORDER: tuple[Mode, ...] = ("guided", "json_schema", "json_object", "none")
 
 
 class LLMError(RuntimeError):
