@@ -11,6 +11,18 @@ from kgclip.cli import _run
 from kgclip.config import load
 
 
+@pytest.fixture(autouse=True)
+def no_system_dns(monkeypatch):
+    """No test may ask the machine's resolver: a lookup would send a packet off this machine.
+    Tests reach their loopback servers by IP, or through an injected resolver."""
+    from kgclip.fetch import http
+
+    async def refuse(host: str) -> list[str]:
+        raise AssertionError(f"a test tried to resolve {host!r} through the system resolver")
+
+    monkeypatch.setattr(http, "_system_resolve", refuse)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """The bundled demo harvested once (WordNet living things x Tux Paint); treat as read-only."""

@@ -44,7 +44,7 @@ def test_sources_refuse_what_they_cannot_read(tmp_path):
 
 def test_outcomes_parts_and_stored_jpegs(tmp_path):
     a = picture(tmp_path / "a.png").as_uri()
-    ctx = make(tmp_path, [a, a, "https://example.org/x.jpg", (tmp_path / "gone.png").as_uri()], batch_size=2)
+    ctx = make(tmp_path, [a, a, "ftp://example.org/x.jpg", (tmp_path / "gone.png").as_uri()], batch_size=2)
     result = fetch_stage.run(ctx)
     rows = {r.url: r for r in read_records(ctx.path("fetched.parquet"), Fetched)}
     assert len(rows) == 3  # the duplicate URL is fetched once
@@ -57,7 +57,7 @@ def test_outcomes_parts_and_stored_jpegs(tmp_path):
     with tarfile.open(ctx.path("parts") / ok.part) as tar:
         stored = Image.open(io.BytesIO(tar.extractfile(f"{ok.member}.jpg").read()))
         assert stored.format == "JPEG" and stored.size == (768, 512)
-    assert rows["https://example.org/x.jpg"].reason == "unsupported_scheme"
+    assert rows["ftp://example.org/x.jpg"].reason == "unsupported_scheme"
     assert rows[(tmp_path / "gone.png").as_uri()].reason == "not_found"
     assert result.stats["ok"] == 1 and result.stats["rejected"] == {"unsupported_scheme": 1, "not_found": 1}
 

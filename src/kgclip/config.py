@@ -450,6 +450,24 @@ class FetchConfig(Section):
     max_bytes: int = Field(default=50_000_000, ge=1)
     workers: int = Field(default=0, ge=0, description="decode processes; 0 = one per core")
     batch_size: int = Field(default=256, ge=1, description="images per tar part (the unit of resume)")
+    contact: str | None = Field(
+        default=None, description="an e-mail or URL for the User-Agent of web downloads"
+    )
+    allow_loopback: bool = Field(
+        default=False, description="let http URLs reach 127.0.0.1 (tests, local mirrors)"
+    )
+    allow_private: bool = Field(
+        default=False, description="let http URLs reach private networks (local mirrors)"
+    )
+    per_host_concurrency: int = Field(default=2, ge=1)
+    per_host_rate_per_s: float = Field(default=2.0, gt=0)
+    global_concurrency: int = Field(default=32, ge=1)
+    max_redirects: int = Field(default=5, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0, description="per URL, all redirects and retries included")
+    max_retries: int = Field(default=3, ge=0)
+    honour_x_robots: bool = Field(
+        default=True, description="skip images served with X-Robots-Tag noai/noimageai"
+    )
 
 
 class CurateConfig(Section):

@@ -48,7 +48,8 @@ class FetchLedger:
             return self._db.execute("DELETE FROM outcomes WHERE params != ?", (self.params,)).rowcount
 
     def done_urls(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT url FROM outcomes")}
+        """URLs with a final outcome; transient failures are not, so a rerun asks them again."""
+        return {r[0] for r in self._db.execute("SELECT url FROM outcomes WHERE status != 'failed'")}
 
     def parts(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT DISTINCT part FROM outcomes WHERE part IS NOT NULL")}

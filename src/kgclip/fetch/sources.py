@@ -1,5 +1,5 @@
-"""Reading a hit's bytes from where its URL points. Local files for now; HTTP arrives with the
-safe web client (SSRF guard, per-host limits), and until then is refused with a reason."""
+"""Reading a local hit's bytes (file:// URLs and absolute paths). http(s) URLs go through the safe
+web client (fetch/http.py) instead; any other scheme is refused with a reason."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ def read_source(url: str, max_bytes: int) -> bytes | Rejection:
     elif parsed.scheme == "" and os.path.isabs(url):
         path = url
     else:
+        scheme = parsed.scheme or "relative"
         return Rejection(
-            RejectReason.UNSUPPORTED_SCHEME, f"{parsed.scheme or 'relative'} URLs are not fetched yet"
+            RejectReason.UNSUPPORTED_SCHEME, f"{scheme} URLs are not fetched (file, http(s) are)"
         )
     try:
         info = os.stat(path)

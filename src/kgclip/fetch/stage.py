@@ -7,18 +7,21 @@ batch that was not committed, and no image is lost or stored twice.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow.parquet as pq
 
+from kgclip.config import FetchConfig
+from kgclip.fetch.http import FetchPolicy, FetchResult, SafeFetcher
 from kgclip.fetch.images import ImageOptions, Normalized, Rejection, normalize
 from kgclip.fetch.ledger import FetchLedger
 from kgclip.fetch.sources import read_source
@@ -26,6 +29,7 @@ from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
 from kgclip.tables import Fetched, write_records
 from kgclip.tario import add_member
+from kgclip.useragent import PROJECT_URL, user_agent
 from kgclip.workdir import atomic_path, digest_of
 
 T = TypeVar("T")
@@ -33,15 +37,54 @@ LEDGER = "cache/fetch.sqlite"
 PARTS = "parts"
 
 
-def process(url: str, opts: ImageOptions) -> Normalized | Rejection:
-    """Runs in a worker process: read the bytes, then validate and normalise them."""
-    data = read_source(url, opts.max_bytes)
+WEB = ("http://", "https://")
+
+
+@dataclass(frozen=True)
+class Unfetched:
+    """A web URL whose bytes never arrived: refused for good, or failed for now (retried later)."""
+
+    reason: str
+    retryable: bool
+
+
+def process(item: str | FetchResult, opts: ImageOptions) -> Normalized | Rejection | Unfetched:
+    """Runs in a worker process: read a local file or take downloaded bytes, then validate and
+    normalise them."""
+    if isinstance(item, FetchResult):
+        if not item.ok or item.body is None:
+            return Unfetched(item.reason, item.retryable)
+        return normalize(item.body, opts)
+    data = read_source(item, opts.max_bytes)
     return data if isinstance(data, Rejection) else normalize(data, opts)
+
+
+def policy_of(cfg: FetchConfig) -> FetchPolicy:
+    return FetchPolicy(
+        allow_loopback=cfg.allow_loopback,
+        allow_private=cfg.allow_private,
+        max_redirects=cfg.max_redirects,
+        total_timeout=cfg.timeout_s,
+        max_bytes=cfg.max_bytes,
+        per_host_concurrency=cfg.per_host_concurrency,
+        per_host_rate_per_s=cfg.per_host_rate_per_s,
+        global_concurrency=cfg.global_concurrency,
+        max_retries=cfg.max_retries,
+        honour_x_robots=cfg.honour_x_robots,
+        user_agent=user_agent(cfg.contact or PROJECT_URL),
+    )
+
+
+async def download(urls: list[str], policy: FetchPolicy) -> dict[str, FetchResult]:
+    async with SafeFetcher(policy) as fetcher:
+        results = await asyncio.gather(*(fetcher.get(u) for u in urls))
+    return dict(zip(urls, results, strict=True))
 
 
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.fetch
     opts = ImageOptions.from_config(cfg)
+    policy = policy_of(cfg)
     params = digest_of(*(f"{k}={v}" for k, v in sorted(asdict(opts).items())))[:8]
     urls = _unique_urls(ctx.path("hits.parquet"))
     ledger = FetchLedger(ctx.path(LEDGER), params)
@@ -59,8 +102,11 @@ def run(ctx: StageContext) -> StageResult:
             for start in range(0, len(pending), cfg.batch_size):
                 batch = pending[start : start + cfg.batch_size]
                 part = f"{params}-{next_part:05d}.tar"
+                web = [u for u in batch if u.startswith(WEB)]
+                downloaded = asyncio.run(download(web, policy)) if web else {}
+                items = [downloaded.get(u, u) for u in batch]
                 results = pool.map(
-                    process, batch, [opts] * len(batch), chunksize=max(1, len(batch) // (4 * workers))
+                    process, items, [opts] * len(batch), chunksize=max(1, len(batch) // (4 * workers))
                 )
                 rows = _write_part(parts_dir / part, part, next_part, batch, results)
                 ledger.record(rows)
@@ -72,10 +118,19 @@ def run(ctx: StageContext) -> StageResult:
     write_records(ctx.path("fetched.parquet"), rows, Fetched)
     reasons = Counter(r.reason for r in rows if r.status != "ok")
     ok = sum(r.status == "ok" for r in rows)
-    stats = {"urls": len(urls), "fetched_now": len(pending), "ok": ok, "rejected": dict(reasons)}
+    failed = sum(r.status == "failed" for r in rows)
+    stats = {
+        "urls": len(urls),
+        "fetched_now": len(pending),
+        "ok": ok,
+        "rejected": dict(reasons),
+        "retry_later": failed,
+    }
     summary = f"{ok:,}/{len(urls):,} images ok ({len(pending):,} processed this run)"
     if reasons:
-        summary += ", rejected: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+        summary += ", not stored: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+    if failed:
+        summary += f"; {failed:,} transient failures will be retried on the next run"
     return StageResult(len(rows), stats, summary)
 
 
@@ -106,6 +161,26 @@ def _write_part(path: Path, part: str, number: int, urls: list[str], results: It
     rows: list[Fetched] = []
     with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
         for i, (url, res) in enumerate(zip(urls, results, strict=True)):
+            if isinstance(res, Unfetched):
+                status = "failed" if res.retryable else "rejected"
+                rows.append(
+                    Fetched(
+                        url,
+                        status,
+                        res.reason.split(":")[0],
+                        res.reason,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+                continue
             if isinstance(res, Rejection):
                 rows.append(
                     Fetched(

@@ -1,0 +1,108 @@
+"""The fetch stage over HTTP: loopback images through the safe client, refusals, retries next run."""
+
+import io
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+from kgclip.config import parse
+from kgclip.fetch import stage as fetch_stage
+from kgclip.pipeline import StageContext
+from kgclip.tables import Fetched, Hit, read_records, write_records
+from kgclip.workdir import Workdir
+
+
+def jpeg(colour: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (900, 600), colour).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+class Images:
+    """A loopback image host: /ok/<n>.jpg, /missing.jpg (404), /flaky.jpg (503 until healed)."""
+
+    def __init__(self) -> None:
+        self.flaky_heals = False
+        self.agents: list[str] = []
+        images = self
+
+        class Handle(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                images.agents.append(self.headers.get("User-Agent", ""))
+                if self.path.startswith("/ok/"):
+                    self._send(200, jpeg("green" if "1" in self.path else "blue"), "image/jpeg")
+                elif self.path == "/flaky.jpg" and images.flaky_heals:
+                    self._send(200, jpeg("red"), "image/jpeg")
+                elif self.path == "/flaky.jpg":
+                    self._send(503, b"busy", "text/plain")
+                else:
+                    self._send(404, b"no", "text/plain")
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def host():
+    images = Images()
+    yield images
+    images.server.shutdown()
+    images.server.server_close()
+
+
+def context(tmp_path, urls, **fetch):
+    settings = {"workers": 1, "max_retries": 0, "contact": "tests@example.org", **fetch}
+    config = parse({"name": "t", "search": {"corpus": {"source": "/x"}}, "fetch": settings})
+    ctx = StageContext(config, Workdir(tmp_path / "wd"))
+    write_records(
+        ctx.path("hits.parquet"),
+        [Hit("q", "web", i, u, None, "", None, None, None, None) for i, u in enumerate(urls)],
+        Hit,
+    )
+    return ctx
+
+
+def test_images_arrive_over_http_with_our_user_agent(tmp_path, host):
+    urls = [f"{host.base}/ok/1.jpg", f"{host.base}/ok/2.jpg", f"{host.base}/missing.jpg"]
+    result = fetch_stage.run(context(tmp_path, urls, allow_loopback=True))
+    rows = {r.url: r for r in read_records(tmp_path / "wd" / "fetched.parquet", Fetched)}
+    assert rows[urls[0]].status == "ok" and (rows[urls[0]].width, rows[urls[0]].height) == (768, 512)
+    assert rows[urls[2]].status == "rejected" and rows[urls[2]].reason == "http_404"
+    assert result.stats["ok"] == 2 and result.stats["retry_later"] == 0
+    assert all(agent.startswith("kgclip/") and "tests@example.org" in agent for agent in host.agents)
+
+
+def test_loopback_is_refused_unless_allowed(tmp_path, host):
+    fetch_stage.run(context(tmp_path, [f"{host.base}/ok/1.jpg"]))
+    row = next(read_records(tmp_path / "wd" / "fetched.parquet", Fetched))
+    assert (row.status, row.reason, row.detail) == ("rejected", "blocked_address", "blocked_address:loopback")
+    assert host.agents == []  # refused before any connection
+
+
+def test_transient_failures_are_retried_on_the_next_run_only(tmp_path, host):
+    urls = [f"{host.base}/ok/1.jpg", f"{host.base}/flaky.jpg"]
+    ctx = context(tmp_path, urls, allow_loopback=True)
+    first = fetch_stage.run(ctx)
+    assert first.stats["retry_later"] == 1
+    flaky = {r.url: r for r in read_records(ctx.path("fetched.parquet"), Fetched)}[urls[1]]
+    assert (flaky.status, flaky.reason) == ("failed", "http_503")
+    host.flaky_heals = True
+    host.agents.clear()
+    again = fetch_stage.run(ctx)
+    assert again.stats["fetched_now"] == 1 and again.stats["retry_later"] == 0 and len(host.agents) == 1
+    assert {r.status for r in read_records(ctx.path("fetched.parquet"), Fetched)} == {"ok"}
