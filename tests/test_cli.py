@@ -140,3 +140,14 @@ def test_bundled_configs_can_name_any_backend(name, backend):
             **({"cx": "engine-id"} if backend == "google_cse" else {}),
         }
     assert parse(raw).search.active == [backend]
+
+
+def test_fetch_retry_failed_asks_every_failure_again(demo_copy):
+    from kgclip.workdir import Workdir
+
+    result = invoke("fetch", str(demo_copy))
+    assert result.exit_code == 0 and Workdir(demo_copy).load_manifest()["fetch"].stats["fetched_now"] == 0
+    result = invoke("fetch", str(demo_copy), "--retry-failed")
+    assert result.exit_code == 0 and "3 earlier failures will be retried" in result.output
+    stats = Workdir(demo_copy).load_manifest()["fetch"].stats
+    assert stats["fetched_now"] == 3 and stats["rejected"] == {"too_small": 3}

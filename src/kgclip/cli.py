@@ -165,6 +165,32 @@ def _workdir_config(workdir: Path, config: str | None) -> Config:
 
 @app.command()
 @friendly
+def fetch(
+    workdir: Annotated[Path, typer.Argument(help="work directory of a harvest")],
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="also retry URLs refused for good (404, too small, blocked, ...)"
+        ),
+    ] = False,
+) -> None:
+    """Run fetch (and curate) again: URLs that failed for transient reasons are always retried."""
+    from kgclip.fetch.ledger import FetchLedger
+    from kgclip.fetch.stage import LEDGER
+
+    cfg = _workdir_config(workdir, None)
+    if retry_failed and (workdir / LEDGER).exists():
+        ledger = FetchLedger(workdir / LEDGER, params="")
+        try:
+            console.print(f"fetch: {ledger.forget_unstored():,} earlier failures will be retried")
+        finally:
+            ledger.close()
+    ran = _run(cfg, workdir, start="fetch")
+    console.print(f"fetch: ran {', '.join(ran)}")
+
+
+@app.command()
+@friendly
 def status(
     workdir: Annotated[Path, typer.Argument(help="work directory")],
     config: Annotated[

@@ -51,6 +51,11 @@ class FetchLedger:
         """URLs with a final outcome; transient failures are not, so a rerun asks them again."""
         return {r[0] for r in self._db.execute("SELECT url FROM outcomes WHERE status != 'failed'")}
 
+    def forget_unstored(self) -> int:
+        """Drop every outcome that stored no image (refusals included), so all are asked again."""
+        with self._db:
+            return self._db.execute("DELETE FROM outcomes WHERE status != 'ok'").rowcount
+
     def parts(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT DISTINCT part FROM outcomes WHERE part IS NOT NULL")}
 
