@@ -157,48 +157,24 @@ class _Inline:
         return map(fn, *iterables)
 
 
+def _unstored(url: str, status: str, reason: str, detail: str) -> Fetched:
+    """The row of a URL whose image was not stored: only the outcome, no part or sizes."""
+    return Fetched(url, status, reason, detail, None, None, None, None, None, None, None, None, None)
+
+
 def _write_part(path: Path, part: str, number: int, urls: list[str], results: Iterator) -> list[Fetched]:
     rows: list[Fetched] = []
     with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
         for i, (url, res) in enumerate(zip(urls, results, strict=True)):
             if isinstance(res, Unfetched):
-                status = "failed" if res.retryable else "rejected"
                 rows.append(
-                    Fetched(
-                        url,
-                        status,
-                        res.reason.split(":")[0],
-                        res.reason,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
+                    _unstored(
+                        url, "failed" if res.retryable else "rejected", res.reason.split(":")[0], res.reason
                     )
                 )
                 continue
             if isinstance(res, Rejection):
-                rows.append(
-                    Fetched(
-                        url,
-                        "rejected",
-                        str(res.reason),
-                        res.detail,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                    )
-                )
+                rows.append(_unstored(url, "rejected", str(res.reason), res.detail))
                 continue
             member = f"{number:05d}{i:05d}"
             add_member(tar, f"{member}.jpg", res.jpeg)
