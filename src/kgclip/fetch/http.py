@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import httpcore
 import httpx
 
+from kgclip.fetch.hostgate import HostGate, LocalHostGate, host_slot
 from kgclip.useragent import user_agent as _make_user_agent
 
 log = logging.getLogger(__name__)
@@ -213,27 +214,7 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
 
 
 # ---------------------------------------------------------------------------------------------------
-# per-host limits
-
-
-class _HostState:
-    def __init__(self, policy: FetchPolicy) -> None:
-        self.sem = asyncio.Semaphore(policy.per_host_concurrency)
-        self.lock = asyncio.Lock()
-        self.next_slot = 0.0  # monotonic time of the next token
-        self.paused_until = 0.0  # set by Retry-After
-        self.interval = 1.0 / policy.per_host_rate_per_s if policy.per_host_rate_per_s > 0 else 0.0
-
-    async def wait_turn(self) -> None:
-        """A token bucket of depth one: at most `rate` request starts per second, after any pause."""
-        async with self.lock:
-            while True:
-                now = time.monotonic()
-                start = max(now, self.next_slot, self.paused_until)
-                if start <= now:
-                    break
-                await asyncio.sleep(start - now)
-            self.next_slot = max(now, self.next_slot) + self.interval
+# results of nested helpers
 
 
 class _Outcome(Exception):
@@ -291,13 +272,14 @@ class SafeFetcher:
         *,
         resolver: Resolver | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
+        gate: HostGate | None = None,
     ) -> None:
         self.policy = policy or FetchPolicy()
+        self._gate = gate or LocalHostGate(self.policy.per_host_concurrency, self.policy.per_host_rate_per_s)
         self._resolver = resolver
         self.backend = _PinnedBackend(network_backend or httpcore.AnyIOBackend(), self.policy)
         self._client: httpx.AsyncClient | None = None
         self._global: asyncio.Semaphore | None = None
-        self._hosts: dict[str, _HostState] = {}
 
     async def __aenter__(self) -> SafeFetcher:
         p = self.policy
@@ -406,24 +388,16 @@ class SafeFetcher:
                 raise _Outcome("refused", f"blocked_address:{category}")
         self.backend.pins[host] = addresses[0].split("%", 1)[0]
 
-    def _host_state(self, host: str) -> _HostState:
-        st = self._hosts.get(host)
-        if st is None:
-            st = self._hosts[host] = _HostState(self.policy)
-        return st
-
     async def _hop(self, url: httpx.URL, host: str, state: dict) -> str | FetchResult:
         """One request (with retries) to one URL: a redirect target, or a final result."""
         p = self.policy
-        hs = self._host_state(host)
         assert self._global is not None
         attempt = 0
         while True:
             attempt += 1
             state["attempts"] += 1
             retry_after: float | None = None
-            async with self._global, hs.sem:
-                await hs.wait_turn()
+            async with self._global, host_slot(self._gate, host):
                 try:
                     outcome = await self._request(url, host)
                 except _Outcome as o:
@@ -436,11 +410,11 @@ class SafeFetcher:
             if retry_after is not None:
                 if retry_after > p.max_retry_after_s:
                     raise outcome
-                hs.paused_until = max(hs.paused_until, time.monotonic() + retry_after)
+                await self._gate.pause(host, retry_after)
             if attempt > p.max_retries:
                 raise outcome
             delay = p.backoff_s * (2 ** (attempt - 1))
-            await asyncio.sleep(delay)  # Retry-After is waited for in wait_turn
+            await asyncio.sleep(delay)  # a Retry-After pause is waited for in the gate
 
     async def _request(self, url: httpx.URL, host: str) -> str | FetchResult:
         assert self._client is not None
