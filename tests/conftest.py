@@ -1,7 +1,11 @@
 """Shared fixtures: one real offline demo harvest per test session, copied for tests that change it."""
 
+import csv
+import functools
 import io
 import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -122,4 +126,48 @@ def photo_config(photo_corpus, tmp_path_factory) -> Path:
 def photo_run(photo_config, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("photo-run") / "work"
     _run(load(photo_config), workdir)
+    return workdir
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture(scope="session")
+def photo_host(photo_corpus):
+    """The photo corpus served over loopback HTTP, as an image host would (types from extensions,
+    so the HTML page named .jpg arrives as image/jpeg)."""
+    handler = functools.partial(_QuietFiles, directory=str(photo_corpus))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def web_photo_config(photo_corpus, photo_host, tmp_path_factory) -> Path:
+    """The photo harvest with every hit an http URL on the loopback host."""
+    folder = tmp_path_factory.mktemp("web-cfg")
+    with open(folder / "corpus.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["url", "caption"])
+        for image in sorted(p for p in photo_corpus.iterdir() if p.suffix != ".txt"):
+            caption = image.with_suffix(".txt").read_text().strip()
+            writer.writerow([f"{photo_host}/{image.name}", caption])
+    path = folder / "web-photos.toml"
+    path.write_text(
+        'extends = "demo"\nname = "web-photos"\n'
+        f'[search]\ntop_k = 20\n[search.corpus]\nsource = "{folder / "corpus.csv"}"\nimporter = "table"\n'
+        "[fetch]\nworkers = 1\nbatch_size = 8\nmax_pixels = 20000000\nallow_loopback = true\n"
+        'contact = "tests@example.org"\nper_host_concurrency = 4\nper_host_rate_per_s = 1000\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def web_photo_run(web_photo_config, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("web-photo-run") / "work"
+    _run(load(web_photo_config), workdir)
     return workdir

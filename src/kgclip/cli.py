@@ -38,6 +38,7 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kgclip.fetch.ray_run import RayUnavailable
         from kgclip.kg.merge import BridgeError
         from kgclip.kg.wikidata.dump import DumpError
         from kgclip.kg.wikidata.sparql import SparqlError
@@ -60,6 +61,7 @@ def friendly(fn: F) -> F:
             BridgeError,
             SearchError,
             LLMError,
+            RayUnavailable,
         )
         try:
             return fn(*args, **kwargs)

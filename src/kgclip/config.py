@@ -439,6 +439,16 @@ class SearchConfig(Section):
         return self
 
 
+class RayConfig(Section):
+    address: str | None = Field(
+        default=None,
+        description="a running cluster (host:6379 or ray://host:10001); none starts Ray on this machine",
+    )
+    num_cpus: int = Field(default=0, ge=0, description="CPUs of a Ray started here; 0 = all")
+    tasks_in_flight: int = Field(default=0, ge=0, description="batches submitted at once; 0 = 2 per CPU")
+    task_retries: int = Field(default=3, ge=0, description="re-runs of a batch whose worker died")
+
+
 class FetchConfig(Section):
     resize: Literal["shorter", "longer", "none"] = Field(
         default="shorter", description="which side `size` bounds; images are only ever made smaller"
@@ -450,6 +460,10 @@ class FetchConfig(Section):
     max_bytes: int = Field(default=50_000_000, ge=1)
     workers: int = Field(default=0, ge=0, description="decode processes; 0 = one per core")
     batch_size: int = Field(default=256, ge=1, description="images per tar part (the unit of resume)")
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="decode on this machine's processes, or run each batch as a Ray task"
+    )
+    ray: RayConfig = Field(default_factory=RayConfig)
     contact: str | None = Field(
         default=None, description="an e-mail or URL for the User-Agent of web downloads"
     )

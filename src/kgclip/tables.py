@@ -213,7 +213,13 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """The outcome of fetching one URL; `status` is ok or rejected (then `reason` says why)."""
+    """The outcome of fetching one URL: `status` is ok, rejected (then `reason` says why) or failed
+    (a transient failure that the next run retries).
+
+    `source_bytes` is the size of what was downloaded or read; `download_s` covers the whole
+    request including redirects, retries and waits for the host's turn; `decode_s` is the
+    worker's validation, resize and encode time.
+    """
 
     url: str
     status: str
@@ -228,6 +234,11 @@ class Fetched:
     bytes: int | None
     source_sha256: str | None
     pixel_sha256: str | None
+    source_bytes: int | None = None
+    http_status: int | None = None
+    attempts: int | None = None
+    download_s: float | None = None
+    decode_s: float | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -244,6 +255,11 @@ class Fetched:
             ("bytes", I64),
             ("source_sha256", STR),
             ("pixel_sha256", STR),
+            ("source_bytes", I64),
+            ("http_status", pa.int16()),
+            ("attempts", pa.int16()),
+            ("download_s", pa.float32()),
+            ("decode_s", pa.float32()),
         ]
     )
 

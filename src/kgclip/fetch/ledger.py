@@ -27,6 +27,11 @@ COLUMNS = [
     "bytes",
     "source_sha256",
     "pixel_sha256",
+    "source_bytes",
+    "http_status",
+    "attempts",
+    "download_s",
+    "decode_s",
 ]
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(
@@ -41,6 +46,15 @@ class FetchLedger:
         self._db = sqlite3.connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        self._add_new_columns()
+
+    def _add_new_columns(self) -> None:
+        """A ledger written by an older kgclip lacks the later measurement columns; they stay NULL."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(outcomes)")}
+        with self._db:
+            for column in COLUMNS:
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE outcomes ADD COLUMN {column}")
 
     def drop_other_params(self) -> int:
         """Outcomes made with other image settings no longer describe what this run would store."""

@@ -1,0 +1,155 @@
+"""Run fetch batches as Ray tasks, on this machine or on a cluster (`executor = "ray"`).
+
+Each batch is one task that runs the local pipeline (fetch/local_run.py) with a single decoder;
+the driver keeps the ledger and writes every tar part, so resuming, part names and the final
+shards are exactly those of a local run. Tasks return their images to the driver, so workers
+need no shared file system for the output (local-file hits must be readable on the workers).
+
+Politeness holds across the cluster: every task asks one gate actor for per-host slots and rate
+tokens. A task that dies while holding a slot cannot give it back, so slots are leases that the
+actor takes back after the longest time a request may legitimately last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kgclip.config import RayConfig
+from kgclip.fetch.batch import Batch, Outcome
+from kgclip.fetch.hostgate import LocalHostGate
+from kgclip.fetch.http import FetchPolicy
+from kgclip.fetch.images import ImageOptions
+from kgclip.fetch.local_run import Commit, run_local
+
+_LEASE_MARGIN_S = 30.0
+
+
+class RayUnavailable(RuntimeError):
+    """Ray was asked for but is not installed."""
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayUnavailable("fetch.executor = 'ray' needs Ray: pip install 'kgclip[ray]'") from exc
+    return ray
+
+
+def run_ray(
+    batches: Iterable[Batch], policy: FetchPolicy, opts: ImageOptions, cfg: RayConfig, commit: Commit
+) -> None:
+    ray = _import_ray()
+    joined = not ray.is_initialized()
+    if joined:
+        _connect(ray, cfg)
+    try:
+        lease_s = policy.total_timeout + _LEASE_MARGIN_S
+        gate = (
+            ray.remote(GateActor)
+            .options(max_concurrency=10_000, num_cpus=0)
+            .remote(policy.per_host_concurrency, policy.per_host_rate_per_s, lease_s)
+        )
+        task = ray.remote(fetch_batch).options(num_cpus=1, max_retries=cfg.task_retries)
+        in_flight = cfg.tasks_in_flight or 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending = iter(batches)
+        running: dict[Any, Batch] = {}
+        for batch in itertools.islice(pending, in_flight):
+            running[task.remote(batch, policy, opts, gate)] = batch
+        while running:
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            batch = running.pop(ref)
+            commit(batch, ray.get(ref))
+            for following in itertools.islice(pending, 1):
+                running[task.remote(following, policy, opts, gate)] = following
+    finally:
+        if joined:
+            ray.shutdown()
+
+
+def _connect(ray: Any, cfg: RayConfig) -> None:
+    if cfg.address:
+        ray.init(address=cfg.address, logging_level=logging.WARNING)
+        return
+    # A private instance for this run. Ray's usage statistics would be sent to Anyscale from the
+    # user's machine; a tool that starts Ray on the user's behalf does not opt them in.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(
+        address="local",
+        num_cpus=cfg.num_cpus or None,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        _node_ip_address="127.0.0.1",
+    )
+
+
+def fetch_batch(batch: Batch, policy: FetchPolicy, opts: ImageOptions, gate: Any) -> list[Outcome]:
+    """A Ray task: one batch through the local pipeline, host limits from the shared gate."""
+    out: list[Outcome] = []
+
+    def keep(_batch: Batch, outcomes: list[Outcome]) -> None:
+        out.extend(outcomes)
+
+    run_local([batch], policy, opts, 1, keep, gate=ActorGate(gate))
+    return out
+
+
+class ActorGate:
+    """The HostGate of one task: every call goes to the shared gate actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+        self._leases: dict[str, list[int]] = {}
+
+    async def acquire(self, host: str) -> None:
+        lease = await self._actor.acquire.remote(host)
+        self._leases.setdefault(host, []).append(lease)
+
+    async def release(self, host: str) -> None:
+        await self._actor.release.remote(self._leases[host].pop())
+
+    async def pause(self, host: str, seconds: float) -> None:
+        await self._actor.pause.remote(host, seconds)
+
+
+class GateActor:
+    """Ray's async actor around one LocalHostGate, with leases instead of bare slots."""
+
+    def __init__(self, concurrency: int, rate_per_s: float, lease_s: float) -> None:
+        self._gate = LocalHostGate(concurrency, rate_per_s)
+        self._lease_s = lease_s
+        self._leases: dict[int, tuple[str, float]] = {}
+        self._ids = itertools.count()
+
+    async def acquire(self, host: str) -> int:
+        while True:
+            self._reclaim()
+            try:
+                await asyncio.wait_for(self._gate.acquire(host), timeout=1.0)
+                break
+            except TimeoutError:
+                continue
+        lease = next(self._ids)
+        self._leases[lease] = (host, time.monotonic() + self._lease_s)
+        return lease
+
+    async def release(self, lease: int) -> None:
+        held = self._leases.pop(lease, None)
+        if held is not None:  # already reclaimed if the holder overran its lease
+            await self._gate.release(held[0])
+
+    async def pause(self, host: str, seconds: float) -> None:
+        await self._gate.pause(host, seconds)
+
+    def _reclaim(self) -> None:
+        now = time.monotonic()
+        for lease, (host, deadline) in list(self._leases.items()):
+            if deadline < now:
+                del self._leases[lease]
+                asyncio.get_running_loop().create_task(self._gate.release(host))
