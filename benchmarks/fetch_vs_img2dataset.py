@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import io
 import os
 import shutil
 import statistics
@@ -327,9 +326,10 @@ def main() -> None:
     i2d_wall = statistics.median(i[0] for i in i2d_runs)
     kg_rss = max(k[1] for k in kg_runs) / 2**20
     i2d_rss = max(i[1] for i in i2d_runs) / 2**20
-    print(f"kgclip fetch:          {kg_fetch:6.2f} s  {n / kg_fetch:6.0f} images/s  peak RSS {kg_rss:,.0f} MiB")
-    print(f"kgclip fetch + curate: {kg_total:6.2f} s  {n / kg_total:6.0f} images/s")
-    print(f"img2dataset:           {i2d_wall:6.2f} s  {n / i2d_wall:6.0f} images/s  peak RSS {i2d_rss:,.0f} MiB")
+    line = "{:<22} {:6.2f} s {:6.0f} images/s"
+    print(line.format("kgclip fetch:", kg_fetch, n / kg_fetch) + f"  peak RSS {kg_rss:,.0f} MiB")
+    print(line.format("kgclip fetch + curate:", kg_total, n / kg_total))
+    print(line.format("img2dataset:", i2d_wall, n / i2d_wall) + f"  peak RSS {i2d_rss:,.0f} MiB")
     print(f"ratio (img2dataset time / kgclip time): fetch {i2d_wall / kg_fetch:.2f}x, "
           f"fetch + curate {i2d_wall / kg_total:.2f}x (goal >= 2.0x)")  # fmt: skip
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -13,28 +16,49 @@ from kgclip.workdir import atomic_path, atomic_write_bytes
 
 
 class PartReader:
-    """Reads stored JPEGs back from the fetch parts, keeping one part open at a time."""
+    """Reads stored JPEGs back from the fetch parts in any order.
 
-    def __init__(self, parts_dir: Path) -> None:
+    Samples come in pixel-hash order, so consecutive reads jump between parts. Each part's member
+    offsets are indexed once (one pass over its headers) and then read with a single pread; a
+    tarfile lookup by name instead rescans the headers on every reopen, which made curate
+    quadratic in the part size. A few parts stay open at a time.
+    """
+
+    def __init__(self, parts_dir: Path, open_files: int = 32) -> None:
         self.parts_dir = parts_dir
-        self._name: str | None = None
-        self._tar: tarfile.TarFile | None = None
+        self._open_files = open_files
+        self._index: dict[str, dict[str, tuple[int, int]]] = {}
+        self._files: OrderedDict[str, BinaryIO] = OrderedDict()
 
     def read(self, part: str, member: str) -> bytes:
-        if part != self._name:
-            self.close()
-            self._tar = tarfile.open(self.parts_dir / part)  # noqa: SIM115 - kept open across reads
-            self._name = part
-        assert self._tar is not None
-        fh = self._tar.extractfile(f"{member}.jpg")
-        if fh is None:
+        index = self._index.get(part)
+        if index is None:
+            index = self._index[part] = self._scan(part)
+        found = index.get(f"{member}.jpg")
+        if found is None:
             raise FileNotFoundError(f"{part}: no member {member}.jpg")
-        return fh.read()
+        offset, size = found
+        data = os.pread(self._file(part).fileno(), size, offset)
+        if len(data) != size:
+            raise OSError(f"{part}: member {member}.jpg is cut short")
+        return data
+
+    def _scan(self, part: str) -> dict[str, tuple[int, int]]:
+        with tarfile.open(self.parts_dir / part) as tar:
+            return {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+
+    def _file(self, part: str) -> BinaryIO:
+        fh = self._files.pop(part, None)
+        if fh is None:
+            fh = open(self.parts_dir / part, "rb")  # noqa: SIM115 - kept open across reads
+            if len(self._files) >= self._open_files:
+                self._files.popitem(last=False)[1].close()
+        self._files[part] = fh
+        return fh
 
     def close(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-        self._tar, self._name = None, None
+        while self._files:
+            self._files.popitem()[1].close()
 
 
 def write_shard(path: Path, samples: Iterable[tuple[str, bytes, str, dict]]) -> int:
