@@ -3,6 +3,7 @@
 import csv
 import functools
 import io
+import ipaddress
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,14 +18,24 @@ from kgclip.config import load
 
 @pytest.fixture(autouse=True)
 def no_system_dns(monkeypatch):
-    """No test may ask the machine's resolver: a lookup would send a packet off this machine.
-    Tests reach their loopback servers by IP, or through an injected resolver."""
+    """No test may ask the machine's resolver or open a socket to anything but loopback: either
+    would send a packet off this machine. Tests reach their loopback servers by IP, or through an
+    injected resolver; the fetcher's connect hook opens sockets only towards 127.0.0.0/8 and ::1."""
     from kgclip.fetch import http
 
     async def refuse(host: str) -> list[str]:
         raise AssertionError(f"a test tried to resolve {host!r} through the system resolver")
 
+    open_socket = http._open_socket
+
+    def loopback_only(addr_info):
+        ip = ipaddress.ip_address(addr_info[4][0])
+        if not ip.is_loopback:
+            raise AssertionError(f"a test tried to connect to {ip}")
+        return open_socket(addr_info)
+
     monkeypatch.setattr(http, "_system_resolve", refuse)
+    monkeypatch.setattr(http, "_open_socket", loopback_only)
 
 
 @pytest.fixture(scope="session")

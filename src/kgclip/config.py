@@ -455,6 +455,10 @@ class FetchConfig(Section):
     )
     size: int = Field(default=512, ge=16)
     jpeg_quality: int = Field(default=95, ge=1, le=100)
+    resample: Literal["bicubic", "lanczos", "bilinear"] = Field(
+        default="bicubic",
+        description="resize filter (antialiased); bicubic is open_clip's, lanczos is sharper and slower",
+    )
     min_side: int = Field(default=32, ge=1, description="reject images whose shorter side is smaller")
     max_pixels: int = Field(default=89_478_485, ge=1, description="decompression-bomb guard")
     max_bytes: int = Field(default=50_000_000, ge=1)

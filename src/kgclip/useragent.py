@@ -14,5 +14,5 @@ from kgclip import __version__
 PROJECT_URL = "https://github.com/kgclip/kgclip"
 
 
-def user_agent(contact: str) -> str:
-    return f"kgclip/{__version__} ({PROJECT_URL}; {contact}) httpx/{httpx.__version__}"
+def user_agent(contact: str, library: str = f"httpx/{httpx.__version__}") -> str:
+    return f"kgclip/{__version__} ({PROJECT_URL}; {contact}) {library}"

@@ -6,14 +6,20 @@ whose `reason` is a short code. The guard against server-side request forgery wo
 1. only http and https URLs are accepted;
 2. the host is resolved by us (the resolver is injectable) and *every* answer is classified with
    `ipaddress`; one blocked answer refuses the request, naming the category;
-3. the first checked address is *pinned* for that host, and the httpcore network backend that
-   opens sockets (`_PinnedBackend.connect_tcp`) connects to the pinned IP instead of the hostname.
-   The backend never resolves names itself and refuses any host that was not pinned, so a second
-   DNS answer can never be used (no DNS rebinding between check and connect). The URL, the Host
-   header and the TLS server name (SNI, certificate check) all keep the original hostname;
-4. redirects are followed by hand, and every hop repeats steps 1-3.
+3. the first checked address is *pinned* for that host. aiohttp's connector never resolves a
+   name itself: its resolver (`_PinnedResolver`) answers only with the pinned address and refuses
+   any host that was not pinned, so a second DNS answer can never be used (no DNS rebinding
+   between check and connect). The URL, the Host header and the TLS server name (SNI, certificate
+   check) all keep the original hostname;
+4. at the connect hook (the connector's socket factory) the destination address is classified
+   once more, so even an IP literal that reached the connector some other way cannot connect;
+5. redirects are followed by hand, and every hop repeats steps 1-4.
 
 Proxies from the environment are ignored (`trust_env=False`): a proxy would resolve names itself.
+
+The client is aiohttp rather than httpx (used elsewhere in kgclip for API calls): downloading
+thousands of images is CPU-bound on the parsing side, and aiohttp's C HTTP parser and connection
+pool used a fifth of httpx's CPU per request on the fetch benchmark (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -28,21 +34,22 @@ import socket
 import ssl
 import time
 import typing
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 import certifi
-import httpcore
-import httpx
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from kgclip.fetch.hostgate import HostGate, LocalHostGate, host_slot
-from kgclip.useragent import user_agent as _make_user_agent
+from kgclip.useragent import user_agent
 
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str], "list[str] | Awaitable[list[str]]"]
+AddrInfo = tuple[int, int, int, str, tuple]
+SocketFactory = Callable[[AddrInfo], socket.socket]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ALLOWED_SCHEMES = ("http", "https")
@@ -72,7 +79,7 @@ class FetchPolicy:
     backoff_s: float = 1.0
     max_retry_after_s: float = 60.0
     honour_x_robots: bool = True
-    user_agent: str = field(default_factory=lambda: _make_user_agent("unconfigured contact"))
+    user_agent: str = field(default_factory=lambda: fetcher_user_agent("unconfigured contact"))
 
 
 @dataclass
@@ -92,6 +99,10 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+def fetcher_user_agent(contact: str) -> str:
+    return user_agent(contact, f"aiohttp/{aiohttp.__version__}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -158,107 +169,55 @@ async def _system_resolve(host: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# the pinned network backend
+# the pinned connection layer
 
 
-class UnpinnedHostError(Exception):
-    """The connection layer was asked for a host that the guard did not check."""
+class UnpinnedHostError(OSError):
+    """The connection layer was asked for a host or address that the guard did not check.
+
+    An OSError, because that is what aiohttp's connector passes through from resolvers and
+    socket factories (wrapped in its own connector errors)."""
 
 
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Opens TCP connections only to addresses the SSRF guard checked and pinned."""
+class _PinnedResolver(AbstractResolver):
+    """The connector's only name lookup: the address the guard checked, or a refusal."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkBackend, policy: FetchPolicy) -> None:
-        self._inner = inner
-        self._policy = policy
+    def __init__(self) -> None:
         self.pins: dict[str, str] = {}
-        self.connects: list[tuple[str, str, int]] = []  # (hostname, pinned ip, port)
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[typing.Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_UNSPEC) -> list[ResolveResult]:
         ip = self.pins.get(host.lower())
         if ip is None:
-            raise UnpinnedHostError(host)
-        category = _blocked_category(ip, self._policy)  # checked again at the moment of connecting
+            raise UnpinnedHostError(f"{host} was not checked")
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+        return [ResolveResult(hostname=host, host=ip, port=port, family=family, proto=0, flags=flags)]
+
+    async def close(self) -> None:
+        return None
+
+
+class _GuardedSockets:
+    """The connector's socket factory: the last check before a connect, and its record."""
+
+    def __init__(self, policy: FetchPolicy, inner: SocketFactory | None) -> None:
+        self._policy = policy
+        self._inner = inner
+        self.connects: list[tuple[str, int]] = []
+
+    def __call__(self, addr_info: AddrInfo) -> socket.socket:
+        sockaddr = addr_info[4]
+        ip, port = str(sockaddr[0]), int(sockaddr[1])
+        category = _blocked_category(ip, self._policy)
         if category is not None:
-            raise UnpinnedHostError(f"{host} -> {ip} ({category})")
-        self.connects.append((host, ip, port))
-        return await self._inner.connect_tcp(
-            ip, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-        )
-
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # type: ignore[override]
-        raise UnpinnedHostError(f"unix socket {path}")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+            raise UnpinnedHostError(f"{ip} ({category})")
+        self.connects.append((ip, port))
+        return (self._inner or _open_socket)(addr_info)
 
 
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport (exception mapping, streaming), with our backend in its pool."""
-
-    def __init__(self, backend: _PinnedBackend, limits: httpx.Limits, tls: ssl.SSLContext) -> None:
-        super().__init__(verify=tls, trust_env=False, limits=limits)
-        old = self._pool
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=old._ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            network_backend=backend,
-        )
-
-
-# ---------------------------------------------------------------------------------------------------
-# connection pools
-
-
-class _HostClients:
-    """One small connection pool per host, the least recently used idle ones closed beyond `keep`.
-
-    httpcore scans every pooled connection for every queued request, and a full shared pool closes
-    another host's idle keep-alive connection to open a new one. With many hosts one big pool
-    therefore spent most of the fetch stage's CPU in that scan and reconnected on almost every
-    request (benchmarks/fetch_vs_img2dataset.py); per-host pools keep both small.
-    """
-
-    def __init__(self, make: Callable[[], httpx.AsyncClient], keep: int) -> None:
-        self._make = make
-        self._keep = keep
-        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
-        self._busy: Counter[str] = Counter()
-
-    @asynccontextmanager
-    async def using(self, host: str) -> AsyncIterator[httpx.AsyncClient]:
-        client = self._clients.pop(host, None) or self._make()
-        self._clients[host] = client  # most recently used last
-        self._busy[host] += 1
-        try:
-            yield client
-        finally:
-            self._busy[host] -= 1
-            if not self._busy[host]:
-                del self._busy[host]
-            await self._evict()
-
-    async def _evict(self) -> None:
-        while len(self._clients) > self._keep:
-            idle = next((h for h in self._clients if h not in self._busy), None)
-            if idle is None:
-                return
-            await self._clients.pop(idle).aclose()
-
-    async def aclose(self) -> None:
-        while self._clients:
-            await self._clients.popitem()[1].aclose()
+def _open_socket(addr_info: AddrInfo) -> socket.socket:
+    family, type_, proto, _canon, _sockaddr = addr_info
+    return socket.socket(family=family, type=type_, proto=proto)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,53 +278,51 @@ class SafeFetcher:
         policy: FetchPolicy | None = None,
         *,
         resolver: Resolver | None = None,
-        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        socket_factory: SocketFactory | None = None,
         gate: HostGate | None = None,
     ) -> None:
         self.policy = policy or FetchPolicy()
         self._gate = gate or LocalHostGate(self.policy.per_host_concurrency, self.policy.per_host_rate_per_s)
         self._resolver = resolver
-        self.backend = _PinnedBackend(network_backend or httpcore.AnyIOBackend(), self.policy)
-        self._clients: _HostClients | None = None
+        self._pinned = _PinnedResolver()
+        self._sockets = _GuardedSockets(self.policy, socket_factory)
+        self._session: aiohttp.ClientSession | None = None
         self._global: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> SafeFetcher:
         p = self.policy
-        per_host = httpx.Limits(
-            max_connections=p.per_host_concurrency, max_keepalive_connections=p.per_host_concurrency
+        connector = aiohttp.TCPConnector(
+            limit=p.global_concurrency,
+            limit_per_host=p.per_host_concurrency,
+            resolver=self._pinned,
+            use_dns_cache=False,
+            socket_factory=self._sockets,
+            ssl=ssl.create_default_context(cafile=certifi.where()),
         )
-        timeout = httpx.Timeout(
-            connect=p.connect_timeout, read=p.read_timeout, write=p.read_timeout, pool=p.total_timeout
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=p.connect_timeout, sock_read=p.read_timeout
+            ),
+            headers={"User-Agent": p.user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),  # no state carried from one image host to another
+            trust_env=False,
         )
-
-        # httpx's default context, made once: loading the CA bundle costs ~20 ms per client.
-        tls = ssl.create_default_context(cafile=certifi.where())
-
-        def client() -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                transport=_PinnedTransport(self.backend, per_host, tls),
-                timeout=timeout,
-                follow_redirects=False,
-                trust_env=False,
-                headers={"User-Agent": p.user_agent},
-            )
-
-        self._clients = _HostClients(client, keep=2 * p.global_concurrency)
         self._global = asyncio.Semaphore(p.global_concurrency)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._clients is not None:
-            await self._clients.aclose()
-            self._clients = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @property
-    def connects(self) -> list[tuple[str, str, int]]:
-        """Every TCP connect actually attempted: (hostname, pinned IP, port)."""
-        return self.backend.connects
+    def connects(self) -> list[tuple[str, int]]:
+        """Every TCP connect actually attempted, as (IP, port), recorded at the connect hook."""
+        return self._sockets.connects
 
     async def get(self, url: str) -> FetchResult:
-        if self._clients is None:
+        if self._session is None:
             raise RuntimeError("use SafeFetcher as an async context manager")
         started = time.monotonic()
         state = {"attempts": 0, "final_url": url}
@@ -400,20 +357,21 @@ class SafeFetcher:
                 location.url = url
                 return location
             try:
-                current = str(parsed.join(location))
-            except (httpx.InvalidURL, ValueError) as exc:
+                current = str(parsed.join(yarl.URL(location)))
+            except (ValueError, TypeError) as exc:
                 raise _Outcome("refused", "bad_redirect") from exc
         raise _Outcome("refused", "too_many_redirects")
 
-    def _check_url(self, url: str) -> tuple[httpx.URL, str]:
+    def _check_url(self, url: str) -> tuple[yarl.URL, str]:
+        """The parsed URL is the one handed to aiohttp, so the host checked is the host used."""
         try:
-            parsed = httpx.URL(url)
-        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            parsed = yarl.URL(url)
+        except (ValueError, TypeError) as exc:
             raise _Outcome("refused", "bad_url") from exc
         if parsed.scheme not in ALLOWED_SCHEMES:
             raise _Outcome("refused", "unsupported_scheme")
-        host = parsed.raw_host.decode("ascii", "replace").lower()
-        if not host or not _HOST_CHARS.fullmatch(host):
+        host = (parsed.raw_host or "").lower()
+        if not host or not _HOST_CHARS.fullmatch(host) or parsed.explicit_port == 0:
             raise _Outcome("refused", "bad_url")
         return parsed, host
 
@@ -443,9 +401,9 @@ class SafeFetcher:
                 raise _Outcome("failed", "dns_error", True) from exc
             if category is not None:
                 raise _Outcome("refused", f"blocked_address:{category}")
-        self.backend.pins[host] = addresses[0].split("%", 1)[0]
+        self._pinned.pins[host] = addresses[0].split("%", 1)[0]
 
-    async def _hop(self, url: httpx.URL, host: str, state: dict) -> str | FetchResult:
+    async def _hop(self, url: yarl.URL, host: str, state: dict) -> str | FetchResult:
         """One request (with retries) to one URL: a redirect target, or a final result."""
         p = self.policy
         assert self._global is not None
@@ -473,30 +431,30 @@ class SafeFetcher:
             delay = p.backoff_s * (2 ** (attempt - 1))
             await asyncio.sleep(delay)  # a Retry-After pause is waited for in the gate
 
-    async def _request(self, url: httpx.URL, host: str) -> str | FetchResult:
-        assert self._clients is not None
+    async def _request(self, url: yarl.URL, host: str) -> str | FetchResult:
+        assert self._session is not None
         p = self.policy
         try:
-            async with self._clients.using(host) as client, client.stream("GET", url) as resp:
-                code = resp.status_code
+            async with self._session.get(url, allow_redirects=False) as resp:
+                code = resp.status
                 if code in REDIRECT_CODES:
-                    location = resp.headers.get("location")
+                    location = resp.headers.get("Location")
                     if not location:
                         raise _Outcome("failed", f"http_{code}", http_status=code)
                     return location
                 if code == 429 or code >= 500:
-                    ra = _parse_retry_after(resp.headers.get("retry-after")) if code in (429, 503) else None
+                    ra = _parse_retry_after(resp.headers.get("Retry-After")) if code in (429, 503) else None
                     raise _Outcome("failed", f"http_{code}", True, http_status=code, retry_after=ra)
                 if not 200 <= code < 300:
                     raise _Outcome("failed", f"http_{code}", False, http_status=code)
-                if p.honour_x_robots and x_robots_forbids(resp.headers.get_list("x-robots-tag")):
+                if p.honour_x_robots and x_robots_forbids(resp.headers.getall("X-Robots-Tag", [])):
                     raise _Outcome("refused", "x_robots_tag", http_status=code)
-                length = resp.headers.get("content-length")
+                length = resp.headers.get("Content-Length")
                 if length and length.strip().isdigit() and int(length) > p.max_bytes:
                     raise _Outcome("refused", "too_many_bytes", http_status=code)
                 chunks: list[bytes] = []
                 total = 0
-                async for chunk in resp.aiter_bytes():
+                async for chunk in resp.content.iter_chunked(1 << 16):
                     total += len(chunk)
                     if total > p.max_bytes:
                         raise _Outcome("refused", "too_many_bytes", http_status=code)
@@ -507,16 +465,20 @@ class SafeFetcher:
                     "",
                     body=b"".join(chunks),
                     final_url=str(url),
-                    content_type=resp.headers.get("content-type"),
+                    content_type=resp.headers.get("Content-Type"),
                     http_status=code,
                 )
-        except UnpinnedHostError as exc:
-            raise _Outcome("refused", "blocked_address:unpinned") from exc
-        except httpx.TimeoutException as exc:
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, UnpinnedHostError):
+                raise _Outcome("refused", "blocked_address:unpinned") from exc
+            raise _Outcome("failed", "connection_error", True) from exc
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise _Outcome("failed", "timeout", True) from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        except aiohttp.InvalidURL as exc:
             raise _Outcome("refused", "bad_url") from exc
-        except httpx.DecodingError as exc:
+        except aiohttp.ClientPayloadError as exc:
+            if "not completed" in str(exc):  # the connection ended early: worth another try
+                raise _Outcome("failed", "connection_error", True) from exc
             raise _Outcome("failed", "decoding_error") from exc
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise _Outcome("failed", "connection_error", True) from exc

@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 
 from kgclip.config import FetchConfig
 from kgclip.fetch.batch import Batch, Outcome, write_part
-from kgclip.fetch.http import FetchPolicy
+from kgclip.fetch.http import FetchPolicy, fetcher_user_agent
 from kgclip.fetch.images import ImageOptions
 from kgclip.fetch.ledger import FetchLedger
 from kgclip.fetch.local_run import run_local
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
 from kgclip.tables import Fetched, write_records
-from kgclip.useragent import PROJECT_URL, user_agent
+from kgclip.useragent import PROJECT_URL
 from kgclip.workdir import digest_of
 
 LEDGER = "cache/fetch.sqlite"
@@ -44,7 +44,7 @@ def policy_of(cfg: FetchConfig) -> FetchPolicy:
         global_concurrency=cfg.global_concurrency,
         max_retries=cfg.max_retries,
         honour_x_robots=cfg.honour_x_robots,
-        user_agent=user_agent(cfg.contact or PROJECT_URL),
+        user_agent=fetcher_user_agent(cfg.contact or PROJECT_URL),
     )
 
 
