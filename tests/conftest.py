@@ -6,6 +6,7 @@ import io
 import ipaddress
 import shutil
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -141,12 +142,43 @@ def photo_run(photo_config, tmp_path_factory) -> Path:
 
 
 class _QuietFiles(SimpleHTTPRequestHandler):
+    """Serves files; records the most requests it ever had open at once, after an optional delay."""
+
+    delay = 0.0
+    lock = threading.Lock()
+    open_now = 0
+    most_open = 0
+
     def log_message(self, *args: object) -> None:
         return
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        with cls.lock:
+            cls.open_now += 1
+            cls.most_open = max(cls.most_open, cls.open_now)
+        try:
+            time.sleep(cls.delay)
+            super().do_GET()
+        finally:
+            with cls.lock:
+                cls.open_now -= 1
 
 
 @pytest.fixture(scope="session")
 def photo_host(photo_corpus):
+    yield from _serve(photo_corpus)
+
+
+@pytest.fixture
+def slow_photo_host(photo_host):
+    """The same host, answering each request after 50 ms, with its concurrency record reset."""
+    _QuietFiles.delay, _QuietFiles.most_open = 0.05, 0
+    yield _QuietFiles
+    _QuietFiles.delay = 0.0
+
+
+def _serve(photo_corpus):
     """The photo corpus served over loopback HTTP, as an image host would (types from extensions,
     so the HTML page named .jpg arrives as image/jpeg)."""
     handler = functools.partial(_QuietFiles, directory=str(photo_corpus))

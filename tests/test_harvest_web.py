@@ -100,17 +100,20 @@ def test_sigkill_during_web_fetch_then_resume_gives_the_same_samples(
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
-def test_a_ray_run_equals_the_local_run(web_photo_run, web_photo_config, tmp_path):
+def test_a_ray_run_equals_the_local_run(web_photo_run, web_photo_config, slow_photo_host, tmp_path):
+    """Same samples and shard bytes as the local run, and the per-host limit held across tasks."""
     pytest.importorskip("ray")
     config = tmp_path / "ray.toml"
     config.write_text(
-        f'extends = "{web_photo_config}"\n[fetch]\nexecutor = "ray"\n[fetch.ray]\nnum_cpus = 2\n'
+        f'extends = "{web_photo_config}"\n[fetch]\nexecutor = "ray"\nper_host_concurrency = 2\n'
+        "[fetch.ray]\nnum_cpus = 2\ntasks_in_flight = 4\n"
     )
     work = tmp_path / "work"
     _fresh_fetch(web_photo_run, work)
     _run(load(config), work)
     stats = Workdir(work).load_manifest()["fetch"].stats
     assert stats["fetched_now"] == stats["urls"] > 0
+    assert slow_photo_host.most_open == 2  # two tasks ran at once, and shared one host limit
     _assert_same_dataset(work, web_photo_run)
 
 

@@ -417,9 +417,23 @@ def test_options_from_config() -> None:
         resize="longer", size=256, jpeg_quality=80, min_side=8, max_pixels=10**6, max_bytes=99
     )
     assert ImageOptions.from_config(config) == ImageOptions("longer", 256, 80, 8, 10**6, 99)
+    lanczos = FetchConfig(resample="lanczos")
+    assert ImageOptions.from_config(lanczos).resample == "lanczos"
 
 
-@pytest.mark.parametrize("change", [{"resize": "widest"}, {"size": 0}, {"jpeg_quality": 101}])
+def test_resample_filter_is_used() -> None:
+    """Fine stripes survive differently through each filter; the size is the same."""
+    stripes = Image.new("L", (900, 600))
+    stripes.putdata([255 * ((x // 3) % 2) for _y in range(600) for x in range(900)])
+    data = encode(stripes.convert("RGB"), "PNG")
+    made = {f: stored(data, options(resample=f)) for f in ("bicubic", "lanczos", "bilinear")}
+    assert {(r.width, r.height) for r in made.values()} == {(768, 512)}
+    assert len({r.pixel_sha256 for r in made.values()}) == 3
+
+
+@pytest.mark.parametrize(
+    "change", [{"resize": "widest"}, {"size": 0}, {"jpeg_quality": 101}, {"resample": "nearest"}]
+)
 def test_bad_options_fail_at_construction(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         options(**change)
