@@ -17,8 +17,8 @@ Printed: wall time and images/s for each (start-up included), the ratio, and pea
 each tool's process tree. kgclip's figure is for fetch alone and for fetch plus curate (shards
 with captions, which is what img2dataset's output is).
 
-Run: `.venv/bin/python benchmarks/fetch_vs_img2dataset.py [--img2dataset PATH] [--processes 2]`;
-img2dataset lives in its own venv (see benchmarks/README.md).
+Run: `bash benchmarks/setup_peers.sh` once (img2dataset in its own venv, nginx), then
+`.venv/bin/python benchmarks/fetch_vs_img2dataset.py [--rounds 3] [--processes 2] [--hosts 16]`.
 """
 
 from __future__ import annotations
@@ -284,14 +284,14 @@ def run_img2dataset(binary: str, urls: list[str], scratch: Path, processes: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_i2d = shutil.which("img2dataset") or "/work/peers-venv/bin/img2dataset"
+    default_i2d = str(HERE / ".venv-peers" / "bin" / "img2dataset")
     parser.add_argument("--img2dataset", default=default_i2d, help="the img2dataset executable")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--hosts", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each tool; medians")
     args = parser.parse_args()
     if not Path(args.img2dataset).exists():
-        sys.exit(f"img2dataset not found at {args.img2dataset}; see benchmarks/README.md")
+        sys.exit(f"img2dataset not found at {args.img2dataset}; run bash benchmarks/setup_peers.sh")
 
     t = time.monotonic()
     files = build_images()
