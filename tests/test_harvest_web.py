@@ -106,7 +106,7 @@ def test_a_ray_run_equals_the_local_run(web_photo_run, web_photo_config, slow_ph
     config = tmp_path / "ray.toml"
     config.write_text(
         f'extends = "{web_photo_config}"\n[fetch]\nexecutor = "ray"\nper_host_concurrency = 2\n'
-        "[fetch.ray]\nnum_cpus = 2\ntasks_in_flight = 4\n"
+        "[ray]\nnum_cpus = 2\ntasks_in_flight = 4\n"
     )
     work = tmp_path / "work"
     _fresh_fetch(web_photo_run, work)

@@ -1,6 +1,9 @@
 """The search stage: hits from the corpus backend, the request ledger, recorded rejects."""
 
+import shutil
+
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from kgclip.config import parse
@@ -68,3 +71,21 @@ def test_top_k_change_is_a_new_request(tmp_path):
     )
     assert search_stage.run(bigger).stats["requests_sent"] == 1
     assert pq.read_table(ctx.path("hits.parquet")).num_rows == 2
+
+
+def test_corpus_search_on_ray_equals_the_local_search(demo_run, tmp_path):
+    """The demo's 24k queries as Ray tasks: the same hits and rejects as the local run."""
+    pytest.importorskip("ray")
+    import orjson
+
+    work = tmp_path / "work"
+    shutil.copytree(demo_run, work, ignore=shutil.ignore_patterns("parts", "shards"))
+    for leftover in work.glob("cache/search.sqlite*"):
+        leftover.unlink()
+    raw = orjson.loads((work / "config.json").read_bytes())
+    raw["search"]["executor"] = "ray"
+    raw["ray"] = {"num_cpus": 2}
+    result = search_stage.run(StageContext(parse(raw), Workdir(work)))
+    assert result.stats["requests_sent"] == result.stats["queries"] > 20_000
+    for table in ("hits.parquet", "rejects/search.parquet"):
+        assert pq.read_table(work / table).equals(pq.read_table(demo_run / table))

@@ -38,12 +38,12 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from kgclip.fetch.ray_run import RayUnavailable
         from kgclip.kg.merge import BridgeError
         from kgclip.kg.wikidata.dump import DumpError
         from kgclip.kg.wikidata.sparql import SparqlError
         from kgclip.kg.wordnet import WordNetNotFound
         from kgclip.pipeline import PipelineError
+        from kgclip.raycluster import RayUnavailable
         from kgclip.search.corpus import CorpusError
         from kgclip.search.importers import CorpusSourceError
         from kgclip.search.web import SearchError

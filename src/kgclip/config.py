@@ -407,6 +407,9 @@ BackendName = Literal[
 
 class SearchConfig(Section):
     backend: BackendName = Field(default="corpus", description="the backend, when only one")
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="ray: corpus queries run as Ray tasks (web backends stay local)"
+    )
     backends: list[BackendName] = Field(
         default_factory=list, description="several backends in one harvest (overrides `backend`)"
     )
@@ -467,7 +470,6 @@ class FetchConfig(Section):
     executor: Literal["local", "ray"] = Field(
         default="local", description="decode on this machine's processes, or run each batch as a Ray task"
     )
-    ray: RayConfig = Field(default_factory=RayConfig)
     contact: str | None = Field(
         default=None, description="an e-mail or URL for the User-Agent of web downloads"
     )
@@ -504,6 +506,7 @@ class Config(Section):
     search: SearchConfig
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    ray: RayConfig = Field(default_factory=RayConfig, description="where stages with executor = 'ray' run")
 
     def section_hash(self, *names: str) -> str:
         """A digest of the named sections, so a stage re-runs exactly when its own settings change."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -26,30 +24,15 @@ from kgclip.fetch.hostgate import LocalHostGate
 from kgclip.fetch.http import FetchPolicy
 from kgclip.fetch.images import ImageOptions
 from kgclip.fetch.local_run import Commit, run_local
+from kgclip.raycluster import in_flight, ray_session, run_bounded
 
 _LEASE_MARGIN_S = 30.0
-
-
-class RayUnavailable(RuntimeError):
-    """Ray was asked for but is not installed."""
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise RayUnavailable("fetch.executor = 'ray' needs Ray: pip install 'kgclip[ray]'") from exc
-    return ray
 
 
 def run_ray(
     batches: Iterable[Batch], policy: FetchPolicy, opts: ImageOptions, cfg: RayConfig, commit: Commit
 ) -> None:
-    ray = _import_ray()
-    joined = not ray.is_initialized()
-    if joined:
-        _connect(ray, cfg)
-    try:
+    with ray_session(cfg) as ray:
         lease_s = policy.total_timeout + _LEASE_MARGIN_S
         gate = (
             ray.remote(GateActor)
@@ -57,36 +40,9 @@ def run_ray(
             .remote(policy.per_host_concurrency, policy.per_host_rate_per_s, lease_s)
         )
         task = ray.remote(fetch_batch).options(num_cpus=1, max_retries=cfg.task_retries)
-        in_flight = cfg.tasks_in_flight or 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        pending = iter(batches)
-        running: dict[Any, Batch] = {}
-        for batch in itertools.islice(pending, in_flight):
-            running[task.remote(batch, policy, opts, gate)] = batch
-        while running:
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            batch = running.pop(ref)
-            commit(batch, ray.get(ref))
-            for following in itertools.islice(pending, 1):
-                running[task.remote(following, policy, opts, gate)] = following
-    finally:
-        if joined:
-            ray.shutdown()
-
-
-def _connect(ray: Any, cfg: RayConfig) -> None:
-    if cfg.address:
-        ray.init(address=cfg.address, logging_level=logging.WARNING)
-        return
-    # A private instance for this run. Ray's usage statistics would be sent to Anyscale from the
-    # user's machine; a tool that starts Ray on the user's behalf does not opt them in.
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        address="local",
-        num_cpus=cfg.num_cpus or None,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        _node_ip_address="127.0.0.1",
-    )
+        done = run_bounded(ray, lambda b: task.remote(b, policy, opts, gate), batches, in_flight(ray, cfg))
+        for batch, outcomes in done:
+            commit(batch, outcomes)
 
 
 def fetch_batch(batch: Batch, policy: FetchPolicy, opts: ImageOptions, gate: Any) -> list[Outcome]:

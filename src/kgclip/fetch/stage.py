@@ -77,7 +77,7 @@ def run(ctx: StageContext) -> StageResult:
             if cfg.executor == "ray":
                 from kgclip.fetch.ray_run import run_ray
 
-                run_ray(batches, policy, opts, cfg.ray, commit)
+                run_ray(batches, policy, opts, ctx.config.ray, commit)
             else:
                 workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(pending)))
                 run_local(batches, policy, opts, workers, commit)

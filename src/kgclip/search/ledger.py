@@ -45,13 +45,24 @@ class SearchLedger:
         return Outcome(results=[Found(**r) for r in orjson.loads(results)])
 
     def put(self, backend: str, key: str, outcome: Outcome) -> None:
-        status = "ok" if outcome.failure is None else ("retry" if outcome.retryable else "failed")
-        results = orjson.dumps([asdict(r) for r in outcome.results])
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?)",
-                (backend, key, status, outcome.failure, results, time.time()),
+        self.put_many(backend, [(key, outcome)])
+
+    def put_many(self, backend: str, answers: list[tuple[str, Outcome]]) -> None:
+        """Record several answers in one transaction."""
+        now = time.time()
+        rows = [
+            (
+                backend,
+                key,
+                "ok" if o.failure is None else ("retry" if o.retryable else "failed"),
+                o.failure,
+                orjson.dumps([asdict(r) for r in o.results]),
+                now,
             )
+            for key, o in answers
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def add_usage(self, backend: str, requests: int) -> None:
         """HTTP requests sent today (UTC), so a daily quota holds across runs."""

@@ -110,8 +110,20 @@ def run(ctx: StageContext) -> StageResult:
         }
         by_id = {q.query_id: q for q in queries}
         pending = [(by_id[qid], name) for (qid, name), key in keys.items() if ledger.get(name, key) is None]
-        if pending:
-            asyncio.run(_ask_all(backends, ledger, pending, keys, cfg.top_k))
+        here = pending
+        if cfg.executor == "ray" and any(name == "corpus" for _, name in pending):
+            from kgclip.search.ray_search import search_corpus_on_ray
+
+            here = [(q, name) for q, name in pending if name != "corpus"]
+
+            def record(answers: list) -> None:
+                ledger.put_many("corpus", [(keys[(q.query_id, "corpus")], o) for q, o in answers])
+
+            index = corpus_index_path(ctx.config, ctx.workdir)
+            corpus_queries = [q for q, name in pending if name == "corpus"]
+            search_corpus_on_ray(index, corpus_queries, cfg.top_k, ctx.config.ray, record)
+        if here:
+            asyncio.run(_ask_all(backends, ledger, here, keys, cfg.top_k))
         hits, rejects = _collect(ledger, queries, keys)
         sent = {name: getattr(b, "requests", 0) for name, b in backends.items()}
     finally:
