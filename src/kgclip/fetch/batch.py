@@ -56,11 +56,11 @@ def unfetched(got: FetchResult) -> Outcome:
 
 
 def decode(item: str | FetchResult, opts: ImageOptions) -> Outcome:
-    """Runs in a worker: take downloaded bytes or read a local file, then validate and normalise."""
+    """Runs in a worker: take downloaded bytes (of a successful download) or read a local file,
+    then validate and normalise."""
     started = time.perf_counter()
     if isinstance(item, FetchResult):
-        if not item.ok or item.body is None:
-            return unfetched(item)
+        assert item.ok and item.body is not None, "failed downloads never reach a decoder"
         result = normalize(item.body, opts)
         elapsed = time.perf_counter() - started
         return Outcome(result, len(item.body), item.http_status, item.attempts, item.seconds, elapsed)
@@ -77,13 +77,13 @@ def write_part(directory: Path, batch: Batch, outcomes: list[Outcome]) -> list[F
     with atomic_path(directory / batch.part) as tmp, tarfile.open(tmp, "w") as tar:
         for i, (url, outcome) in enumerate(zip(batch.urls, outcomes, strict=True)):
             res = outcome.result
-            timing = (outcome.source_bytes, outcome.http_status, outcome.attempts)
-            timing += (outcome.download_s, outcome.decode_s)
+            measured = (outcome.source_bytes, outcome.http_status, outcome.attempts)
+            measured += (outcome.download_s, outcome.decode_s)
             if isinstance(res, Unfetched):
                 status = "failed" if res.retryable else "rejected"
-                rows.append(unstored(url, status, res.reason.split(":")[0], res.reason, *timing))
+                rows.append(_unstored(url, status, res.reason.split(":")[0], res.reason, *measured))
             elif isinstance(res, Rejection):
-                rows.append(unstored(url, "rejected", str(res.reason), res.detail, *timing))
+                rows.append(_unstored(url, "rejected", str(res.reason), res.detail, *measured))
             else:
                 member = f"{batch.number:05d}{i:05d}"
                 add_member(tar, f"{member}.jpg", res.jpeg)
@@ -102,12 +102,13 @@ def write_part(directory: Path, batch: Batch, outcomes: list[Outcome]) -> list[F
                         len(res.jpeg),
                         res.source_sha256,
                         res.pixel_sha256,
-                        *timing,
+                        *measured,
                     )
                 )
     return rows
 
 
-def unstored(url: str, status: str, reason: str, detail: str, *timing: int | float | None) -> Fetched:
+def _unstored(url: str, status: str, reason: str, detail: str, *measured: int | float | None) -> Fetched:
     """The row of a URL whose image was not stored: the outcome and measurements, no part or sizes."""
-    return Fetched(url, status, reason, detail, None, None, None, None, None, None, None, None, None, *timing)
+    nothing_stored = (None,) * 9  # part, member, sizes, bytes and hashes
+    return Fetched(url, status, reason, detail, *nothing_stored, *measured)

@@ -82,6 +82,10 @@ class LocalHostGate:
             raise
 
     async def release(self, host: str) -> None:
+        self.release_now(host)
+
+    def release_now(self, host: str) -> None:
+        """`release` for callers outside a coroutine; giving a slot back never waits."""
         self._host(host).slots.release()
 
     async def pause(self, host: str, seconds: float) -> None:

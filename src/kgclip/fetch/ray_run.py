@@ -98,7 +98,7 @@ class GateActor:
     async def release(self, lease: int) -> None:
         held = self._leases.pop(lease, None)
         if held is not None:  # already reclaimed if the holder overran its lease
-            await self._gate.release(held[0])
+            self._gate.release_now(held[0])
 
     async def pause(self, host: str, seconds: float) -> None:
         await self._gate.pause(host, seconds)
@@ -108,4 +108,4 @@ class GateActor:
         for lease, (host, deadline) in list(self._leases.items()):
             if deadline < now:
                 del self._leases[lease]
-                asyncio.get_running_loop().create_task(self._gate.release(host))
+                self._gate.release_now(host)
