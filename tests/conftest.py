@@ -4,6 +4,7 @@ import csv
 import functools
 import io
 import ipaddress
+import random
 import shutil
 import threading
 import time
@@ -11,7 +12,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin
 
 from kgclip.cli import _run
 from kgclip.config import load
@@ -73,9 +74,17 @@ PER_NAME = 12
 
 
 def _photo(i: int) -> Image.Image:
-    gradient = Image.linear_gradient("L").resize((2400, 1800))
-    flat = Image.new("L", gradient.size, (i * 37) % 256)
-    return Image.merge("RGB", (gradient, flat, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    """A large picture of its own: shapes placed by `i`, so no two look alike to a perceptual hash."""
+    rng = random.Random(i)
+    image = Image.linear_gradient("L").resize((2400, 1800)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(8):
+        x, y = rng.randrange(2400), rng.randrange(1800)
+        w, h = rng.randrange(300, 1200), rng.randrange(300, 1200)
+        draw.ellipse(
+            (x - w // 2, y - h // 2, x + w // 2, y + h // 2), fill=tuple(rng.choices(range(256), k=3))
+        )
+    return image
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +108,11 @@ def photo_corpus(tmp_path_factory) -> Path:
             add(f"{name.replace(' ', '_')}_{i:02d}.jpg", f"A photo of a {name}, number {i}.", buf.getvalue())
     # the same picture twice, under two captions: one sample with both alt texts
     add("koala_copy.jpg", "Koala sleeping in a eucalyptus tree.", (src / "koala_00.jpg").read_bytes())
+    # a near copy: another host's smaller, recompressed, framed version; merged, the larger one kept
+    near = io.BytesIO()
+    framed = ImageOps.expand(_photo(PER_NAME + 1).resize((1200, 900)), border=40, fill="grey")
+    framed.save(near, "JPEG", quality=60)
+    add("fox_reposted.jpg", "A red fox, reposted.", near.getvalue())
     # the same pixels as PNG with and without a text chunk: one sample
     small = _photo(999).resize((800, 600))
     plain, tagged = io.BytesIO(), io.BytesIO()

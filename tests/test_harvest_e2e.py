@@ -106,7 +106,17 @@ def test_duplicates_merge_with_every_alt_text(photo_run):
     assert len(koala["urls"]) == 2
     zebra = by_alt["A zebra on the plain."]
     assert "Zebra, re-uploaded." in zebra["alt_texts"] and len(zebra["urls"]) == 2
-    assert Workdir(photo_run).load_manifest()["curate"].stats["duplicates_merged"] == 2
+    stats = Workdir(photo_run).load_manifest()["curate"].stats
+    assert (stats["duplicates_merged"], stats["near_duplicates_merged"]) == (3, 1)
+
+
+def test_near_duplicates_merge_and_keep_the_largest_copy(photo_run):
+    samples = pq.read_table(photo_run / "samples.parquet").to_pylist()
+    fox = next(s for s in samples if "A red fox, reposted." in s["alt_texts"])
+    assert "A photo of a red fox, number 1." in fox["alt_texts"]
+    assert len(fox["urls"]) == 2 and fox["urls"][0].endswith("red_fox_01.jpg")  # the larger picture
+    assert (fox["width"], fox["height"]) == (683, 512)
+    assert fox["phash"] is not None
 
 
 def test_every_bad_image_is_rejected_with_its_reason(photo_run):

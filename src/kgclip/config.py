@@ -492,6 +492,12 @@ class FetchConfig(Section):
 
 class CurateConfig(Section):
     samples_per_shard: int = Field(default=5000, ge=1)
+    near_duplicate_distance: int = Field(
+        default=6,
+        ge=0,
+        le=20,
+        description="merge pictures whose perceptual hashes differ in at most this many bits; 0: exact only",
+    )
     shard_prefix: str = Field(default="shard", pattern=r"^[A-Za-z0-9_-]+$")
 
 

@@ -239,6 +239,7 @@ class Fetched:
     attempts: int | None = None
     download_s: float | None = None
     decode_s: float | None = None
+    phash: int | None = None  # 63-bit perceptual hash of the stored image (curate/phash.py)
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -260,6 +261,7 @@ class Fetched:
             ("attempts", pa.int16()),
             ("download_s", pa.float32()),
             ("decode_s", pa.float32()),
+            ("phash", I64),
         ]
     )
 
@@ -283,6 +285,7 @@ class Sample:
     license: str | None
     attribution: str | None
     caption: str
+    phash: int | None = None  # of the kept picture; the near-duplicate and decontamination key
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -301,6 +304,7 @@ class Sample:
             ("license", STR),
             ("attribution", STR),
             ("caption", STR),
+            ("phash", I64),
         ]
     )
 

@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> StageResult:
     fetched = list(read_records(ctx.path("fetched.parquet"), Fetched))
     hits = list(read_records(ctx.path("hits.parquet"), Hit))
 
-    groups = group_duplicates(fetched, hits)
+    groups = group_duplicates(fetched, hits, cfg.near_duplicate_distance)
     rejected = [
         Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"
     ]
@@ -103,6 +103,7 @@ def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample
         license=licence,
         attribution=attribution,
         caption=caption,
+        phash=g.phash,
     )
 
 
@@ -133,6 +134,7 @@ def _sample_json(
         "orig_width": s.orig_width,
         "orig_height": s.orig_height,
         "sha256": s.sha256,
+        "phash": None if s.phash is None else f"{s.phash:016x}",
     }
 
 
@@ -171,6 +173,7 @@ def _stats(
         "fetched_ok": ok,
         "samples": len(samples),
         "duplicates_merged": ok - len(groups),
+        "near_duplicates_merged": sum(g.near for g in groups),
         "entities_covered": len(covered),
         "entities_per_root": dict(roots),
         "with_alt_text": sum(bool(s.alt_texts) for s in samples),
@@ -180,7 +183,8 @@ def _stats(
 
 def _print_summary(stats: dict[str, Any], shard_dir: object, sizes: dict[str, int]) -> None:
     console.print(
-        f"curate: {stats['samples']:,} samples ({stats['duplicates_merged']:,} duplicate copies merged) "
+        f"curate: {stats['samples']:,} samples ({stats['duplicates_merged']:,} duplicate copies merged, "
+        f"{stats['near_duplicates_merged']:,} of them near duplicates) "
         f"covering {stats['entities_covered']:,} entities, in {len(sizes)} shards at {shard_dir}"
     )
     if stats["rejected"]:

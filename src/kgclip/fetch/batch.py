@@ -103,6 +103,7 @@ def write_part(directory: Path, batch: Batch, outcomes: list[Outcome]) -> list[F
                         res.source_sha256,
                         res.pixel_sha256,
                         *measured,
+                        phash=res.phash,
                     )
                 )
     return rows

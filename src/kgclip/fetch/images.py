@@ -22,6 +22,7 @@ from typing import Literal
 from PIL import ExifTags, Image, ImageFile
 
 from kgclip.config import FetchConfig
+from kgclip.curate.phash import phash
 
 ResizeMode = Literal["shorter", "longer", "none"]
 Resample = Literal["bicubic", "lanczos", "bilinear"]
@@ -112,7 +113,9 @@ class Normalized:
 
     Sizes are upright (after EXIF orientation), so original and stored sizes share one frame.
     `source_sha256` names the downloaded bytes; `pixel_sha256` is the exact-duplicate key, a hash of
-    the stored pixels (see `_pixel_sha256`). `format` is the source's Pillow format name.
+    the stored pixels (see `_pixel_sha256`); `phash` the perceptual hash of the stored image, the
+    near-duplicate and decontamination key (curate/phash.py), computed here while the pixels are
+    decoded anyway. `format` is the source's Pillow format name.
     """
 
     jpeg: bytes
@@ -123,6 +126,7 @@ class Normalized:
     source_sha256: str
     pixel_sha256: str
     format: str
+    phash: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +304,7 @@ def _store(decoded: _Decoded, data: bytes, quality: int, resample: Resample) -> 
         source_sha256=hashlib.sha256(data).hexdigest(),
         pixel_sha256=_pixel_sha256(image),
         format=decoded.format,
+        phash=phash(image),
     )
 
 

@@ -32,6 +32,7 @@ COLUMNS = [
     "attempts",
     "download_s",
     "decode_s",
+    "phash",
 ]
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(

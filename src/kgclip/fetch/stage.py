@@ -30,6 +30,9 @@ from kgclip.workdir import digest_of
 
 LEDGER = "cache/fetch.sqlite"
 PARTS = "parts"
+# What each stored image carries besides its pixels; raising it re-makes earlier outcomes, as a
+# changed image setting does (2: the perceptual hash was added).
+KEYS_VERSION = 2
 
 
 def policy_of(cfg: FetchConfig) -> FetchPolicy:
@@ -52,7 +55,8 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.fetch
     opts = ImageOptions.from_config(cfg)
     policy = policy_of(cfg)
-    params = digest_of(*(f"{k}={v}" for k, v in sorted(asdict(opts).items())))[:8]
+    settings = sorted(asdict(opts).items())
+    params = digest_of(f"keys={KEYS_VERSION}", *(f"{k}={v}" for k, v in settings))[:8]
     urls = _unique_urls(ctx.path("hits.parquet"))
     ledger = FetchLedger(ctx.path(LEDGER), params)
     try:

@@ -1,0 +1,87 @@
+"""Perceptual hashes and the multi-index Hamming search."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from kgclip.curate.hashindex import HashIndex
+from kgclip.curate.phash import BITS, distance, phash, variants
+
+
+def scene(seed: int, size=(400, 300)) -> Image.Image:
+    """A picture of a few random shapes: distinct seeds give unrelated pictures."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        w, h = rng.randrange(40, 200), rng.randrange(40, 200)
+        draw.ellipse((x, y, x + w, y + h), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image
+
+
+def reencoded(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def test_hash_is_63_bits_and_deterministic():
+    h = phash(scene(1))
+    assert 0 < h < 2**BITS and h == phash(scene(1))
+
+
+def test_copies_stay_close_and_other_pictures_stay_far():
+    original = scene(7)
+    copies = [
+        original.resize((200, 150)),
+        reencoded(original, 40),
+        ImageOps.expand(original, border=25, fill="black"),
+        original.point(lambda v: min(255, v + 12)),
+    ]
+    for copy in copies:
+        assert distance(phash(copy), phash(original)) <= 6
+    others = [phash(scene(s)) for s in range(100, 140)]
+    assert min(distance(phash(original), o) for o in others) > 10
+
+
+def test_crop_variants_catch_a_cropped_copy():
+    original = scene(3)
+    cropped = original.crop((36, 0, 400, 300))  # 9% off the left
+    assert min(distance(phash(cropped), v) for v in variants(original)) <= 6
+    assert variants(original)[0] == phash(original)
+
+
+def test_a_plain_image_still_hashes():
+    assert isinstance(phash(Image.new("RGB", (50, 50), "white")), int)
+    assert len(variants(Image.new("L", (100, 100)))) == 6
+    assert len(variants(Image.new("L", (10, 10)))) == 1  # too small for 6% crops
+
+
+@pytest.mark.parametrize("radius", [0, 3, 7, 11])
+def test_index_finds_exactly_what_brute_force_finds(radius):
+    rng = np.random.default_rng(radius)
+    stored = rng.integers(0, 2**63, size=3000, dtype=np.uint64)
+    # queries near stored hashes (a few flipped bits) plus unrelated ones
+    near = stored[:200] ^ np.array(
+        [sum(1 << int(b) for b in rng.choice(63, k, replace=False)) for k in rng.integers(0, 12, 200)],
+        dtype=np.uint64,
+    )
+    queries = np.concatenate([near, rng.integers(0, 2**63, size=200, dtype=np.uint64)])
+    q, i, d = HashIndex(stored).search(queries, radius)
+    brute = np.bitwise_count(queries[:, None] ^ stored[None, :])
+    bq, bi = np.nonzero(brute <= radius)
+    assert sorted(zip(q.tolist(), i.tolist(), strict=True)) == sorted(
+        zip(bq.tolist(), bi.tolist(), strict=True)
+    )
+    assert (d == brute[q, i]).all()
+
+
+def test_index_edge_cases():
+    assert [len(a) for a in HashIndex([]).search([1, 2], 3)] == [0, 0, 0]
+    assert [len(a) for a in HashIndex([1]).search([], 3)] == [0, 0, 0]
+    with pytest.raises(ValueError):
+        HashIndex([1]).search([1], 64)
