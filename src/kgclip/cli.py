@@ -22,7 +22,9 @@ from kgclip.progress import console
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 corpus_app = typer.Typer(no_args_is_help=True, help="Build and query local image-text corpora.")
 config_app = typer.Typer(no_args_is_help=True, help="Bundled configs.")
+decontam_app = typer.Typer(no_args_is_help=True, help="Keep evaluation images out of the training set.")
 app.add_typer(corpus_app, name="corpus")
+app.add_typer(decontam_app, name="decontam")
 app.add_typer(config_app, name="config")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +40,7 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kgclip.curate.decontam import DecontamError
         from kgclip.kg.merge import BridgeError
         from kgclip.kg.wikidata.dump import DumpError
         from kgclip.kg.wikidata.sparql import SparqlError
@@ -62,6 +65,7 @@ def friendly(fn: F) -> F:
             SearchError,
             LLMError,
             RayUnavailable,
+            DecontamError,
         )
         try:
             return fn(*args, **kwargs)
@@ -275,6 +279,32 @@ def corpus_index(
     )
     for reason, count in sorted(report.skipped.items()):
         console.print(f"  skipped {count:,}: {reason}")
+
+
+@decontam_app.command("index")
+@friendly
+def decontam_index(
+    evalsets: Annotated[
+        list[str],
+        typer.Argument(
+            help="evaluation image sets: folders (any layout) or WebDataset tars, as PATH or NAME=PATH"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="the index to write (parquet)")],
+    workers: Annotated[int, typer.Option(help="hashing processes; 0 = one per core")] = 0,
+) -> None:
+    """Hash evaluation images so that the curate stage can drop their copies from a harvest."""
+    from kgclip.curate.decontam import build_index, parse_source
+
+    report = build_index([parse_source(spec) for spec in evalsets], out, workers)
+    console.print(
+        f"indexed {report.images:,} evaluation images ({report.hashes:,} hashes) into {out} "
+        f'in {report.seconds:.1f}s; use it with [curate] decontaminate = ["{out}"]'
+    )
+    for item in report.unreadable[:20]:
+        console.print(f"  unreadable, not indexed: {item}")
+    if len(report.unreadable) > 20:
+        console.print(f"  … and {len(report.unreadable) - 20:,} more unreadable")
 
 
 @corpus_app.command("search")

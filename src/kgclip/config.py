@@ -499,6 +499,13 @@ class CurateConfig(Section):
         description="merge pictures whose perceptual hashes differ in at most this many bits; 0: exact only",
     )
     shard_prefix: str = Field(default="shard", pattern=r"^[A-Za-z0-9_-]+$")
+    decontaminate: list[Path] = Field(
+        default_factory=list,
+        description="indexes from `kgclip decontam index`; relative paths are to the work directory",
+    )
+    decontam_distance: int = Field(
+        default=6, ge=0, le=20, description="drop pictures this close (bits) to an evaluation image"
+    )
 
 
 class Config(Section):

@@ -103,6 +103,7 @@ STAGES: tuple[Stage, ...] = (
         ("curate",),
         ("entities", "types", "queries", "search", "fetch"),
         ("samples.parquet", "rejected.parquet", "shards/sizes.json"),
+        external="decontam_fingerprint",
     ),
 )
 

@@ -6,10 +6,14 @@ training needs the shards alone and not the work directory.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from kgclip.config import Config
+from kgclip.curate.decontam import EvalIndex
 from kgclip.curate.dedup import Group, group_duplicates
 from kgclip.curate.shards import PartReader, write_shard, write_sizes
 from kgclip.fetch.stage import PARTS
@@ -26,6 +30,7 @@ from kgclip.tables import (
     read_records,
     write_records,
 )
+from kgclip.workdir import Workdir, digest_of
 
 SHARDS = "shards"
 
@@ -42,6 +47,16 @@ def run(ctx: StageContext) -> StageResult:
     rejected = [
         Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"
     ]
+    ok = sum(r.status == "ok" for r in fetched)
+    counts: dict[str, Any] = {
+        "duplicates_merged": ok - len(groups),
+        "near_duplicates_merged": sum(g.near for g in groups),
+    }
+    groups, removed, per_set = _decontaminate(
+        groups, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
+    )
+    rejected.extend(removed)
+    counts["eval_copies_dropped"] = per_set
 
     shard_dir = ctx.path(SHARDS)
     if shard_dir.exists():
@@ -76,10 +91,53 @@ def run(ctx: StageContext) -> StageResult:
     write_sizes(shard_dir / "sizes.json", sizes)
     write_records(ctx.path("samples.parquet"), samples, Sample)
     write_records(ctx.path("rejected.parquet"), rejected, Rejected)
-    stats = _stats(fetched, groups, samples, rejected, entities)
+    stats = _stats(ok, counts, samples, rejected, entities)
     _print_summary(stats, shard_dir, sizes)
     summary = f"{len(samples):,} samples in {len(sizes)} shards under {shard_dir}"
     return StageResult(len(samples), stats, summary)
+
+
+def index_paths(config: Config, workdir: Workdir) -> list[Path]:
+    return [p if p.is_absolute() else workdir.path(str(p)) for p in config.curate.decontaminate]
+
+
+def decontam_fingerprint(config: Config, workdir: Workdir) -> str | None:
+    """The evaluation indexes are curate's input from outside the workdir: their content counts."""
+    paths = index_paths(config, workdir)
+    if not paths:
+        return None
+    return digest_of(
+        *(hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else f"missing:{p}" for p in paths)
+    )
+
+
+def _decontaminate(
+    groups: list[Group], paths: list[Path], distance: int
+) -> tuple[list[Group], list[Rejected], dict[str, int]]:
+    """Drop every group with a copy close to an evaluation image; say which one it matched.
+    Returns the kept groups, a rejected row per dropped copy, and dropped pictures per eval set."""
+    if not paths:
+        return groups, [], {}
+    index = EvalIndex(paths)
+    copies = [(g, c) for g in groups for c in g.copies if c.phash is not None]
+    found = index.matches([c.phash for _, c in copies], distance)  # type: ignore[misc]
+    matched: dict[str, tuple[str, str, int]] = {}
+    for position, match in found.items():
+        group = copies[position][0]
+        if group.pixel_sha256 not in matched or match[2] < matched[group.pixel_sha256][2]:
+            matched[group.pixel_sha256] = match
+    removed = [
+        Rejected("curate", c.url, "eval_copy", f"{m[0]}:{m[1]} (distance {m[2]})")
+        for g in groups
+        if (m := matched.get(g.pixel_sha256)) is not None
+        for c in g.copies
+    ]
+    console.print(
+        f"curate: {len(matched):,} pictures dropped as copies of evaluation images "
+        f"({sum(index.images_per_set.values()):,} indexed in {len(index.images_per_set)} sets)"
+    )
+    per_set = dict(Counter(m[0] for m in matched.values()))
+    return [g for g in groups if g.pixel_sha256 not in matched], removed, per_set
 
 
 def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample:
@@ -160,20 +218,18 @@ def _entity_json(e: Entity, t: NaturalType | None) -> dict[str, Any]:
 
 
 def _stats(
-    fetched: list[Fetched],
-    groups: list[Group],
+    ok: int,
+    counts: dict[str, Any],
     samples: list[Sample],
     rejected: list[Rejected],
     entities: dict[str, Entity],
 ) -> dict[str, Any]:
-    ok = sum(r.status == "ok" for r in fetched)
     covered = {e for s in samples for e in s.entity_ids}
     roots = Counter(entities[e].root for e in covered if e in entities)
     return {
         "fetched_ok": ok,
         "samples": len(samples),
-        "duplicates_merged": ok - len(groups),
-        "near_duplicates_merged": sum(g.near for g in groups),
+        **counts,
         "entities_covered": len(covered),
         "entities_per_root": dict(roots),
         "with_alt_text": sum(bool(s.alt_texts) for s in samples),

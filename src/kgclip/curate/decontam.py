@@ -1,0 +1,176 @@
+"""Decontamination: keep copies of evaluation images out of the training set.
+
+`build_index` hashes every image of one or more evaluation sets (folders in any layout, such as
+ImageFolder class folders, CUB's `images/` or iNaturalist's `val/`, and WebDataset tars, such as
+CLIP_benchmark's `wds_*` folders) into a parquet index: per image its hash and the hashes of five
+6% crops (curate/phash.py). The curate stage then drops every harvested picture within
+`decontam_distance` bits of any of them, and records which evaluation image it matched.
+
+The index stores no pixels, only 63-bit hashes and the images' names, so it can be shared.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from kgclip.curate.hashindex import HashIndex
+from kgclip.curate.phash import variants
+from kgclip.progress import meter
+from kgclip.workdir import atomic_path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+FORMAT = "kgclip-decontam-1"
+SCHEMA = pa.schema(
+    [("eval_set", pa.string()), ("image", pa.string()), ("variant", pa.int8()), ("phash", pa.int64())]
+)
+
+
+class DecontamError(RuntimeError):
+    """An evaluation set or an index that cannot be used."""
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    images: int
+    hashes: int
+    unreadable: list[str]
+    seconds: float
+
+
+def parse_source(spec: str) -> tuple[str, Path]:
+    """`NAME=PATH`, or a bare PATH named after its last folder."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    where = Path(path)
+    if not where.exists():
+        raise DecontamError(f"{where}: no such evaluation set")
+    return name or where.resolve().name, where
+
+
+def build_index(sources: list[tuple[str, Path]], out: Path, workers: int = 0) -> IndexReport:
+    began = time.monotonic()
+    items = [(name, image, loader) for name, path in sources for image, loader in _images(path)]
+    if not items:
+        raise DecontamError("no images found in " + ", ".join(str(p) for _, p in sources))
+    rows: dict[str, list] = {"eval_set": [], "image": [], "variant": [], "phash": []}
+    unreadable: list[str] = []
+    with meter("decontam index", len(items)) as m, ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+        loaders = [loader for _, _, loader in items]
+        for (name, image, _), hashes in zip(items, pool.map(_hash_one, loaders, chunksize=64), strict=True):
+            m.advance()
+            if hashes is None:
+                unreadable.append(f"{name}:{image}")
+                continue
+            for variant, h in enumerate(hashes):
+                rows["eval_set"].append(name)
+                rows["image"].append(image)
+                rows["variant"].append(variant)
+                rows["phash"].append(h)
+    table = pa.table(rows, schema=SCHEMA).replace_schema_metadata({"format": FORMAT})
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    images = len(items) - len(unreadable)
+    return IndexReport(images, table.num_rows, unreadable, time.monotonic() - began)
+
+
+@dataclass(frozen=True)
+class _Loader:
+    """Where one image's bytes are: a file, or a member of a tar. Picklable for the pool."""
+
+    path: str
+    member: str | None = None
+
+    def read(self) -> bytes:
+        if self.member is None:
+            return Path(self.path).read_bytes()
+        with tarfile.open(self.path) as tar:
+            fh = tar.extractfile(self.member)
+            if fh is None:
+                raise OSError(f"{self.member} is not a file")
+            return fh.read()
+
+
+def _images(root: Path) -> Iterator[tuple[str, _Loader]]:
+    """Every image under `root` in a stable order, named relative to it (tars: `tar/member`)."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:
+        name = path.name if path == root else path.relative_to(root).as_posix()
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            yield name, _Loader(str(path))
+        elif path.suffix.lower() == ".tar":
+            with tarfile.open(path) as tar:
+                members = sorted(m.name for m in tar.getmembers() if m.isfile())
+            for member in members:
+                if Path(member).suffix.lower() in IMAGE_SUFFIXES:
+                    yield f"{name}/{member}", _Loader(str(path), member)
+
+
+def _hash_one(loader: _Loader) -> list[int] | None:
+    try:
+        with Image.open(io.BytesIO(loader.read())) as image:
+            image.draft("RGB", (512, 512))  # a JPEG decodes at the scale the harvest stores
+            return variants(_flatten(image))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """The same alpha handling as the fetch stage: transparency on white."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba)
+        return white
+    return image.convert("RGB")
+
+
+class EvalIndex:
+    """One or more built indexes, searchable by the harvest's hashes."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        tables = [self._read(p) for p in paths]
+        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        self.eval_set = table.column("eval_set").to_pylist()
+        self.image = table.column("image").to_pylist()
+        self._index = HashIndex(table.column("phash").to_numpy().astype(np.uint64))
+        self.images_per_set = {
+            name: len({i for s, i in zip(self.eval_set, self.image, strict=True) if s == name})
+            for name in set(self.eval_set)
+        }
+
+    @staticmethod
+    def _read(path: Path) -> pa.Table:
+        if not path.is_file():
+            raise DecontamError(f"{path}: no decontamination index (build one with `kgclip decontam index`)")
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DecontamError(f"{path}: not a decontamination index ({exc})") from None
+        meta = table.schema.metadata or {}
+        if meta.get(b"format") != FORMAT.encode():
+            raise DecontamError(f"{path}: not a kgclip decontamination index")
+        return table.select(SCHEMA.names).cast(SCHEMA)
+
+    def matches(self, hashes: list[int], distance: int) -> dict[int, tuple[str, str, int]]:
+        """For each position in `hashes` that matches: (eval set, image, distance) of its nearest."""
+        if not hashes or len(self._index) == 0:
+            return {}
+        q, i, d = self._index.search(np.array(hashes, dtype=np.uint64), distance)
+        best: dict[int, tuple[str, str, int]] = {}
+        found = sorted(zip(q.tolist(), d.tolist(), i.tolist(), strict=True))  # nearest first
+        for qi, di, ii in found:
+            best.setdefault(qi, (self.eval_set[ii], self.image[ii], di))
+        return best
