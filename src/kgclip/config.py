@@ -504,7 +504,7 @@ class CurateConfig(Section):
         description="indexes from `kgclip decontam index`; relative paths are to the work directory",
     )
     decontam_distance: int = Field(
-        default=6, ge=0, le=20, description="drop pictures this close (bits) to an evaluation image"
+        default=8, ge=0, le=20, description="drop pictures this close (bits) to an evaluation image"
     )
 
 

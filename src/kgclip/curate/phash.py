@@ -3,8 +3,9 @@
 The hash is the classic DCT pHash (grey 32×32, the 8×8 lowest frequencies without the DC term,
 each bit "above the median"), with one addition: uniform borders are trimmed first, repeatedly,
 so a frame added around a picture, or the margin of a clip-art image on white, does not move
-the content. Crops are handled on the indexing side: `variants` adds the hashes of a few 6%
-crops, so a copy cropped by up to ~10% lands near one of them (benchmarks/decontam_recall.py).
+the content. Crops are handled on the indexing side: `variants` adds the hashes of ten crops
+(4% and 9% off), so a copy cropped by up to ~10% lands near one of them
+(benchmarks/decontam_recall.py).
 
 Hand-written rather than `imagehash`: that package pulls SciPy and PyWavelets for a 32×32 DCT,
 which is one matrix product here, and has no border trimming.
@@ -21,8 +22,12 @@ BITS = LOW * LOW - 1  # 63: the DC term says only "how bright", so it is left ou
 _TRIM_TOLERANCE = 40  # grey levels from the border colour that count as content
 _TRIM_FRACTION = 0.02  # share of a row or column that must be content for it to stay
 _UNIFORM_EDGE = 0.95  # share of the outermost pixels that must match for a border to count
-_CROP = 0.06
-_WORKING_SIDE = 256  # hashing starts from at most this size: trimming at full size costs more than decoding
+# Trimming goes on while the edge is uniform, so a framed copy and its unframed original end at the
+# same place (a fixed two passes stopped the copy at its margin and the original inside its object).
+_TRIM_PASSES = 6
+_SEAM = 2  # pixels skipped past a cut edge
+_CROPS = (0.04, 0.09)  # shares cut off in the crop variants: together they cover crops up to ~10%
+_WORKING_SIDE = 256  # the longer side trimming works at: full size would cost more than decoding
 _DCT = np.cos(np.pi * np.outer(np.arange(SIDE), 2 * np.arange(SIDE) + 1) / (2 * SIDE))
 _WEIGHTS = 1 << np.arange(BITS - 1, -1, -1, dtype=np.uint64)
 
@@ -33,19 +38,21 @@ def phash(image: Image.Image) -> int:
 
 
 def variants(image: Image.Image) -> list[int]:
-    """The hash plus the hashes of five 6% crops (each side, and the centre), for an index that
-    must also catch cropped copies. The first entry is `phash(image)`."""
+    """The hash plus the hashes of ten crops (4% and 9% off each side, and round the centre), for
+    an index that must also catch cropped copies. The first entry is `phash(image)`."""
     grey = trim(_grey(image))
     width, height = grey.size
-    dx, dy = int(width * _CROP), int(height * _CROP)
-    boxes = [
-        (dx, 0, width, height),
-        (0, 0, width - dx, height),
-        (0, dy, width, height),
-        (0, 0, width, height - dy),
-        (dx // 2, dy // 2, width - dx // 2, height - dy // 2),
-    ]
-    return [_hash(grey), *(_hash(grey.crop(box)) for box in boxes if dx and dy)]
+    boxes = []
+    for share in _CROPS:
+        dx, dy = int(width * share), int(height * share)
+        boxes += [
+            (dx, 0, width, height),
+            (0, 0, width - dx, height),
+            (0, dy, width, height),
+            (0, 0, width, height - dy),
+            (dx // 2, dy // 2, width - dx // 2, height - dy // 2),
+        ]
+    return [_hash(grey), *(_hash(grey.crop(box)) for box in boxes)]
 
 
 def distance(a: int, b: int) -> int:
@@ -53,14 +60,14 @@ def distance(a: int, b: int) -> int:
 
 
 def trim(grey: Image.Image) -> Image.Image:
-    """Cut uniform borders, up to twice: a frame, then the picture's own plain margin.
+    """Cut uniform borders while there are any: a frame, then the picture's own plain margin.
 
     A border is uniform when ≥95% of the outermost pixels are within 40 grey levels of their
     median (JPEG noise near an edge stays within that); a photo's edge is not, and is left alone.
     Then a row or column stays if ≥2% of it differs from that colour by more.
     """
     pixels = np.asarray(grey, dtype=np.int16)
-    for _ in range(2):
+    for _ in range(_TRIM_PASSES):
         height, width = pixels.shape
         if min(height, width) < 16:
             break
@@ -73,15 +80,36 @@ def trim(grey: Image.Image) -> Image.Image:
         cols = np.flatnonzero(np.count_nonzero(content, axis=0) > _TRIM_FRACTION * height)
         if len(rows) < 8 or len(cols) < 8:  # nothing, or a sliver, stands out: keep the whole
             break
-        pixels = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        top, bottom = _inside(rows, height), _inside(rows[::-1], height, -1)
+        left, right = _inside(cols, width), _inside(cols[::-1], width, -1)
+        if bottom - top < 8 or right - left < 8:
+            break
+        trimmed = pixels[top : bottom + 1, left : right + 1]
+        if trimmed.shape == pixels.shape:
+            break
+        pixels = trimmed
     return Image.fromarray(pixels.astype(np.uint8))
 
 
+def _inside(kept: np.ndarray, size: int, step: int = 1) -> int:
+    """The first kept row or column from one side, moved past the seam if that side was cut: where
+    a frame meets the picture, resizing and JPEG blend a line or two that belongs to neither."""
+    first = int(kept[0])
+    edge = 0 if step == 1 else size - 1
+    return first if first == edge else first + step * _SEAM
+
+
 def _grey(image: Image.Image) -> Image.Image:
-    """A small grey copy: an integer box reduction to at most ~2× the working side, then grey."""
+    """A grey copy whose longer side is exactly the working side, so that trimming (its seams and
+    fractions count pixels) sees every copy of a picture at the same scale: a fast integer box
+    reduction first, then an exact resize."""
     grey = image.convert("L")
-    factor = max(image.size) // _WORKING_SIDE
-    return grey.reduce(factor) if factor > 1 else grey
+    factor = max(image.size) // (2 * _WORKING_SIDE)
+    if factor > 1:
+        grey = grey.reduce(factor)
+    scale = _WORKING_SIDE / max(grey.size)
+    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+    return grey.resize(size, Image.Resampling.BILINEAR)
 
 
 def _hash(grey: Image.Image) -> int:
