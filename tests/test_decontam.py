@@ -121,7 +121,7 @@ def test_cli_builds_an_index(evalset, tmp_path):
         app, ["decontam", "index", f"cub={evalset}", "-o", str(out), "--workers", "1"]
     )
     assert result.exit_code == 0, result.output
-    assert "indexed 3 evaluation images (18 hashes)" in result.output
+    assert "indexed 3 evaluation images (33 hashes)" in result.output
     assert set(pq.read_table(out).column("eval_set").to_pylist()) == {"cub"}
     missing = CliRunner().invoke(app, ["decontam", "index", str(tmp_path / "nope"), "-o", str(out)])
     assert missing.exit_code == 2 and "no such evaluation set" in missing.output

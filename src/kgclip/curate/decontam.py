@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from kgclip.curate import phash
 from kgclip.curate.hashindex import HashIndex
-from kgclip.curate.phash import variants
 from kgclip.progress import meter
 from kgclip.workdir import atomic_path
 
@@ -79,7 +79,8 @@ def build_index(sources: list[tuple[str, Path]], out: Path, workers: int = 0) ->
                 rows["image"].append(image)
                 rows["variant"].append(variant)
                 rows["phash"].append(h)
-    table = pa.table(rows, schema=SCHEMA).replace_schema_metadata({"format": FORMAT})
+    meta = {"format": FORMAT, "phash_version": str(phash.VERSION)}
+    table = pa.table(rows, schema=SCHEMA).replace_schema_metadata(meta)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     images = len(items) - len(unreadable)
@@ -122,7 +123,7 @@ def _hash_one(loader: _Loader) -> list[int] | None:
     try:
         with Image.open(io.BytesIO(loader.read())) as image:
             image.draft("RGB", (512, 512))  # a JPEG decodes at the scale the harvest stores
-            return variants(_flatten(image))
+            return phash.variants(_flatten(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
 
@@ -162,6 +163,8 @@ class EvalIndex:
         meta = table.schema.metadata or {}
         if meta.get(b"format") != FORMAT.encode():
             raise DecontamError(f"{path}: not a kgclip decontamination index")
+        if meta.get(b"phash_version") != str(phash.VERSION).encode():
+            raise DecontamError(f"{path}: built with another perceptual hash; build it again")
         return table.select(SCHEMA.names).cast(SCHEMA)
 
     def matches(self, hashes: list[int], distance: int) -> dict[int, tuple[str, str, int]]:

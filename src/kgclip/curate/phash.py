@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+VERSION = 1  # raise whenever a change gives other hashes: stored hashes and indexes then re-make
 SIDE = 32  # the DCT input
 LOW = 8  # the kept low-frequency block
 BITS = LOW * LOW - 1  # 63: the DC term says only "how bright", so it is left out

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from kgclip.config import FetchConfig
+from kgclip.curate import phash
 from kgclip.fetch.batch import Batch, Outcome, write_part
 from kgclip.fetch.http import FetchPolicy, fetcher_user_agent
 from kgclip.fetch.images import ImageOptions
@@ -30,9 +31,6 @@ from kgclip.workdir import digest_of
 
 LEDGER = "cache/fetch.sqlite"
 PARTS = "parts"
-# What each stored image carries besides its pixels; raising it re-makes earlier outcomes, as a
-# changed image setting does (2: the perceptual hash was added).
-KEYS_VERSION = 2
 
 
 def policy_of(cfg: FetchConfig) -> FetchPolicy:
@@ -56,7 +54,8 @@ def run(ctx: StageContext) -> StageResult:
     opts = ImageOptions.from_config(cfg)
     policy = policy_of(cfg)
     settings = sorted(asdict(opts).items())
-    params = digest_of(f"keys={KEYS_VERSION}", *(f"{k}={v}" for k, v in settings))[:8]
+    # outcomes carry a perceptual hash, so a new hash version re-makes them like a new image setting
+    params = digest_of(f"phash={phash.VERSION}", *(f"{k}={v}" for k, v in settings))[:8]
     urls = _unique_urls(ctx.path("hits.parquet"))
     ledger = FetchLedger(ctx.path(LEDGER), params)
     try:
