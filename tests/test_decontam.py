@@ -125,3 +125,13 @@ def test_cli_builds_an_index(evalset, tmp_path):
     assert set(pq.read_table(out).column("eval_set").to_pylist()) == {"cub"}
     missing = CliRunner().invoke(app, ["decontam", "index", str(tmp_path / "nope"), "-o", str(out)])
     assert missing.exit_code == 2 and "no such evaluation set" in missing.output
+
+
+def test_an_index_of_another_hash_version_is_refused(evalset, tmp_path, monkeypatch):
+    from kgclip.curate import phash
+
+    index = tmp_path / "old.parquet"
+    build_index([parse_source(str(evalset))], index)
+    monkeypatch.setattr(phash, "VERSION", phash.VERSION + 1)
+    with pytest.raises(DecontamError, match="another perceptual hash"):
+        EvalIndex([index])
