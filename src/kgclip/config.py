@@ -506,6 +506,15 @@ class CurateConfig(Section):
     decontam_distance: int = Field(
         default=8, ge=0, le=20, description="drop pictures this close (bits) to an evaluation image"
     )
+    max_per_entity: int = Field(
+        default=0, ge=0, description="MetaCLIP-style cap: keep about this many pictures per entity; 0 = all"
+    )
+    max_per_query: int = Field(default=0, ge=0, description="the same cap per query; 0 = all")
+    licenses: list[str] = Field(
+        default_factory=list,
+        description="keep only these licence families or identifiers (cc0, pdm, cc-by, cc-by-sa, "
+        "unknown, ...); empty = keep all",
+    )
 
 
 class Config(Section):

@@ -102,7 +102,7 @@ STAGES: tuple[Stage, ...] = (
         "kgclip.curate.stage",
         ("curate",),
         ("entities", "types", "queries", "search", "fetch"),
-        ("samples.parquet", "rejected.parquet", "shards/sizes.json"),
+        ("samples.parquet", "rejected.parquet", "shards/sizes.json", "card/README.md"),
         external="decontam_fingerprint",
     ),
 )

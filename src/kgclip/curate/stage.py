@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from kgclip.config import Config
+from kgclip.curate.balance import balance
+from kgclip.curate.card import write_card
 from kgclip.curate.decontam import EvalIndex
 from kgclip.curate.dedup import Group, group_duplicates
+from kgclip.curate.licences import allowed, normalise
 from kgclip.curate.shards import PartReader, write_shard, write_sizes
 from kgclip.fetch.stage import PARTS
 from kgclip.pipeline import StageContext, StageResult
@@ -33,6 +36,7 @@ from kgclip.tables import (
 from kgclip.workdir import Workdir, digest_of
 
 SHARDS = "shards"
+CARD = "card"
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -57,6 +61,14 @@ def run(ctx: StageContext) -> StageResult:
     )
     rejected.extend(removed)
     counts["eval_copies_dropped"] = per_set
+    groups, refused = _licence_filter(groups, cfg.licenses)
+    rejected.extend(refused)
+    balanced = balance(groups, queries, cfg.max_per_entity, cfg.max_per_query, ctx.config.seed)
+    groups = balanced.kept
+    rejected.extend(
+        Rejected("curate", c.url, "balanced_out", why) for g, why in balanced.dropped for c in g.copies
+    )
+    counts["balanced_out"] = len(balanced.dropped)
 
     shard_dir = ctx.path(SHARDS)
     if shard_dir.exists():
@@ -92,6 +104,17 @@ def run(ctx: StageContext) -> StageResult:
     write_records(ctx.path("samples.parquet"), samples, Sample)
     write_records(ctx.path("rejected.parquet"), rejected, Rejected)
     stats = _stats(ok, counts, samples, rejected, entities)
+    write_card(
+        ctx.path(CARD),
+        ctx.config.name,
+        samples,
+        rejected,
+        stats,
+        entities,
+        types,
+        queries,
+        balanced.entity_counts_before,
+    )
     _print_summary(stats, shard_dir, sizes)
     summary = f"{len(samples):,} samples in {len(sizes)} shards under {shard_dir}"
     return StageResult(len(samples), stats, summary)
@@ -140,8 +163,24 @@ def _decontaminate(
     return [g for g in groups if g.pixel_sha256 not in matched], removed, per_set
 
 
+def _licence_filter(groups: list[Group], accepted: list[str]) -> tuple[list[Group], list[Rejected]]:
+    if not accepted:
+        return groups, []
+    kept: list[Group] = []
+    refused: list[Rejected] = []
+    for g in groups:
+        licence = normalise(g.licence()[0])
+        if allowed(licence, accepted):
+            kept.append(g)
+        else:
+            why = f"{licence} is not among {', '.join(accepted)}"
+            refused.extend(Rejected("curate", c.url, "licence", why) for c in g.copies)
+    return kept, refused
+
+
 def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample:
-    licence, attribution = g.licence()
+    raw_licence, attribution = g.licence()
+    licence = normalise(raw_licence)
     query_texts = [queries[q].text for q in g.query_ids() if q in queries]
     alt = g.alt_texts()
     caption = alt[0] if alt else (query_texts[0] if query_texts else "")

@@ -1,0 +1,187 @@
+"""The dataset card: `card/README.md` with the numbers a user checks before training, and plots.
+
+Everything on the card is computed from the curate stage's own tables, so it always describes the
+shards beside it: counts per root, natural type and entity (with a histogram of pictures per
+entity and the per-entity counts before and after balancing in `entity_counts.csv`), text kinds,
+licences, every rejection reason, and the duplicate and decontamination figures.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or wanted
+import matplotlib.pyplot as plt
+
+from kgclip.tables import Entity, NaturalType, Query, Rejected, Sample
+from kgclip.workdir import atomic_path, atomic_write_bytes
+
+TOP = 20
+
+
+def write_card(
+    folder: Path,
+    name: str,
+    samples: list[Sample],
+    rejected: list[Rejected],
+    stats: dict[str, Any],
+    entities: dict[str, Entity],
+    types: dict[str, NaturalType],
+    queries: dict[str, Query],
+    counts_before: Counter[str],
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    per_entity = Counter(e for s in samples for e in s.entity_ids)
+    per_root = Counter(
+        r for s in samples for r in {_root(entities, e) for e in s.entity_ids if e in entities}
+    )
+    per_type = Counter(t for s in samples for t in {types[e].type_name for e in s.entity_ids if e in types})
+    licences = Counter(s.license or "unknown" for s in samples)
+    reasons = Counter(r.reason for r in rejected)
+    kinds = Counter(queries[q].kind for s in samples for q in s.query_ids if q in queries)
+
+    _histogram(folder / "images_per_entity.png", list(per_entity.values()), "pictures per entity")
+    _bars(folder / "pictures_per_root.png", per_root, "pictures per root")
+    _bars(folder / "licences.png", licences, "pictures per licence")
+    _bars(folder / "rejections.png", reasons, "rejected items per reason")
+    _entity_counts(folder / "entity_counts.csv", entities, types, counts_before, per_entity)
+
+    with_alt = sum(bool(s.alt_texts) for s in samples)
+    alt_total = sum(len(s.alt_texts) for s in samples)
+    lines = [
+        f"# Dataset card: {name}",
+        "",
+        f"{len(samples):,} image-text samples covering {len(per_entity):,} entities, written by kgclip's "
+        "curate stage. A picture found for several entities counts once for each below.",
+        "",
+        "## Pictures per root",
+        "",
+        _table(["root", "pictures"], per_root.most_common()),
+        "![pictures per root](pictures_per_root.png)",
+        "",
+        "## Entities and types",
+        "",
+        _describe(list(per_entity.values())),
+        "",
+        "![pictures per entity](images_per_entity.png)",
+        "",
+        "Most pictured entities (all of them, before and after balancing: `entity_counts.csv`):",
+        "",
+        _table(
+            ["entity", "name", "pictures"],
+            [(e, entities[e].name if e in entities else "", n) for e, n in per_entity.most_common(TOP)],
+        ),
+        f"Most frequent natural types ({len(per_type):,} in all):",
+        "",
+        _table(["type", "pictures"], per_type.most_common(TOP)),
+        "## Texts",
+        "",
+        f"- alt texts: {with_alt:,} of {len(samples):,} samples have at least one, {alt_total:,} in all",
+        "- query texts per kind (a sample carries every query that found it):",
+        "",
+        _table(["query kind", "sample-query pairs"], kinds.most_common()),
+        "Every sample's JSON also carries its entities' names, aliases, descriptions and natural type.",
+        "",
+        "## Licences",
+        "",
+        _table(["licence", "pictures"], licences.most_common()),
+        "![licences](licences.png)",
+        "",
+        "`unknown`: the source stated no licence; check before redistributing.",
+        "",
+        "## Curation",
+        "",
+        f"- exact and near duplicate copies merged: {stats.get('duplicates_merged', 0):,} "
+        f"(of them distinct near-duplicate pictures: {stats.get('near_duplicates_merged', 0):,})",
+        "- dropped as copies of evaluation images: "
+        + (
+            ", ".join(f"{k} {v:,}" for k, v in sorted(stats.get("eval_copies_dropped", {}).items()))
+            or "none (no decontamination index configured, or no match)"
+        ),
+        f"- dropped by balancing: {stats.get('balanced_out', 0):,}",
+        "",
+        "Rejected items, by reason (`rejected.parquet` lists each with its detail):",
+        "",
+        _table(["reason", "items"], reasons.most_common()),
+        "![rejections](rejections.png)",
+        "",
+    ]
+    atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())
+
+
+def _root(entities: dict[str, Entity], entity_id: str) -> str:
+    root = entities[entity_id].root
+    return f"{entities[root].name} ({root})" if root in entities else root
+
+
+def _table(header: list[str], rows: list[tuple[Any, ...]]) -> str:
+    if not rows:
+        return "(none)\n"
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def _describe(values: list[int]) -> str:
+    if not values:
+        return "No entity has a picture."
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2]
+    return (
+        f"Pictures per entity: min {ordered[0]:,}, median {median:,}, max {ordered[-1]:,}, "
+        f"mean {sum(values) / len(values):.1f}."
+    )
+
+
+def _histogram(path: Path, values: list[int], title: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if values:
+        ax.hist(values, bins=min(50, max(values)), color="#4a7ab5")
+    ax.set_title(title)
+    ax.set_xlabel("pictures")
+    ax.set_ylabel("entities")
+    _save(fig, path)
+
+
+def _bars(path: Path, counts: Counter[str], title: str) -> None:
+    top = counts.most_common(TOP)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(top), 2) + 1))
+    ax.barh([str(k) for k, _ in reversed(top)], [v for _, v in reversed(top)], color="#4a7ab5")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _entity_counts(
+    path: Path,
+    entities: dict[str, Entity],
+    types: dict[str, NaturalType],
+    before: Counter[str],
+    after: Counter[str],
+) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["entity", "name", "root", "type", "pictures_before_balancing", "pictures"])
+        for e in sorted(set(before) | set(after)):
+            entity = entities.get(e)
+            writer.writerow(
+                [
+                    e,
+                    entity.name if entity else "",
+                    entity.root if entity else "",
+                    types[e].type_name if e in types else "",
+                    before.get(e, 0),
+                    after.get(e, 0),
+                ]
+            )
