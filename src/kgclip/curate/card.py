@@ -13,11 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display is needed or wanted
-import matplotlib.pyplot as plt
-
 from kgclip.tables import Entity, NaturalType, Query, Rejected, Sample
 from kgclip.workdir import atomic_path, atomic_write_bytes
 
@@ -138,8 +133,18 @@ def _describe(values: list[int]) -> str:
     )
 
 
+def _pyplot() -> Any:
+    """matplotlib on its file-only backend, imported when a card is drawn: it takes half a second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _histogram(path: Path, values: list[int], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 3.5))
     if values:
         ax.hist(values, bins=min(50, max(values)), color="#4a7ab5")
     ax.set_title(title)
@@ -150,7 +155,7 @@ def _histogram(path: Path, values: list[int], title: str) -> None:
 
 def _bars(path: Path, counts: Counter[str], title: str) -> None:
     top = counts.most_common(TOP)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(top), 2) + 1))
+    fig, ax = _pyplot().subplots(figsize=(7, 0.35 * max(len(top), 2) + 1))
     ax.barh([str(k) for k, _ in reversed(top)], [v for _, v in reversed(top)], color="#4a7ab5")
     ax.set_title(title)
     _save(fig, path)
@@ -160,7 +165,7 @@ def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def _entity_counts(

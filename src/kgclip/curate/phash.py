@@ -26,9 +26,9 @@ _UNIFORM_EDGE = 0.95  # share of the outermost pixels that must match for a bord
 # Trimming goes on while the edge is uniform, so a framed copy and its unframed original end at the
 # same place (a fixed two passes stopped the copy at its margin and the original inside its object).
 _TRIM_PASSES = 6
-_SEAM = 2  # pixels skipped past a cut edge
+_SEAM = 0.008  # share of the side skipped past a cut edge (2 pixels at the working side)
 _CROPS = (0.04, 0.09)  # shares cut off in the crop variants: together they cover crops up to ~10%
-_WORKING_SIDE = 256  # the longer side trimming works at: full size would cost more than decoding
+_WORKING_SIDE = 256  # trimming works at 1-2x this longer side: full size would cost more than decoding
 _DCT = np.cos(np.pi * np.outer(np.arange(SIDE), 2 * np.arange(SIDE) + 1) / (2 * SIDE))
 _WEIGHTS = 1 << np.arange(BITS - 1, -1, -1, dtype=np.uint64)
 
@@ -97,20 +97,17 @@ def _inside(kept: np.ndarray, size: int, step: int = 1) -> int:
     a frame meets the picture, resizing and JPEG blend a line or two that belongs to neither."""
     first = int(kept[0])
     edge = 0 if step == 1 else size - 1
-    return first if first == edge else first + step * _SEAM
+    seam = max(1, round(_SEAM * size))
+    return first if first == edge else first + step * seam
 
 
 def _grey(image: Image.Image) -> Image.Image:
-    """A grey copy whose longer side is exactly the working side, so that trimming (its seams and
-    fractions count pixels) sees every copy of a picture at the same scale: a fast integer box
-    reduction first, then an exact resize."""
+    """A grey copy reduced by an integer factor to a longer side between the working side and twice
+    that: box reduction is cheap where an exact resize would cost more than the rest of the hash.
+    Trimming counts in shares of the size (its seam too), so the scale left over does not matter."""
     grey = image.convert("L")
-    factor = max(image.size) // (2 * _WORKING_SIDE)
-    if factor > 1:
-        grey = grey.reduce(factor)
-    scale = _WORKING_SIDE / max(grey.size)
-    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
-    return grey.resize(size, Image.Resampling.BILINEAR)
+    factor = max(grey.size) // _WORKING_SIDE
+    return grey.reduce(factor) if factor > 1 else grey
 
 
 def _hash(grey: Image.Image) -> int:
