@@ -17,6 +17,7 @@ CHUNKS = 4
 CHUNK_BITS = 16
 _MASK = np.uint64((1 << CHUNK_BITS) - 1)
 Matches = tuple[np.ndarray, np.ndarray, np.ndarray]  # query indices, stored indices, distances
+BLOCK = 20_000  # queries probed at once: bounds the temporary arrays (~100 MB at r ≤ 7)
 
 
 class HashIndex:
@@ -40,28 +41,32 @@ class HashIndex:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty, empty
         flips = _flips(radius // CHUNKS)
-        found_q: list[np.ndarray] = []
-        found_i: list[np.ndarray] = []
+        parts = [
+            self._search_block(queries[start : start + BLOCK], start, radius, flips)
+            for start in range(0, len(queries), BLOCK)
+        ]
+        keys = np.concatenate(parts)
+        q, i = keys // len(self.hashes), keys % len(self.hashes)
+        return q, i, np.bitwise_count(queries[q] ^ self.hashes[i]).astype(np.int64)
+
+    def _search_block(self, queries: np.ndarray, offset: int, radius: int, flips: np.ndarray) -> np.ndarray:
+        """Matches of one block of queries as sorted unique keys query * len(self) + stored."""
+        found: list[np.ndarray] = []
         for c, (keys, order) in enumerate(self._tables):
             probes = (_chunk(queries, c)[:, None] ^ flips[None, :]).ravel()
-            owners = np.repeat(np.arange(len(queries)), len(flips))
             lo = np.searchsorted(keys, probes, side="left")
-            hi = np.searchsorted(keys, probes, side="right")
-            counts = hi - lo
-            if not counts.any():
+            counts = np.searchsorted(keys, probes, side="right") - lo
+            total = int(counts.sum())
+            if total == 0:
                 continue
-            starts = np.repeat(lo, counts)
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            found_q.append(np.repeat(owners, counts))
-            found_i.append(order[starts + offsets])
-        if not found_q:
-            empty = np.empty(0, dtype=np.int64)
-            return empty, empty, empty
-        pairs = np.unique(np.stack([np.concatenate(found_q), np.concatenate(found_i)]), axis=1)
-        q, i = pairs[0], pairs[1]
-        dist = np.bitwise_count(queries[q] ^ self.hashes[i]).astype(np.int64)
-        keep = dist <= radius
-        return q[keep], i[keep], dist[keep]
+            owners = np.repeat(np.arange(len(queries)), len(flips))
+            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+            q = np.repeat(owners, counts)
+            i = order[np.repeat(lo, counts) + offsets]
+            close = np.bitwise_count(queries[q] ^ self.hashes[i]) <= radius  # a chunk only proposes
+            found.append((q[close] + offset).astype(np.int64) * len(self.hashes) + i[close])
+        # a pair proposed by several chunks counts once
+        return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
 
 
 def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:
