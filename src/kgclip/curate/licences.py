@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 
+from kgclip.curate.dedup import Group
+from kgclip.tables import Rejected
+
 UNKNOWN = "unknown"
 _CC = re.compile(r"^(?:cc[-\s_]*)?(by(?:[-\s_]*nc)?(?:[-\s_]*(?:sa|nd))?)(?:[-\s_]*(\d)(?:[._\s-]*(\d))?)?$")
 _CC_URL = re.compile(r"creativecommons\.org/licenses/([a-z-]+)/(\d\.\d)")
@@ -52,3 +55,19 @@ def allowed(licence: str, accepted: list[str]) -> bool:
         return True
     wanted = {a.lower() for a in accepted}
     return family(licence) in wanted or licence.lower() in wanted
+
+
+def filter_licences(groups: list[Group], accepted: list[str]) -> tuple[list[Group], list[Rejected]]:
+    """Keep the groups whose licence passes; a rejected row for every copy of the others."""
+    if not accepted:
+        return groups, []
+    kept: list[Group] = []
+    refused: list[Rejected] = []
+    for g in groups:
+        licence = normalise(g.licence()[0])
+        if allowed(licence, accepted):
+            kept.append(g)
+        else:
+            why = f"{licence} is not among {', '.join(accepted)}"
+            refused.extend(Rejected("curate", c.url, "licence", why) for c in g.copies)
+    return kept, refused

@@ -15,9 +15,9 @@ from typing import Any
 from kgclip.config import Config
 from kgclip.curate.balance import balance
 from kgclip.curate.card import write_card
-from kgclip.curate.decontam import EvalIndex
+from kgclip.curate.decontam import drop_eval_copies
 from kgclip.curate.dedup import Group, group_duplicates
-from kgclip.curate.licences import allowed, normalise
+from kgclip.curate.licences import filter_licences, normalise
 from kgclip.curate.shards import PartReader, write_shard, write_sizes
 from kgclip.fetch.stage import PARTS
 from kgclip.pipeline import StageContext, StageResult
@@ -56,12 +56,12 @@ def run(ctx: StageContext) -> StageResult:
         "duplicates_merged": ok - len(groups),
         "near_duplicates_merged": sum(g.near for g in groups),
     }
-    groups, removed, per_set = _decontaminate(
+    groups, removed, per_set = drop_eval_copies(
         groups, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
     )
     rejected.extend(removed)
     counts["eval_copies_dropped"] = per_set
-    groups, refused = _licence_filter(groups, cfg.licenses)
+    groups, refused = filter_licences(groups, cfg.licenses)
     rejected.extend(refused)
     balanced = balance(groups, queries, cfg.max_per_entity, cfg.max_per_query, ctx.config.seed)
     groups = balanced.kept
@@ -132,50 +132,6 @@ def decontam_fingerprint(config: Config, workdir: Workdir) -> str | None:
     return digest_of(
         *(hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else f"missing:{p}" for p in paths)
     )
-
-
-def _decontaminate(
-    groups: list[Group], paths: list[Path], distance: int
-) -> tuple[list[Group], list[Rejected], dict[str, int]]:
-    """Drop every group with a copy close to an evaluation image; say which one it matched.
-    Returns the kept groups, a rejected row per dropped copy, and dropped pictures per eval set."""
-    if not paths:
-        return groups, [], {}
-    index = EvalIndex(paths)
-    copies = [(g, c) for g in groups for c in g.copies if c.phash is not None]
-    found = index.matches([c.phash for _, c in copies], distance)  # type: ignore[misc]
-    matched: dict[str, tuple[str, str, int]] = {}
-    for position, match in found.items():
-        group = copies[position][0]
-        if group.pixel_sha256 not in matched or match[2] < matched[group.pixel_sha256][2]:
-            matched[group.pixel_sha256] = match
-    removed = [
-        Rejected("curate", c.url, "eval_copy", f"{m[0]}:{m[1]} (distance {m[2]})")
-        for g in groups
-        if (m := matched.get(g.pixel_sha256)) is not None
-        for c in g.copies
-    ]
-    console.print(
-        f"curate: {len(matched):,} pictures dropped as copies of evaluation images "
-        f"({sum(index.images_per_set.values()):,} indexed in {len(index.images_per_set)} sets)"
-    )
-    per_set = dict(Counter(m[0] for m in matched.values()))
-    return [g for g in groups if g.pixel_sha256 not in matched], removed, per_set
-
-
-def _licence_filter(groups: list[Group], accepted: list[str]) -> tuple[list[Group], list[Rejected]]:
-    if not accepted:
-        return groups, []
-    kept: list[Group] = []
-    refused: list[Rejected] = []
-    for g in groups:
-        licence = normalise(g.licence()[0])
-        if allowed(licence, accepted):
-            kept.append(g)
-        else:
-            why = f"{licence} is not among {', '.join(accepted)}"
-            refused.extend(Rejected("curate", c.url, "licence", why) for c in g.copies)
-    return kept, refused
 
 
 def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample:
