@@ -258,7 +258,7 @@ def _describe_shards(root: Path) -> None:
     )
     for s in samples[:: max(1, len(samples) // 4)][:4]:
         console.print(f"  {s['shard']}/{s['key']}: {s['caption']!r}  queries: {len(s['query_ids'])}")
-    console.print(f"Inspect with: kgclip status {root}")
+    console.print(f"Dataset card: {root / 'card' / 'README.md'}; inspect with: kgclip status {root}")
 
 
 @corpus_app.command("index")
