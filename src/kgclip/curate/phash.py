@@ -1,4 +1,4 @@
-"""A 64-bit perceptual hash that survives resizing, re-encoding, colour shifts, borders and crops.
+"""A 63-bit perceptual hash that survives resizing, re-encoding, colour shifts, borders and crops.
 
 The hash is the classic DCT pHash (grey 32×32, the 8×8 lowest frequencies without the DC term,
 each bit "above the median"), with one addition: uniform borders are trimmed first, repeatedly,
