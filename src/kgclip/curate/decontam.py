@@ -2,8 +2,8 @@
 
 `build_index` hashes every image of one or more evaluation sets (folders in any layout, such as
 ImageFolder class folders, CUB's `images/` or iNaturalist's `val/`, and WebDataset tars, such as
-CLIP_benchmark's `wds_*` folders) into a parquet index: per image its hash and the hashes of five
-6% crops (curate/phash.py). The curate stage then drops every harvested picture within
+CLIP_benchmark's `wds_*` folders) into a parquet index: per image its hash and the hashes of ten
+crops, 4% and 9% off (curate/phash.py). The curate stage then drops every harvested picture within
 `decontam_distance` bits of any of them, and records which evaluation image it matched.
 
 The index stores no pixels, only 63-bit hashes and the images' names, so it can be shared.
