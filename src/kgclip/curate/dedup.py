@@ -13,10 +13,12 @@ further apart than the threshold. At the default threshold such chains are copie
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from kgclip.curate.hashindex import HashIndex
+from kgclip.progress import console
 from kgclip.tables import Fetched, Hit, Query
 
 
@@ -93,7 +95,13 @@ def group_duplicates(fetched: list[Fetched], hits: list[Hit], near_distance: int
 
 def _merge_near(groups: list[Group], distance: int) -> list[Group]:
     hashed = [i for i, g in enumerate(groups) if g.phash is not None]
+    began = time.monotonic()
     index = HashIndex([groups[i].phash for i in hashed])
+    pairs = index.search(index.hashes, distance)[:2]
+    console.print(
+        f"curate: near-duplicate search over {len(hashed):,} pictures within {distance} bits "
+        f"took {time.monotonic() - began:.1f} s"
+    )
     parent = list(range(len(groups)))
 
     def root(i: int) -> int:
@@ -102,7 +110,7 @@ def _merge_near(groups: list[Group], distance: int) -> list[Group]:
             i = parent[i]
         return i
 
-    for a, b in zip(*index.search(index.hashes, distance)[:2], strict=True):
+    for a, b in zip(*pairs, strict=True):
         ra, rb = root(hashed[a]), root(hashed[b])
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
