@@ -85,3 +85,21 @@ def test_index_edge_cases():
     assert [len(a) for a in HashIndex([1]).search([], 3)] == [0, 0, 0]
     with pytest.raises(ValueError):
         HashIndex([1]).search([1], 64)
+
+
+def test_colour_tells_recoloured_drawings_apart():
+    from kgclip.curate.phash import colour, colour_distance
+
+    def flag(cloth: tuple[int, int, int]) -> Image.Image:
+        image = Image.new("RGB", (200, 200), "white")
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((30, 20, 40, 190), fill="black")  # the pole
+        draw.polygon([(40, 25), (170, 50), (140, 80), (175, 110), (40, 100)], fill=cloth)
+        return image
+
+    red, green = flag((200, 30, 30)), flag((30, 150, 30))
+    assert distance(phash(red), phash(green)) <= 6  # the hash alone would merge them
+    assert colour_distance(colour(red), colour(green)) > 48
+    brighter = red.point(lambda v: min(255, int(v * 1.1)))
+    assert colour_distance(colour(red), colour(brighter)) <= 48
+    assert colour(Image.new("RGB", (10, 10), (1, 2, 3))) == 0x010203

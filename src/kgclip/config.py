@@ -498,6 +498,12 @@ class CurateConfig(Section):
         le=20,
         description="merge pictures whose perceptual hashes differ in at most this many bits; 0: exact only",
     )
+    near_duplicate_colour: int = Field(
+        default=48,
+        ge=0,
+        le=255,
+        description="near duplicates must also agree in mean colour within this much per channel",
+    )
     shard_prefix: str = Field(default="shard", pattern=r"^[A-Za-z0-9_-]+$")
     decontaminate: list[Path] = Field(
         default_factory=list,

@@ -240,6 +240,7 @@ class Fetched:
     download_s: float | None = None
     decode_s: float | None = None
     phash: int | None = None  # 63-bit perceptual hash of the stored image (curate/phash.py)
+    colour: int | None = None  # its mean colour, 0xRRGGBB
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -262,6 +263,7 @@ class Fetched:
             ("download_s", pa.float32()),
             ("decode_s", pa.float32()),
             ("phash", I64),
+            ("colour", I64),
         ]
     )
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from kgclip.curate.hashindex import HashIndex
+from kgclip.curate.phash import colour_distance
 from kgclip.progress import console
 from kgclip.tables import Fetched, Hit, Query
 
@@ -38,6 +39,10 @@ class Group:
     @property
     def phash(self) -> int | None:
         return self.copies[0].phash
+
+    @property
+    def colour(self) -> int | None:
+        return self.copies[0].colour
 
     @property
     def first(self) -> Fetched:
@@ -72,9 +77,12 @@ def _unique(items: object) -> list:
     return list(dict.fromkeys(items))  # type: ignore[call-overload]
 
 
-def group_duplicates(fetched: list[Fetched], hits: list[Hit], near_distance: int = 0) -> list[Group]:
+def group_duplicates(
+    fetched: list[Fetched], hits: list[Hit], near_distance: int = 0, near_colour: int = 255
+) -> list[Group]:
     """Groups ordered by the kept pixel hash, copies by URL (the kept picture's first), hits by
-    (query, rank): fully deterministic. `near_distance` 0 merges exact copies only."""
+    (query, rank): fully deterministic. `near_distance` 0 merges exact copies only; near copies
+    must also have mean colours within `near_colour` per channel."""
     exact: dict[str, Group] = {}
     for row in sorted(fetched, key=lambda r: r.url):
         if row.status != "ok" or row.pixel_sha256 is None:
@@ -82,7 +90,7 @@ def group_duplicates(fetched: list[Fetched], hits: list[Hit], near_distance: int
         exact.setdefault(row.pixel_sha256, Group(row.pixel_sha256, [])).copies.append(row)
     groups = [exact[k] for k in sorted(exact)]
     if near_distance > 0:
-        groups = _merge_near(groups, near_distance)
+        groups = _merge_near(groups, near_distance, near_colour)
     by_url = {c.url: g.pixel_sha256 for g in groups for c in g.copies}
     hits_by_group: dict[str, list[Hit]] = defaultdict(list)
     for hit in hits:
@@ -93,7 +101,7 @@ def group_duplicates(fetched: list[Fetched], hits: list[Hit], near_distance: int
     return groups
 
 
-def _merge_near(groups: list[Group], distance: int) -> list[Group]:
+def _merge_near(groups: list[Group], distance: int, colours: int) -> list[Group]:
     hashed = [i for i, g in enumerate(groups) if g.phash is not None]
     began = time.monotonic()
     index = HashIndex([groups[i].phash for i in hashed])
@@ -111,6 +119,9 @@ def _merge_near(groups: list[Group], distance: int) -> list[Group]:
         return i
 
     for a, b in zip(*pairs, strict=True):
+        ca, cb = groups[hashed[a]].colour, groups[hashed[b]].colour
+        if ca is not None and cb is not None and colour_distance(ca, cb) > colours:
+            continue  # one drawing in two colours: two pictures
         ra, rb = root(hashed[a]), root(hashed[b])
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)

@@ -14,9 +14,9 @@ which is one matrix product here, and has no border trimming.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageStat
 
-VERSION = 1  # raise whenever a change gives other hashes: stored hashes and indexes then re-make
+VERSION = 2  # raise whenever a change gives other hashes: stored hashes and indexes then re-make
 SIDE = 32  # the DCT input
 LOW = 8  # the kept low-frequency block
 BITS = LOW * LOW - 1  # 63: the DC term says only "how bright", so it is left out
@@ -60,6 +60,29 @@ def distance(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
+def colour(image: Image.Image) -> int:
+    """The mean colour of what is left after trimming, as 0xRRGGBB. The hash is blind to hue (a red
+    and a green flag of one drawing hash alike), so near-duplicate merging also compares this; the
+    trimmed area, not the whole, so that a frame or a white margin does not water it down."""
+    return keys(image)[1]
+
+
+def keys(image: Image.Image) -> tuple[int, int]:
+    """(`phash`, `colour`) with one grey copy and one trim: what the fetch workers store."""
+    small = _small(image)
+    pixels = np.asarray(small.convert("L"), dtype=np.int16)
+    left, top, right, bottom = _trim_box(pixels)
+    trimmed = Image.fromarray(pixels[top:bottom, left:right].astype(np.uint8))
+    means = ImageStat.Stat(small.crop((left, top, right, bottom))).mean
+    r, g, b = (min(255, round(v)) for v in means)
+    return _hash(trimmed), (r << 16) | (g << 8) | b
+
+
+def colour_distance(a: int, b: int) -> int:
+    """The largest difference of one channel between two `colour` values (0..255)."""
+    return max(abs(((a >> s) & 0xFF) - ((b >> s) & 0xFF)) for s in (16, 8, 0))
+
+
 def trim(grey: Image.Image) -> Image.Image:
     """Cut uniform borders while there are any: a frame, then the picture's own plain margin.
 
@@ -68,6 +91,13 @@ def trim(grey: Image.Image) -> Image.Image:
     Then a row or column stays if ≥2% of it differs from that colour by more.
     """
     pixels = np.asarray(grey, dtype=np.int16)
+    left, top, right, bottom = _trim_box(pixels)
+    return Image.fromarray(pixels[top:bottom, left:right].astype(np.uint8))
+
+
+def _trim_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """What `trim` keeps, as a (left, top, right, bottom) box with exclusive ends."""
+    top, left = 0, 0
     for _ in range(_TRIM_PASSES):
         height, width = pixels.shape
         if min(height, width) < 16:
@@ -81,15 +111,16 @@ def trim(grey: Image.Image) -> Image.Image:
         cols = np.flatnonzero(np.count_nonzero(content, axis=0) > _TRIM_FRACTION * height)
         if len(rows) < 8 or len(cols) < 8:  # nothing, or a sliver, stands out: keep the whole
             break
-        top, bottom = _inside(rows, height), _inside(rows[::-1], height, -1)
-        left, right = _inside(cols, width), _inside(cols[::-1], width, -1)
-        if bottom - top < 8 or right - left < 8:
+        first_row, last_row = _inside(rows, height), _inside(rows[::-1], height, -1)
+        first_col, last_col = _inside(cols, width), _inside(cols[::-1], width, -1)
+        if last_row - first_row < 8 or last_col - first_col < 8:
             break
-        trimmed = pixels[top : bottom + 1, left : right + 1]
-        if trimmed.shape == pixels.shape:
+        if (first_row, first_col, last_row, last_col) == (0, 0, height - 1, width - 1):
             break
-        pixels = trimmed
-    return Image.fromarray(pixels.astype(np.uint8))
+        pixels = pixels[first_row : last_row + 1, first_col : last_col + 1]
+        top, left = top + first_row, left + first_col
+    height, width = pixels.shape
+    return left, top, left + width, top + height
 
 
 def _inside(kept: np.ndarray, size: int, step: int = 1) -> int:
@@ -102,12 +133,16 @@ def _inside(kept: np.ndarray, size: int, step: int = 1) -> int:
 
 
 def _grey(image: Image.Image) -> Image.Image:
-    """A grey copy reduced by an integer factor to a longer side between the working side and twice
+    return _small(image).convert("L")
+
+
+def _small(image: Image.Image) -> Image.Image:
+    """An RGB copy reduced by an integer factor to a longer side between the working side and twice
     that: box reduction is cheap where an exact resize would cost more than the rest of the hash.
     Trimming counts in shares of the size (its seam too), so the scale left over does not matter."""
-    grey = image.convert("L")
-    factor = max(grey.size) // _WORKING_SIDE
-    return grey.reduce(factor) if factor > 1 else grey
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    factor = max(rgb.size) // _WORKING_SIDE
+    return rgb.reduce(factor) if factor > 1 else rgb
 
 
 def _hash(grey: Image.Image) -> int:

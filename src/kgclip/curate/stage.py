@@ -47,7 +47,7 @@ def run(ctx: StageContext) -> StageResult:
     fetched = list(read_records(ctx.path("fetched.parquet"), Fetched))
     hits = list(read_records(ctx.path("hits.parquet"), Hit))
 
-    groups = group_duplicates(fetched, hits, cfg.near_duplicate_distance)
+    groups = group_duplicates(fetched, hits, cfg.near_duplicate_distance, cfg.near_duplicate_colour)
     rejected = [
         Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"
     ]

@@ -104,6 +104,7 @@ def write_part(directory: Path, batch: Batch, outcomes: list[Outcome]) -> list[F
                         res.pixel_sha256,
                         *measured,
                         phash=res.phash,
+                        colour=res.colour,
                     )
                 )
     return rows

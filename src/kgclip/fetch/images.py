@@ -22,7 +22,7 @@ from typing import Literal
 from PIL import ExifTags, Image, ImageFile
 
 from kgclip.config import FetchConfig
-from kgclip.curate.phash import phash
+from kgclip.curate.phash import keys
 
 ResizeMode = Literal["shorter", "longer", "none"]
 Resample = Literal["bicubic", "lanczos", "bilinear"]
@@ -127,6 +127,7 @@ class Normalized:
     pixel_sha256: str
     format: str
     phash: int
+    colour: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +296,7 @@ def _store(decoded: _Decoded, data: bytes, quality: int, resample: Resample) -> 
         image = image.transpose(decoded.transpose)
         if decoded.transpose in _SWAPS_SIDES:
             orig_width, orig_height = orig_height, orig_width
+    picture_hash, mean_colour = keys(image)
     return Normalized(
         jpeg=_encode(image, quality),
         width=image.width,
@@ -304,7 +306,8 @@ def _store(decoded: _Decoded, data: bytes, quality: int, resample: Resample) -> 
         source_sha256=hashlib.sha256(data).hexdigest(),
         pixel_sha256=_pixel_sha256(image),
         format=decoded.format,
-        phash=phash(image),
+        phash=picture_hash,
+        colour=mean_colour,
     )
 
 

@@ -33,6 +33,7 @@ COLUMNS = [
     "download_s",
     "decode_s",
     "phash",
+    "colour",
 ]
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(
