@@ -7,12 +7,12 @@ client (SPARQL, search backends, later the image fetcher) uses this one form:
 
 from __future__ import annotations
 
-import httpx
+from importlib.metadata import version
 
 from kgclip import __version__
 
 PROJECT_URL = "https://github.com/kgclip/kgclip"
 
 
-def user_agent(contact: str, library: str = f"httpx/{httpx.__version__}") -> str:
+def user_agent(contact: str, library: str = f"httpx/{version('httpx')}") -> str:
     return f"kgclip/{__version__} ({PROJECT_URL}; {contact}) {library}"
