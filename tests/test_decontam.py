@@ -135,3 +135,13 @@ def test_an_index_of_another_hash_version_is_refused(evalset, tmp_path, monkeypa
     monkeypatch.setattr(phash, "VERSION", phash.VERSION + 1)
     with pytest.raises(DecontamError, match="another perceptual hash"):
         EvalIndex([index])
+
+
+def test_a_missing_index_is_reported_before_any_stage_runs(tmp_path):
+    from kgclip.cli import UserError
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'extends = "demo"\n[curate]\ndecontaminate = ["{tmp_path / "absent.parquet"}"]\n')
+    with pytest.raises(UserError, match="no decontamination index at"):
+        _run(load(config), tmp_path / "work")
+    assert not (tmp_path / "work" / "entities.parquet").exists()

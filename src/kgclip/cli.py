@@ -146,10 +146,16 @@ def _run(cfg: Config, workdir: Path, only: str | None = None, start: str | None 
     missing = missing_keys(cfg)
     if missing:
         raise UserError(f"set the API key variable(s) the config names: {', '.join(missing)}")
+    from kgclip.curate.stage import index_paths
     from kgclip.pipeline import harvest as run_harvest
     from kgclip.workdir import Workdir, atomic_write_bytes
 
     wd = Workdir(workdir)
+    absent = [str(p) for p in index_paths(cfg, wd) if not p.is_file()]
+    if absent:  # found now, not after hours of fetching
+        raise UserError(
+            f"no decontamination index at {', '.join(absent)} (build it with `kgclip decontam index`)"
+        )
     wd.create()
     dumped = orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
     atomic_write_bytes(wd.path(RESOLVED_CONFIG), dumped)
