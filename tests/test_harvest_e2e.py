@@ -1,13 +1,5 @@
 """The whole offline harvest: demo shards, skipping, re-running, and SIGKILL during fetch."""
 
-import os
-import shutil
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
-
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +9,7 @@ from kgclip.cli import _run
 from kgclip.config import load, load_raw, parse
 from kgclip.pipeline import status
 from kgclip.workdir import Workdir
+from resume import kill_mid_fetch_then_resume, without_fetch
 
 
 def test_demo_shards_load_with_webdataset_and_carry_all_texts(demo_run):
@@ -137,26 +130,8 @@ def test_every_bad_image_is_rejected_with_its_reason(photo_run):
 
 def test_sigkill_during_fetch_then_resume_gives_the_same_samples(photo_run, photo_config, tmp_path):
     work = tmp_path / "work"
-    shutil.copytree(photo_run, work)
-    for leftover in [*work.glob("cache/fetch.sqlite*"), work / "fetched.parquet"]:
-        leftover.unlink()
-    shutil.rmtree(work / "parts")
-    cmd = [sys.executable, "-m", "kgclip.cli", "harvest", str(photo_config), "-w", str(work)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ledger = work / "cache/fetch.sqlite"
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and _ledger_count(ledger) < 24 and proc.poll() is None:
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    done_before = _ledger_count(ledger)
-    total = pq.read_table(photo_run / "fetched.parquet").num_rows
-    assert 0 < done_before < total, "the kill must land in the middle of fetch"
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    stats = Workdir(work).load_manifest()["fetch"].stats
+    without_fetch(photo_run, work)
+    done_before, total, stats = kill_mid_fetch_then_resume(photo_config, work, photo_run)
     assert stats["fetched_now"] == total - done_before  # nothing done twice, nothing lost
     columns = ["key", "sha256", "urls", "alt_texts", "query_ids"]
     got = pq.read_table(work / "samples.parquet", columns=columns)
@@ -164,16 +139,6 @@ def test_sigkill_during_fetch_then_resume_gives_the_same_samples(photo_run, phot
     assert sorted(p.name for p in (work / "shards").glob("*.tar")) == sorted(
         p.name for p in (photo_run / "shards").glob("*.tar")
     )
-
-
-def _ledger_count(path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1) as db:
-            return db.execute("SELECT count(*) FROM outcomes").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 @pytest.mark.parametrize(

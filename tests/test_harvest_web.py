@@ -1,14 +1,7 @@
 """Whole harvests whose hits are http URLs on a loopback image host: rejections, SIGKILL and
 resume, and a Ray run that must equal the local one."""
 
-import os
-import shutil
-import signal
-import sqlite3
-import subprocess
-import sys
 import tarfile
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +9,7 @@ import pytest
 from kgclip.cli import _run
 from kgclip.config import load
 from kgclip.workdir import Workdir
+from resume import kill_mid_fetch_then_resume, without_fetch
 
 SAMPLE_COLUMNS = ["key", "sha256", "urls", "alt_texts", "query_ids", "width", "height"]
 
@@ -57,44 +51,12 @@ def test_the_ledger_records_sizes_statuses_and_timings(web_photo_run):
     assert (empty["source_bytes"], empty["http_status"]) == (0, 200)
 
 
-def _fresh_fetch(src, dst):
-    shutil.copytree(src, dst)
-    for leftover in [*dst.glob("cache/fetch.sqlite*"), dst / "fetched.parquet"]:
-        leftover.unlink()
-    shutil.rmtree(dst / "parts")
-
-
-def _ledger_count(path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path) as db:
-            return db.execute("SELECT count(*) FROM outcomes").fetchone()[0]
-    except sqlite3.OperationalError:  # created but not yet initialised by the harvest
-        return 0
-
-
 def test_sigkill_during_web_fetch_then_resume_gives_the_same_samples(
     web_photo_run, web_photo_config, tmp_path
 ):
     work = tmp_path / "work"
-    _fresh_fetch(web_photo_run, work)
-    cmd = [sys.executable, "-m", "kgclip.cli", "harvest", str(web_photo_config), "-w", str(work)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ledger = work / "cache/fetch.sqlite"
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and _ledger_count(ledger) < 24 and proc.poll() is None:
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    done_before = _ledger_count(ledger)
-    total = pq.read_table(web_photo_run / "fetched.parquet").num_rows
-    assert 0 < done_before < total, "the kill must land in the middle of fetch"
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    stats = Workdir(work).load_manifest()["fetch"].stats
+    without_fetch(web_photo_run, work)
+    done_before, total, stats = kill_mid_fetch_then_resume(web_photo_config, work, web_photo_run)
     assert stats["fetched_now"] == total - done_before  # nothing done twice, nothing lost
     _assert_same_dataset(work, web_photo_run)
 
@@ -109,7 +71,7 @@ def test_a_ray_run_equals_the_local_run(web_photo_run, web_photo_config, slow_ph
         "[ray]\nnum_cpus = 2\ntasks_in_flight = 4\n"
     )
     work = tmp_path / "work"
-    _fresh_fetch(web_photo_run, work)
+    without_fetch(web_photo_run, work)
     _run(load(config), work)
     stats = Workdir(work).load_manifest()["fetch"].stats
     assert stats["fetched_now"] == stats["urls"] > 0

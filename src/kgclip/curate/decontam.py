@@ -29,6 +29,7 @@ from PIL import Image
 from kgclip.curate import phash
 from kgclip.curate.dedup import Group
 from kgclip.curate.hashindex import HashIndex
+from kgclip.fetch.images import Rejection, working_mode
 from kgclip.progress import console, meter
 from kgclip.tables import Rejected
 from kgclip.workdir import atomic_path
@@ -126,19 +127,10 @@ def _hash_one(loader: _Loader) -> list[int] | None:
     try:
         with Image.open(io.BytesIO(loader.read())) as image:
             image.draft("RGB", (512, 512))  # a JPEG decodes at the scale the harvest stores
-            return phash.variants(_flatten(image))
+            working = working_mode(image)  # the fetch stage's conversions: alpha on white, CMYK, 16-bit
+            return None if isinstance(working, Rejection) else phash.variants(working)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
-
-
-def _flatten(image: Image.Image) -> Image.Image:
-    """The same alpha handling as the fetch stage: transparency on white."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGB", rgba.size, (255, 255, 255))
-        white.paste(rgba, mask=rgba)
-        return white
-    return image.convert("RGB")
 
 
 class EvalIndex:

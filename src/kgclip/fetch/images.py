@@ -285,7 +285,7 @@ def _riff_is_short(data: bytes) -> bool:
 
 
 def _store(decoded: _Decoded, data: bytes, quality: int, resample: Resample) -> Normalized | Rejection:
-    working = _working_mode(decoded.image)
+    working = working_mode(decoded.image)
     if isinstance(working, Rejection):
         return working
     image = _resize(working, decoded.target, decoded.box, _FILTERS[resample])
@@ -320,7 +320,7 @@ _REFUSED_MODES = {
 }
 
 
-def _working_mode(image: Image.Image) -> Image.Image | Rejection:
+def working_mode(image: Image.Image) -> Image.Image | Rejection:
     """Bring every accepted mode to L or RGB, the only modes resizing and encoding then see.
 
     Greyscale stays single-channel through the resize (a third of the work) and becomes RGB only
