@@ -15,7 +15,11 @@ RUNS: list[str] = []
 def _stage_fn(name: str, upstream: str | None):
     def run(ctx):
         RUNS.append(name)
-        setting = {"a": ctx.config.fetch.size, "b": ctx.config.queries.use_aliases, "c": ""}[name]
+        setting = {
+            "a": lambda: ctx.config.fetch.size,
+            "b": lambda: ctx.config.queries.use_aliases,
+            "c": lambda: "",
+        }[name]()
         text = f"{name}:{setting}"
         if upstream:
             text += "<" + ctx.path(f"{upstream}.txt").read_text()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -51,6 +50,7 @@ def friendly(fn: F) -> F:
         from kgclip.search.importers import CorpusSourceError
         from kgclip.search.web import SearchError
         from kgclip.text.llm import LLMError
+        from kgclip.workdir import WorkdirError
 
         known = (
             UserError,
@@ -66,12 +66,16 @@ def friendly(fn: F) -> F:
             LLMError,
             RayUnavailable,
             DecontamError,
+            WorkdirError,
         )
         try:
             return fn(*args, **kwargs)
         except known as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted; rerun to resume")
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -215,7 +219,7 @@ def status(
 
     cfg = _workdir_config(workdir, config)
     table = Table("stage", "state", "why", "rows", "seconds", title=f"{workdir} ({cfg.name})")
-    colours = {"done": "green", "stale": "yellow", "missing": "red"}
+    colours = {"done": "green", "pending": "cyan", "partial": "magenta", "stale": "yellow", "missing": "red"}
     for st in pipeline_status(cfg, Workdir(workdir)):
         rec = st.record
         table.add_row(
@@ -232,20 +236,33 @@ def status(
 @friendly
 def demo(
     workdir: Annotated[Path, typer.Option("-w", "--workdir")] = Path("kgclip-demo"),
-    keep: Annotated[bool, typer.Option("--keep", help="reuse an existing demo work directory")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="reuse an earlier demo: run only what is not up to date")
+    ] = False,
 ) -> None:
     """Harvest the embedded offline default (WordNet living things x Tux Paint stamps)."""
-    from kgclip.workdir import MANIFEST
+    from kgclip.workdir import Workdir
 
-    if workdir.exists() and not keep:
-        if (
-            any(workdir.iterdir())
-            and not (workdir / MANIFEST).exists()
-            and not (workdir / RESOLVED_CONFIG).exists()
-        ):
-            raise UserError(f"{workdir} exists and is not a kgclip work directory; choose another with -w")
-        shutil.rmtree(workdir)
-    _run(load("demo"), workdir)
+    wd = Workdir(workdir)
+    start = None
+    if wd.is_ours():
+        made_for = _workdir_config(workdir, None).name if (workdir / RESOLVED_CONFIG).is_file() else None
+        if made_for not in (None, "demo"):
+            raise UserError(
+                f"{workdir} is the work directory of the harvest {made_for!r}; the demo will not touch it. "
+                "Choose another with -w"
+            )
+        if not keep:
+            console.print(
+                f"demo: {workdir} is an earlier demo; running every stage again (--keep reuses it)"
+            )
+            start = "entities"
+    elif workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+        raise UserError(
+            f"{workdir} exists and was not made by kgclip; kgclip never deletes or overwrites what it did "
+            "not write. Choose another with -w"
+        )
+    _run(load("demo"), workdir, start=start)
     _describe_shards(workdir)
 
 

@@ -485,6 +485,11 @@ class FetchConfig(Section):
     max_redirects: int = Field(default=5, ge=0)
     timeout_s: float = Field(default=60.0, gt=0, description="per URL, all redirects and retries included")
     max_retries: int = Field(default=3, ge=0)
+    give_up_after_runs: int = Field(
+        default=3,
+        ge=1,
+        description="a URL that fails for a transient reason in this many runs is given up (gave_up)",
+    )
     honour_x_robots: bool = Field(
         default=True, description="skip images served with X-Robots-Tag noai/noimageai"
     )

@@ -16,8 +16,9 @@ from typing import Any
 from rich.markup import escape
 
 from kgclip.config import Config
-from kgclip.progress import console
-from kgclip.workdir import StageRecord, Workdir
+from kgclip.progress import console, report_progress
+from kgclip.stageconfig import reads_digests, reads_hash, view
+from kgclip.workdir import StageRecord, Workdir, digest_of
 
 
 @dataclass
@@ -38,23 +39,53 @@ class StageContext:
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of a harvest. `external` fingerprints inputs that live outside the workdir."""
+    """One step of a harvest.
+
+    `reads` are the config keys (dotted paths) the stage may read: it runs against a view that
+    refuses any other key, and their values are its config digest. `external` names functions
+    (`name` in the stage's module, or `module:name`) that fingerprint inputs living outside the
+    workdir. `check` names a function that finds damage to outputs too large to digest (parts).
+    """
 
     name: str
     module: str
-    sections: tuple[str, ...]
+    reads: tuple[str, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    external: str | None = None
+    external: tuple[str, ...] = ()
+    check: str | None = None
 
-    def _attr(self, name: str) -> Callable[..., Any]:
-        return getattr(importlib.import_module(self.module), name)
+    def _attr(self, ref: str) -> Callable[..., Any]:
+        module, _, name = ref.rpartition(":")
+        return getattr(importlib.import_module(module or self.module), name)
+
+    def config_for(self, config: Config) -> Config:
+        return view(config, self.reads, self.name)
+
+    def config_hash(self, config: Config) -> str:
+        return reads_hash(config, self.reads)
+
+    def changed_keys(self, config: Config, record: StageRecord) -> list[str]:
+        """The declared keys whose values differ from the run's (all of them for an older record)."""
+        now = reads_digests(config, self.reads)
+        return [path for path in self.reads if record.config_keys.get(path) != now[path]]
 
     def run(self, ctx: StageContext) -> StageResult:
         return self._attr("run")(ctx)
 
     def external_fingerprint(self, config: Config, workdir: Workdir) -> str | None:
-        return None if self.external is None else self._attr(self.external)(config, workdir)
+        if not self.external:
+            return None
+        seen = self.config_for(config)
+        got = [fp for fp in (self._attr(ref)(seen, workdir) for ref in self.external) if fp is not None]
+        if not got:
+            return None
+        return got[0] if len(got) == 1 else digest_of(*got)
+
+    def damage(self, config: Config, workdir: Workdir, record: StageRecord) -> str | None:
+        if self.check is None:
+            return None
+        return self._attr(self.check)(self.config_for(config), workdir, record)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -64,22 +95,24 @@ STAGES: tuple[Stage, ...] = (
         ("entities",),
         (),
         ("entities.parquet", "rejects/entities.parquet", "entity_links.parquet"),
-        external="source_fingerprint",
+        external=("source_fingerprint",),
     ),
     Stage(
         "filter",
         "kgclip.text.filter",
-        ("filter",),
+        ("filter", "attributes.category_roots", "entities.wordnet.path"),
         ("entities",),
         ("filter.parquet", "rejects/filter.parquet"),
+        external=("kgclip.text.categories:harvest_wordnet_fingerprint",),
     ),
-    Stage("types", "kgclip.text.types", ("types",), ("entities", "filter"), ("types.parquet",)),
+    Stage("types", "kgclip.text.types", ("types", "seed"), ("entities", "filter"), ("types.parquet",)),
     Stage(
         "attributes",
         "kgclip.text.attributes",
-        ("attributes",),
+        ("attributes", "entities.wordnet.path"),
         ("entities", "filter", "types"),
         ("attributes.parquet",),
+        external=("wordnet_fingerprint",),
     ),
     Stage(
         "queries",
@@ -91,19 +124,26 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "search",
         "kgclip.search.stage",
-        ("search",),
+        ("search", "ray"),
         ("queries",),
         ("hits.parquet", "rejects/search.parquet"),
-        external="backend_fingerprint",
+        external=("backend_fingerprint",),
     ),
-    Stage("fetch", "kgclip.fetch.stage", ("fetch",), ("search",), ("fetched.parquet",)),
+    Stage(
+        "fetch",
+        "kgclip.fetch.stage",
+        ("fetch", "ray"),
+        ("search",),
+        ("fetched.parquet", "parts/index.json"),
+        check="parts_damage",
+    ),
     Stage(
         "curate",
         "kgclip.curate.stage",
-        ("curate",),
+        ("curate", "seed", "name"),
         ("entities", "types", "queries", "search", "fetch"),
         ("samples.parquet", "rejected.parquet", "shards/sizes.json", "card/README.md"),
-        external="decontam_fingerprint",
+        external=("decontam_fingerprint",),
     ),
 )
 
@@ -114,10 +154,18 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class StageState:
+    """done: up to date. pending: up to date with what could be had, some requests left to retry
+    (downstream stages use it; a harvest re-runs it). partial: started and not finished (running
+    now, or interrupted). stale: a setting, an input or an output changed. missing: never run."""
+
     stage: Stage
-    state: str  # done / stale / missing
+    state: str
     why: str
     record: StageRecord | None
+
+    @property
+    def usable(self) -> bool:
+        return self.state in ("done", "pending")
 
 
 def stage_by_name(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
@@ -138,22 +186,40 @@ def _current_inputs(stage: Stage, config: Config, workdir: Workdir, records: dic
 def state_of(stage: Stage, config: Config, workdir: Workdir, records: dict[str, StageRecord]) -> StageState:
     rec = records.get(stage.name)
     if rec is None:
+        running = workdir.running().get(stage.name)
+        if running is not None:
+            return StageState(stage, "partial", describe_partial(running), None)
         return StageState(stage, "missing", "never run", None)
     digests = workdir.output_digests(stage.outputs)
     if digests is None:
         return StageState(stage, "missing", "an output file is gone", rec)
     if digests != rec.outputs:
         return StageState(stage, "stale", "outputs changed since the run", rec)
-    if rec.config_hash != config.section_hash(*stage.sections):
-        return StageState(stage, "stale", f"config [{', '.join(stage.sections)}] changed", rec)
+    if rec.config_hash != stage.config_hash(config):
+        keys = ", ".join(stage.changed_keys(config, rec))
+        return StageState(stage, "stale", f"config [{keys}] changed", rec)
     inputs = _current_inputs(stage, config, workdir, records)
     changed = [name for name, fp in inputs.items() if rec.inputs.get(name) != fp]
     if changed:
         return StageState(stage, "stale", f"inputs changed: {', '.join(changed)}", rec)
+    damage = stage.damage(config, workdir, rec)
+    if damage:
+        return StageState(stage, "stale", damage, rec)
     left = rec.stats.get("retry_later", 0)
     if left:
-        return StageState(stage, "stale", f"{left:,} requests left to retry (quota or failures)", rec)
+        return StageState(stage, "pending", rec.stats.get("pending") or f"{left:,} left to retry", rec)
     return StageState(stage, "done", "up to date", rec)
+
+
+def describe_partial(running: dict[str, Any]) -> str:
+    """What an unfinished run had done, from the progress it last reported."""
+    alive = running.get("alive")
+    how = f"running now (pid {running.get('pid')})" if alive else "stopped before the end; rerun to resume"
+    label, done, total = running.get("label"), running.get("done"), running.get("total")
+    if label is None:
+        return how
+    progress = f"{done:,}/{total:,}" if total else f"{done:,}"
+    return f"{how}: {label} {progress}"
 
 
 def status(config: Config, workdir: Workdir, stages: tuple[Stage, ...] = STAGES) -> list[StageState]:
@@ -171,6 +237,7 @@ def harvest(
     """Run what is not up to date; returns the names of the stages that ran.
 
     `only` runs one stage (its inputs must exist); `start` forces that stage and all after it.
+    A pending stage (requests left to retry) runs again, and the stages after it use what it has.
     """
     if only and start:
         raise PipelineError("--only and --from exclude each other")
@@ -190,13 +257,14 @@ def harvest(
         if st.state == "done" and stage.name not in forced:
             console.print(f"{stage.name}: up to date, skipped", style="dim")
             continue
-        missing = [
-            name
+        unusable = [
+            name if up.state == "missing" else f"{name} ({up.state}: {up.why})"
             for name in stage.inputs
-            if state_of(stage_by_name(name, stages), config, workdir, records).state != "done"
+            if not (up := state_of(stage_by_name(name, stages), config, workdir, records)).usable
         ]
-        if missing:
-            raise PipelineError(f"{stage.name} needs {', '.join(missing)} first (run without --only)")
+        if unusable:
+            hint = " (--only runs one stage; run without it to bring them up to date)" if only else ""
+            raise PipelineError(f"{stage.name} needs {', '.join(unusable)} first{hint}")
         _run_stage(stage, config, workdir, records)
         ran.append(stage.name)
     return ran
@@ -205,8 +273,11 @@ def harvest(
 def _run_stage(stage: Stage, config: Config, workdir: Workdir, records: dict[str, StageRecord]) -> None:
     console.print(f"[bold]{stage.name}[/bold]: running", markup=True)
     workdir.drop_record(stage.name)
+    workdir.mark_running(stage.name)
     began = time.monotonic()
-    result = stage.run(StageContext(config, workdir))
+    seen = stage.config_for(config)
+    with report_progress(lambda label, done, total: workdir.note_progress(stage.name, label, done, total)):
+        result = stage.run(StageContext(seen, workdir))
     seconds = time.monotonic() - began
     # Taken after the run: a stage may create its outside input (the search stage builds its corpus).
     inputs = _current_inputs(stage, config, workdir, records)
@@ -214,7 +285,8 @@ def _run_stage(stage: Stage, config: Config, workdir: Workdir, records: dict[str
     if digests is None:
         raise PipelineError(f"stage {stage.name} finished without writing all of {stage.outputs}")
     record = StageRecord(
-        config_hash=config.section_hash(*stage.sections),
+        config_hash=stage.config_hash(config),
+        config_keys=reads_digests(config, stage.reads),
         inputs=inputs,
         outputs=digests,
         rows=result.rows,

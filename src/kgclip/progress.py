@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -26,6 +26,21 @@ from rich.text import Text
 # with markup=True and escape what they interpolate.
 console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
+Sink = Callable[[str, int, "int | None"], None]
+_sinks: list[Sink] = []
+SINK_EVERY_S = 2.0
+
+
+@contextmanager
+def report_progress(sink: Sink) -> Iterator[None]:
+    """Send every meter's counts to `sink` (at most every SINK_EVERY_S, and at each meter's end) while
+    the block runs: the runner keeps them in the manifest, so `status` shows how far a stopped stage got."""
+    _sinks.append(sink)
+    try:
+        yield
+    finally:
+        _sinks.remove(sink)
+
 
 class RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -44,13 +59,22 @@ class Meter:
         self.done = 0
         self._start = time.monotonic()
         self._last_line = self._start
+        self._last_sink = self._start
+        self.report()
+
+    def report(self) -> None:
+        for sink in _sinks:
+            sink(self.label, self.done, self.total)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
+        now = time.monotonic()
+        if _sinks and now - self._last_sink >= SINK_EVERY_S:
+            self._last_sink = now
+            self.report()
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, n)
             return
-        now = time.monotonic()
         if now - self._last_line >= 10:
             self._last_line = now
             console.print(self.line(now))
@@ -82,9 +106,16 @@ def meter(label: str, total: int | None) -> Iterator[Meter]:
         )
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(label, total=total)
-            yield Meter(progress, task, label, total)
+            m = Meter(progress, task, label, total)
+            try:
+                yield m
+            finally:
+                m.report()  # also when interrupted: what was done is what `status` shows
         return
     m = Meter(None, None, label, total)
-    yield m
+    try:
+        yield m
+    finally:
+        m.report()
     if m.done:
         console.print(m.line())

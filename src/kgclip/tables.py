@@ -241,6 +241,7 @@ class Fetched:
     decode_s: float | None = None
     phash: int | None = None  # 63-bit perceptual hash of the stored image (curate/phash.py)
     colour: int | None = None  # its mean colour, 0xRRGGBB
+    runs: int | None = None  # runs in which it failed for a transient reason (given up after a few)
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -264,6 +265,7 @@ class Fetched:
             ("decode_s", pa.float32()),
             ("phash", I64),
             ("colour", I64),
+            ("runs", pa.int16()),
         ]
     )
 

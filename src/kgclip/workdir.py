@@ -10,6 +10,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import orjson
 from kgclip import __version__
 
 MANIFEST = "manifest.json"
+MARKER = ".kgclip-workdir"  # written into every work directory kgclip makes
 
 
 @contextlib.contextmanager
@@ -86,6 +88,7 @@ class StageRecord:
     finished: float
     version: str = __version__
     stats: dict[str, Any] = field(default_factory=dict)
+    config_keys: dict[str, str] = field(default_factory=dict)  # a digest per config key the stage read
 
     @property
     def fingerprint(self) -> str:
@@ -93,40 +96,91 @@ class StageRecord:
         return digest_of(*(f"{k}={v}" for k, v in sorted(self.outputs.items())))
 
 
+class WorkdirError(RuntimeError):
+    """A directory kgclip will not use as a work directory (it holds someone else's files)."""
+
+
 class Workdir:
+    """A harvest's directory. kgclip marks the directories it makes (`MARKER`) and refuses to write
+    into a non-empty directory without the mark, because it replaces and deletes files in its own."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def is_ours(self) -> bool:
+        """Marked, or made by a kgclip from before the mark (its manifest names a kgclip version)."""
+        if self.path(MARKER).is_file():
+            return True
+        manifest = self.path(MANIFEST)
+        if not manifest.is_file():
+            return False
+        try:
+            data = orjson.loads(manifest.read_bytes())
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(data, dict) and "kgclip_version" in data and isinstance(data.get("stages"), dict)
+
     def create(self) -> None:
+        """Make (or adopt) the directory as a kgclip work directory; refuse anyone else's."""
+        if self.root.exists() and not self.root.is_dir():
+            raise WorkdirError(f"{self.root} is a file, not a directory")
+        if self.root.is_dir() and not self.is_ours() and any(self.root.iterdir()):
+            raise WorkdirError(
+                f"{self.root} is not empty and was not made by kgclip; kgclip replaces and deletes files "
+                "in its work directories, so give it a new or empty one with -w"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self.path(MARKER).is_file():
+            mark = {"kgclip": __version__, "created": time.time()}
+            atomic_write_bytes(self.path(MARKER), orjson.dumps(mark))
 
     def load_manifest(self) -> dict[str, StageRecord]:
+        return {name: StageRecord(**rec) for name, rec in self._read().get("stages", {}).items()}
+
+    def _read(self) -> dict[str, Any]:
         path = self.path(MANIFEST)
-        if not path.exists():
-            return {}
-        data = orjson.loads(path.read_bytes())
-        return {name: StageRecord(**rec) for name, rec in data.get("stages", {}).items()}
+        return orjson.loads(path.read_bytes()) if path.exists() else {}
 
     def save_record(self, stage: str, record: StageRecord) -> None:
-        records = self.load_manifest()
-        records[stage] = record
-        self._save(records)
+        data = self._read()
+        data.setdefault("stages", {})[stage] = record.__dict__
+        data.get("running", {}).pop(stage, None)
+        self._write(data)
 
     def drop_record(self, stage: str) -> None:
-        records = self.load_manifest()
-        if records.pop(stage, None) is not None:
-            self._save(records)
+        data = self._read()
+        if data.get("stages", {}).pop(stage, None) is not None:
+            self._write(data)
 
-    def _save(self, records: dict[str, StageRecord]) -> None:
-        payload = {
-            "kgclip_version": __version__,
-            "updated": time.time(),
-            "stages": {name: rec.__dict__ for name, rec in records.items()},
-        }
-        atomic_write_bytes(self.path(MANIFEST), orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+    def mark_running(self, stage: str) -> None:
+        """Remembered until the stage's record is saved, so `status` can tell an unfinished run."""
+        data = self._read()
+        entry = {"started": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+        data.setdefault("running", {})[stage] = entry
+        self._write(data)
+
+    def note_progress(self, stage: str, label: str, done: int, total: int | None) -> None:
+        data = self._read()
+        entry = data.setdefault("running", {}).get(stage)
+        if entry is None:
+            return
+        entry.update(label=label, done=done, total=total, at=time.time())
+        self._write(data)
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """Unfinished stage runs, each with `alive`: whether its process still runs on this host."""
+        found = self._read().get("running", {})
+        for entry in found.values():
+            entry["alive"] = entry.get("host") == socket.gethostname() and _pid_alive(entry.get("pid"))
+        return found
+
+    def _write(self, data: dict[str, Any]) -> None:
+        data["kgclip_version"] = __version__
+        data["updated"] = time.time()
+        atomic_write_bytes(self.path(MANIFEST), orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
     def output_digests(self, names: tuple[str, ...]) -> dict[str, str] | None:
         """Digests of a stage's declared outputs, or None when one is missing."""
@@ -137,3 +191,15 @@ class Workdir:
                 return None
             out[name] = file_digest(path)
         return out
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from kgclip.curate.dedup import Group, group_duplicates
 from kgclip.curate.licences import filter_licences, normalise
 from kgclip.curate.shards import PartReader, write_shard, write_sizes
 from kgclip.fetch.stage import PARTS
-from kgclip.pipeline import StageContext, StageResult
+from kgclip.pipeline import PipelineError, StageContext, StageResult
 from kgclip.progress import console, meter
 from kgclip.tables import (
     Entity,
@@ -33,7 +34,7 @@ from kgclip.tables import (
     read_records,
     write_records,
 )
-from kgclip.workdir import Workdir, digest_of
+from kgclip.workdir import Workdir, digest_of, fsync_dir
 
 SHARDS = "shards"
 CARD = "card"
@@ -71,9 +72,11 @@ def run(ctx: StageContext) -> StageResult:
     counts["balanced_out"] = len(balanced.dropped)
 
     shard_dir = ctx.path(SHARDS)
-    if shard_dir.exists():
-        shutil.rmtree(shard_dir)
-    shard_dir.mkdir(parents=True)
+    # The new shards are written beside the old ones and swapped in whole at the end: a failed or
+    # interrupted run leaves the previous shards as they were.
+    new_dir = ctx.path(f".{SHARDS}.new")
+    _clear_own(new_dir)
+    new_dir.mkdir(parents=True)
     samples: list[Sample] = []
     sizes: dict[str, int] = {}
     reader = PartReader(ctx.path(PARTS))
@@ -88,19 +91,23 @@ def run(ctx: StageContext) -> StageResult:
                 members = (
                     (
                         sm.key,
-                        reader.read(g.first.part or "", g.first.member or ""),
+                        _stored(reader, g),
                         sm.caption,
                         _sample_json(sm, g, queries, entities, types),
                     )
                     for sm, g in zip(made, chunk, strict=True)
                 )
-                sizes[name] = write_shard(shard_dir / name, members)
+                sizes[name] = write_shard(new_dir / name, members)
                 samples.extend(made)
                 m.advance(len(chunk))
+        write_sizes(new_dir / "sizes.json", sizes)
+    except BaseException:
+        _clear_own(new_dir)
+        raise
     finally:
         reader.close()
+    _swap_in(new_dir, shard_dir)
 
-    write_sizes(shard_dir / "sizes.json", sizes)
     write_records(ctx.path("samples.parquet"), samples, Sample)
     write_records(ctx.path("rejected.parquet"), rejected, Rejected)
     stats = _stats(ok, counts, samples, rejected, entities)
@@ -118,6 +125,33 @@ def run(ctx: StageContext) -> StageResult:
     _print_summary(stats, shard_dir, sizes)
     summary = f"{len(samples):,} samples in {len(sizes)} shards under {shard_dir}"
     return StageResult(len(samples), stats, summary)
+
+
+def _stored(reader: PartReader, g: Group) -> bytes:
+    part, member = g.first.part or "", g.first.member or ""
+    try:
+        return reader.read(part, member)
+    except (OSError, tarfile.TarError) as exc:
+        raise PipelineError(
+            f"curate: cannot read image {member} of fetch part {part} ({exc}); run the harvest again: "
+            "fetch finds missing or damaged parts and fetches their images again"
+        ) from None
+
+
+def _clear_own(path: Path) -> None:
+    """Remove a folder that only curate writes (its unfinished or replaced shards)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+
+
+def _swap_in(new_dir: Path, shard_dir: Path) -> None:
+    old_dir = shard_dir.with_name(f".{SHARDS}.old")
+    _clear_own(old_dir)
+    if shard_dir.exists():
+        shard_dir.rename(old_dir)
+    new_dir.rename(shard_dir)
+    fsync_dir(shard_dir.parent)
+    _clear_own(old_dir)
 
 
 def index_paths(config: Config, workdir: Workdir) -> list[Path]:

@@ -6,6 +6,7 @@ that the next run deletes and redoes; ledger rows always point at a complete par
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ COLUMNS = [
     "decode_s",
     "phash",
     "colour",
+    "runs",
 ]
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(
@@ -75,7 +77,18 @@ class FetchLedger:
     def parts(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT DISTINCT part FROM outcomes WHERE part IS NOT NULL")}
 
-    def record(self, rows: Iterable[Fetched]) -> None:
+    def forget_parts(self, parts: Iterable[str]) -> int:
+        """Forget the outcomes stored in these parts (gone or damaged), so their URLs are fetched again."""
+        with self._db:
+            return sum(
+                self._db.execute("DELETE FROM outcomes WHERE part = ?", (part,)).rowcount for part in parts
+            )
+
+    def record(self, rows: Iterable[Fetched], give_up_after: int | None = None) -> None:
+        """Commit a batch's outcomes. A URL that has now failed transiently in `give_up_after` runs is
+        recorded as rejected (`gave_up`, with its last failure), so a dead host cannot keep a harvest
+        pending for ever; `--retry-failed` asks it again."""
+        rows = [self._count_run(r, give_up_after) if r.status == "failed" else r for r in rows]
         placeholders = ", ".join("?" * (len(COLUMNS) + 2))
         now = time.time()
         with self._db:
@@ -83,6 +96,14 @@ class FetchLedger:
                 f"INSERT OR REPLACE INTO outcomes(params, {', '.join(COLUMNS)}, at) VALUES ({placeholders})",
                 [(self.params, *(getattr(r, c) for c in COLUMNS), now) for r in rows],
             )
+
+    def _count_run(self, row: Fetched, give_up_after: int | None) -> Fetched:
+        found = self._db.execute("SELECT runs FROM outcomes WHERE url = ?", (row.url,)).fetchone()
+        runs = (found[0] or 0) + 1 if found else 1
+        if give_up_after is not None and runs >= give_up_after:
+            detail = f"{row.reason} in {runs} runs: {row.detail}"
+            return dataclasses.replace(row, status="rejected", reason="gave_up", detail=detail, runs=runs)
+        return dataclasses.replace(row, runs=runs)
 
     def outcomes(self, urls: Iterable[str]) -> list[Fetched]:
         wanted = set(urls)

@@ -10,13 +10,15 @@ the driver, writes every part and owns the ledger either way.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 
-from kgclip.config import FetchConfig
+from kgclip.config import Config, FetchConfig
 from kgclip.curate import phash
 from kgclip.fetch.batch import Batch, Outcome, write_part
 from kgclip.fetch.http import FetchPolicy, fetcher_user_agent
@@ -27,10 +29,12 @@ from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
 from kgclip.tables import Fetched, write_records
 from kgclip.useragent import PROJECT_URL
-from kgclip.workdir import digest_of
+from kgclip.workdir import Workdir, atomic_write_bytes, digest_of
 
 LEDGER = "cache/fetch.sqlite"
 PARTS = "parts"
+PART_INDEX = "parts/index.json"  # every part the ledger references, with its size: what curate reads
+PART_NAME = re.compile(r"^[0-9a-f]{8}-\d{5}\.tar$")  # the parts this stage writes, and only those
 
 
 def policy_of(cfg: FetchConfig) -> FetchPolicy:
@@ -63,6 +67,13 @@ def run(ctx: StageContext) -> StageResult:
         if dropped:
             console.print(f"fetch: image settings changed, {dropped:,} earlier outcomes dropped")
         parts_dir = ctx.path(PARTS)
+        lost = _lost_parts(parts_dir, ledger.parts(), _read_index(ctx.path(PART_INDEX)))
+        if lost:
+            forgotten = ledger.forget_parts(lost)
+            console.print(
+                f"fetch: {len(lost):,} part(s) missing or damaged ({', '.join(sorted(lost)[:3])}"
+                f"{', ...' if len(lost) > 3 else ''}); their {forgotten:,} images are fetched again"
+            )
         _remove_unreferenced_parts(parts_dir, ledger.parts())
         done = ledger.done_urls()
         pending = [u for u in urls if u not in done]
@@ -74,7 +85,7 @@ def run(ctx: StageContext) -> StageResult:
         with meter("fetch", len(pending)) as m:
 
             def commit(batch: Batch, outcomes: list[Outcome]) -> None:
-                ledger.record(write_part(parts_dir, batch, outcomes))
+                ledger.record(write_part(parts_dir, batch, outcomes), cfg.give_up_after_runs)
                 m.advance(len(batch.urls))
 
             if cfg.executor == "ray":
@@ -85,9 +96,11 @@ def run(ctx: StageContext) -> StageResult:
                 workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(pending)))
                 run_local(batches, policy, opts, workers, commit)
         rows = ledger.outcomes(urls)
+        referenced = ledger.parts()
     finally:
         ledger.close()
     write_records(ctx.path("fetched.parquet"), rows, Fetched)
+    _write_index(ctx.path(PART_INDEX), parts_dir, referenced)
     reasons = Counter(r.reason for r in rows if r.status != "ok")
     ok = sum(r.status == "ok" for r in rows)
     failed = sum(r.status == "failed" for r in rows)
@@ -97,12 +110,20 @@ def run(ctx: StageContext) -> StageResult:
         "ok": ok,
         "rejected": dict(reasons),
         "retry_later": failed,
+        "lost_parts": len(lost),
     }
+    if failed:
+        stats["pending"] = (
+            f"{failed:,} URLs failed for transient reasons; the next run retries them "
+            f"(each is given up after failing in {cfg.give_up_after_runs} runs)"
+        )
     summary = f"{ok:,}/{len(urls):,} images ok ({len(pending):,} processed this run)"
     if reasons:
         summary += ", not stored: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
     if failed:
         summary += f"; {failed:,} transient failures will be retried on the next run"
+    if lost:
+        summary += f"; {len(lost):,} lost parts re-fetched"
     return StageResult(len(rows), stats, summary)
 
 
@@ -113,16 +134,48 @@ def _unique_urls(hits_path: Path) -> list[str]:
     return list(seen)
 
 
+def parts_damage(config: Config, workdir: Workdir, record: object) -> str | None:
+    """Parts are too large to digest on every `status`; a missing one or one of another size is
+    found from the index, and the next fetch run fetches its images again."""
+    index = _read_index(workdir.path(PART_INDEX))
+    lost = _lost_parts(workdir.path(PARTS), set(index), index)
+    if not lost:
+        return None
+    return f"{len(lost):,} of {len(index):,} parts missing or damaged (fetch will fetch their images again)"
+
+
+def _read_index(path: Path) -> dict[str, int]:
+    if not path.is_file():
+        return {}
+    data = orjson.loads(path.read_bytes())
+    return {str(name): int(size) for name, size in data.get("parts", {}).items()}
+
+
+def _write_index(path: Path, parts_dir: Path, referenced: set[str]) -> None:
+    sizes = {name: (parts_dir / name).stat().st_size for name in sorted(referenced)}
+    atomic_write_bytes(path, orjson.dumps({"parts": sizes}, option=orjson.OPT_INDENT_2))
+
+
+def _lost_parts(parts_dir: Path, referenced: set[str], sizes: dict[str, int]) -> set[str]:
+    """Referenced parts that are gone, or whose size differs from the one the last run recorded."""
+    lost = set()
+    for name in referenced:
+        path = parts_dir / name
+        if not path.is_file() or (name in sizes and path.stat().st_size != sizes[name]):
+            lost.add(name)
+    return lost
+
+
 def _remove_unreferenced_parts(parts_dir: Path, referenced: set[str]) -> None:
+    """Orphans of a killed run; only files named as this stage names its parts are touched."""
     if not parts_dir.is_dir():
         return
     for path in parts_dir.glob("*.tar"):
-        if path.name not in referenced:
+        if PART_NAME.match(path.name) and path.name not in referenced:
             path.unlink()
 
 
 def _next_part_number(parts_dir: Path, params: str) -> int:
-    numbers = (
-        [int(p.stem.split("-")[1]) for p in parts_dir.glob(f"{params}-*.tar")] if parts_dir.is_dir() else []
-    )
+    names = [p.name for p in parts_dir.glob(f"{params}-*.tar")] if parts_dir.is_dir() else []
+    numbers = [int(name[9:14]) for name in names if PART_NAME.match(name)]
     return max(numbers, default=-1) + 1

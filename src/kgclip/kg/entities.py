@@ -6,6 +6,9 @@ With both sources, synsets and items that denote the same thing are merged into 
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from kgclip.config import Config
 from kgclip.kg.merge import MergeResult, load_bridge, merge
 from kgclip.kg.source import SourceResult
@@ -53,11 +56,21 @@ def _link_rows(merged: MergeResult) -> list[EntityLink]:
 
 
 def source_fingerprint(config: Config, workdir: Workdir) -> str:
-    """The sources' own files (WordNet database, Wikidata dump): a changed one re-runs the stage."""
+    """The sources' own files (WordNet database, Wikidata dump, the WordNet bridge): a changed one
+    re-runs the stage. The bridge is small and decides links, so its content counts, not its mtime."""
     cfg = config.entities
     parts = []
     if cfg.wordnet is not None:
         parts.append(wordnet_fingerprint(cfg.wordnet))
     if cfg.wikidata is not None:
         parts.append(wikidata_fingerprint(cfg.wikidata))
+    if cfg.merge.link and cfg.merge.bridge and cfg.wordnet is not None and cfg.wikidata is not None:
+        parts.append(f"bridge:{_content_digest(Path(cfg.merge.bridge))}")
     return digest_of(*parts)
+
+
+def _content_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as exc:  # load_bridge reports it when the stage runs
+        return f"unreadable:{exc.errno}"

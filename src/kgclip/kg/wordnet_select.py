@@ -16,6 +16,7 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kgclip.config import ConfigError, WordNetSource
 from kgclip.kg.source import SourceResult
@@ -269,9 +270,13 @@ def wordnet_entities(src: WordNetSource) -> SourceResult:
 
 
 def wordnet_fingerprint(src: WordNetSource) -> str:
+    return database_fingerprint(find_database(src.path))
+
+
+def database_fingerprint(folder: Path) -> str:
     """Names, sizes and mtimes of the database files read, so a different WordNet re-runs the stage."""
     parts = []
-    for path in database_files(find_database(src.path)):
+    for path in database_files(folder):
         st = path.stat()
         parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
     return digest_of(*parts)

@@ -17,11 +17,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from kgclip.config import AttributesConfig, Config, LLMConfig
-from kgclip.kg.wordnet import WordNet, open_wordnet
+from kgclip.kg.wordnet import WordNet, find_database, open_wordnet
+from kgclip.kg.wordnet_select import database_fingerprint
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import meter
 from kgclip.tables import Attribute, Entity, read_records, write_records
-from kgclip.text.categories import for_harvest, harvest_wordnet
+from kgclip.text.categories import for_harvest, harvest_wordnet, harvest_wordnet_fingerprint
 from kgclip.text.filter import kept_ids
 from kgclip.text.kg_attributes import hint_attributes, kg_attributes, load_vocabulary
 from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
@@ -165,6 +166,14 @@ def kg_method(
         per_category[key[:2]] += 1
         kept.append(row)
     return kept
+
+
+def wordnet_fingerprint(config: Config, workdir: object) -> str | None:
+    """KG attributes read WordNet's meronyms even for a harvest without a WordNet source."""
+    if config.attributes.method != "kg":
+        return harvest_wordnet_fingerprint(config, workdir)
+    src = config.entities.wordnet
+    return database_fingerprint(find_database(src.path if src is not None else None))
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kgclip.config import Config
-from kgclip.kg.wordnet import HYPERNYM, INSTANCE_HYPERNYM, WordNet, open_wordnet
+from kgclip.kg.wordnet import HYPERNYM, INSTANCE_HYPERNYM, WordNet, find_database, open_wordnet
+from kgclip.kg.wordnet_select import database_fingerprint
 from kgclip.tables import Entity
 
 
@@ -17,6 +18,12 @@ def harvest_wordnet(config: Config) -> WordNet | None:
     """The harvest's WordNet when it has a WordNet source, else None (a Wikidata-only harvest)."""
     src = config.entities.wordnet
     return open_wordnet(src.path) if src is not None else None
+
+
+def harvest_wordnet_fingerprint(config: Config, workdir: object) -> str | None:
+    """The harvest's WordNet is read from outside the workdir: its files are an input."""
+    src = config.entities.wordnet
+    return None if src is None else database_fingerprint(find_database(src.path))
 
 
 def for_harvest(config: Config, entities: list[Entity]) -> Callable[[Entity], str]:
