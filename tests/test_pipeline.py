@@ -1,12 +1,16 @@
 """The stage runner: skipping, staleness, --only/--from, and atomic writes, on a three-stage toy graph."""
 
+import os
 import sys
 import types
 
+import orjson
 import pytest
 
 from kgclip.config import parse
 from kgclip.pipeline import PipelineError, Stage, StageResult, harvest, status
+from kgclip.progress import meter
+from kgclip.stageconfig import UndeclaredConfigKey
 from kgclip.workdir import Workdir, atomic_path
 
 RUNS: list[str] = []
@@ -127,3 +131,67 @@ def test_a_failing_stage_leaves_no_record_and_no_output(tmp_path, toy, monkeypat
     assert "b" not in wd.load_manifest()
     assert (tmp_path / "b.txt").read_text().startswith("b:")  # the old file, never a torn one
     assert not list(tmp_path.glob(".b.txt.tmp-*"))
+
+
+def test_an_interrupted_stage_shows_as_partial_with_its_progress(tmp_path, toy, monkeypatch):
+    wd = Workdir(tmp_path)
+    harvest(cfg(), wd, stages=toy)
+
+    def interrupted(ctx):
+        with meter("b: items", 10) as m:
+            m.advance(4)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["kgclip_toy_stages"], "run_b", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        harvest(cfg(), wd, start="b", stages=toy)
+    got = {s.stage.name: s for s in status(cfg(), wd, toy)}
+    assert got["b"].state == "partial"
+    assert got["b"].why == "stopped before the end; rerun to resume: b: items 4/10"
+    assert (got["c"].state, got["c"].why) == ("stale", "inputs changed: b")
+    monkeypatch.setattr(sys.modules["kgclip_toy_stages"], "run_b", _stage_fn("b", "a"))
+    assert harvest(cfg(), wd, stages=toy) == ["b"]  # same bytes as before: c stays valid
+    assert states(cfg(), wd, toy) == {"a": "done", "b": "done", "c": "done"}
+    assert not orjson.loads((tmp_path / "manifest.json").read_bytes()).get("running")
+
+
+def test_a_running_stage_is_told_from_a_stopped_one(tmp_path, toy):
+    wd = Workdir(tmp_path)
+    wd.create()
+    wd.mark_running("a")
+    wd.note_progress("a", "a: things", 3, None)
+    assert status(cfg(), wd, toy)[0].why == f"running now (pid {os.getpid()}): a: things 3"
+
+
+def test_a_pending_stage_feeds_downstream_and_runs_again(tmp_path, toy, monkeypatch):
+    """Requests left to retry (quota, transient failures) do not hold the stages after it back."""
+    wd = Workdir(tmp_path)
+    base = sys.modules["kgclip_toy_stages"].run_a
+
+    def with_retries(ctx):
+        base(ctx)
+        return StageResult(1, {"retry_later": 2, "pending": "2 requests left to retry"})
+
+    monkeypatch.setattr(sys.modules["kgclip_toy_stages"], "run_a", with_retries)
+    assert harvest(cfg(), wd, stages=toy) == ["a", "b", "c"]
+    st = {s.stage.name: s for s in status(cfg(), wd, toy)}
+    assert (st["a"].state, st["a"].why) == ("pending", "2 requests left to retry")
+    assert harvest(cfg(), wd, stages=toy) == ["a"]  # asked again; the same output keeps b and c done
+    assert harvest(cfg(), wd, only="b", stages=toy) == ["b"]  # a pending input is usable
+
+
+def test_only_with_a_stale_input_says_why_and_names_only_given_options(tmp_path, toy):
+    wd = Workdir(tmp_path)
+    harvest(cfg(), wd, stages=toy)
+    (tmp_path / "a.txt").write_text("tampered")
+    with pytest.raises(PipelineError, match=r"b needs a \(stale: outputs changed since the run\) first"):
+        harvest(cfg(), wd, only="b", stages=toy)
+
+
+def test_a_stage_reading_an_undeclared_key_fails(tmp_path, toy, monkeypatch):
+    def sneaky(ctx):
+        return ctx.config.seed
+
+    monkeypatch.setattr(sys.modules["kgclip_toy_stages"], "run_a", sneaky)
+    with pytest.raises(UndeclaredConfigKey, match="stage a read config key 'seed' without declaring it"):
+        harvest(cfg(), Workdir(tmp_path), stages=toy)

@@ -276,8 +276,15 @@ def _run_stage(stage: Stage, config: Config, workdir: Workdir, records: dict[str
     workdir.mark_running(stage.name)
     began = time.monotonic()
     seen = stage.config_for(config)
-    with report_progress(lambda label, done, total: workdir.note_progress(stage.name, label, done, total)):
-        result = stage.run(StageContext(seen, workdir))
+    def progress(label: str, done: int, total: int | None) -> None:
+        workdir.note_progress(stage.name, label, done, total)
+
+    try:
+        with report_progress(progress):
+            result = stage.run(StageContext(seen, workdir))
+    except BaseException:
+        workdir.note_stopped(stage.name)
+        raise
     seconds = time.monotonic() - began
     # Taken after the run: a stage may create its outside input (the search stage builds its corpus).
     inputs = _current_inputs(stage, config, workdir, records)

@@ -170,11 +170,21 @@ class Workdir:
         entry.update(label=label, done=done, total=total, at=time.time())
         self._write(data)
 
+    def note_stopped(self, stage: str) -> None:
+        """The run ended without finishing (an error, Ctrl-C); a SIGKILL is told by the pid instead."""
+        data = self._read()
+        entry = data.get("running", {}).get(stage)
+        if entry is not None:
+            entry["stopped"] = time.time()
+            self._write(data)
+
     def running(self) -> dict[str, dict[str, Any]]:
         """Unfinished stage runs, each with `alive`: whether its process still runs on this host."""
         found = self._read().get("running", {})
+        here = socket.gethostname()
         for entry in found.values():
-            entry["alive"] = entry.get("host") == socket.gethostname() and _pid_alive(entry.get("pid"))
+            ended = "stopped" in entry or entry.get("host") != here
+            entry["alive"] = not ended and _pid_alive(entry.get("pid"))
         return found
 
     def _write(self, data: dict[str, Any]) -> None:
