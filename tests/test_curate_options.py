@@ -1,11 +1,15 @@
 """The curate stage's options on the demo: the dataset card, the licence filter, balancing, and
 reproducibility (same config, seed and inputs give the same samples and shard bytes)."""
 
+import csv
+import random
+import shutil
 import tarfile
 
 import orjson
 import pyarrow.parquet as pq
-from PIL import Image
+import pytest
+from PIL import Image, ImageDraw
 
 from kgclip.cli import _run
 from kgclip.config import load, parse
@@ -42,6 +46,76 @@ def test_licence_filter_drops_and_records(demo_copy):
     rejected = pq.read_table(demo_copy / "rejected.parquet").to_pylist()
     licence = [r for r in rejected if r["reason"] == "licence"]
     assert len(licence) >= 273 and licence[0]["detail"] == "GPL-2 is not among cc0, cc-by"
+
+
+def _koala_picture() -> Image.Image:
+    rng = random.Random(14)
+    image = Image.linear_gradient("L").resize((900, 700)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y, w, h = rng.randrange(900), rng.randrange(700), rng.randrange(150, 500), rng.randrange(150, 500)
+        draw.ellipse(
+            (x - w // 2, y - h // 2, x + w // 2, y + h // 2), fill=tuple(rng.choices(range(256), k=3))
+        )
+    return image
+
+
+@pytest.fixture(scope="module")
+def bob_run(tmp_path_factory):
+    """The reported case harvested: a large koala picture with no licence, and a small cropped
+    copy of it under CC0 by Bob, which near-duplicate merging makes one sample."""
+    folder = tmp_path_factory.mktemp("bob")
+    large = _koala_picture()
+    large.save(folder / "large.png")
+    large.crop((20, 15, 880, 685)).resize((400, 312)).save(folder / "bob.png")
+    with open(folder / "corpus.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "caption", "license", "attribution", "page_url"])
+        writer.writerow(["large.png", "A koala in a tree.", "", "", ""])
+        writer.writerow(["bob.png", "Koala, photographed by Bob.", "CC0", "Bob", "https://bob.example/koala"])
+    config = folder / "bob.toml"
+    config.write_text(
+        'extends = "demo"\nname = "bob"\n'
+        f'[search.corpus]\nsource = "{folder / "corpus.csv"}"\nimporter = "table"\n'
+    )
+    work = folder / "work"
+    _run(load(config), work)
+    return work
+
+
+def _only_sample(work):
+    [sample] = pq.read_table(work / "samples.parquet").to_pylist()
+    [shard] = sorted((work / "shards").glob("*.tar"))
+    with tarfile.open(shard) as tar:
+        meta = orjson.loads(tar.extractfile(f"{sample['key']}.json").read())
+        with Image.open(tar.extractfile(f"{sample['key']}.jpg")) as image:
+            size = image.size
+    assert (meta["license"], meta["attribution"]) == (sample["license"], sample["attribution"])
+    return sample, size
+
+
+def test_merged_copies_carry_the_licence_of_the_pixels_kept(bob_run):
+    stats = Workdir(bob_run).load_manifest()["curate"].stats
+    assert stats["near_duplicates_merged"] == 1
+    sample, size = _only_sample(bob_run)
+    assert size == (658, 512) and sample["urls"][0].endswith("/large.png")  # the larger pixels
+    assert (sample["license"], sample["attribution"]) == ("unknown", None)  # not Bob's CC0
+    assert sample["page_urls"] == ["https://bob.example/koala"]  # still listed, with every text
+
+
+def test_a_licence_filter_keeps_the_licensed_copys_pixels(bob_run, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(bob_run, work)
+    assert curate_with(work, licenses=["cc0"]).rows == 1
+    sample, size = _only_sample(work)
+    assert size == (400, 312) and sample["urls"][0].endswith("/bob.png")  # Bob's own pixels
+    assert (sample["license"], sample["attribution"]) == ("CC0-1.0", "Bob")
+    assert sample["page_urls"][0] == "https://bob.example/koala"
+    assert sorted(sample["alt_texts"]) == ["A koala in a tree.", "Koala, photographed by Bob."]
+    assert curate_with(work, licenses=["cc-by"]).rows == 0
+    refused = pq.read_table(work / "rejected.parquet").to_pylist()
+    names = {r["item"].rsplit("/", 1)[1] for r in refused if r["reason"] == "licence"}
+    assert names == {"large.png", "bob.png"}
 
 
 def test_balancing_caps_entities_and_records_the_counts(demo_copy):
