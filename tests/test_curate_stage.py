@@ -1,7 +1,12 @@
-"""Curate: deterministic, byte-identical shards and sample tables from the same inputs."""
+"""Curate: deterministic, byte-identical shards and sample tables from the same inputs, and shards
+that hold the configured number of samples."""
 
 import hashlib
 import shutil
+import tarfile
+
+import orjson
+import pyarrow.parquet as pq
 
 from kgclip.config import load
 from kgclip.curate import stage as curate_stage
@@ -33,10 +38,35 @@ def test_same_inputs_give_identical_samples_and_shards(demo_run, tmp_path):
         )
 
 
-def test_shard_size_is_respected(demo_copy):
+def test_shards_hold_samples_per_shard_and_say_so(demo_copy):
+    """Every shard but the last holds exactly `samples_per_shard` samples (and the last the rest),
+    in key order; sizes.json and each sample's `shard` column say where they really are."""
+    per_shard = 50
     config = load("demo").model_copy(
-        update={"curate": load("demo").curate.model_copy(update={"samples_per_shard": 50})}
+        update={"curate": load("demo").curate.model_copy(update={"samples_per_shard": per_shard})}
     )
     result = curate_stage.run(StageContext(config, Workdir(demo_copy)))
-    sizes = sorted((demo_copy / "shards").glob("*.tar"))
-    assert len(sizes) == -(-result.rows // 50)
+    shards = demo_copy / "shards"
+    held = {p.name: _keys(p) for p in sorted(shards.glob("*.tar"))}
+    full, rest = divmod(result.rows, per_shard)
+    assert result.rows == 273 and (full, rest) == (5, 23)  # a short last shard, and several full ones
+    assert list(held) == [f"shard-{i:05d}.tar" for i in range(full + 1)]
+    assert [len(keys) for keys in held.values()] == [per_shard] * full + [rest]
+    assert list(held.values()) == [
+        [f"{k:09d}" for k in range(i * per_shard, min((i + 1) * per_shard, result.rows))]
+        for i in range(full + 1)
+    ]
+    assert orjson.loads((shards / "sizes.json").read_bytes()) == {n: len(k) for n, k in held.items()}
+    where = {key: name for name, keys in held.items() for key in keys}
+    samples = pq.read_table(demo_copy / "samples.parquet", columns=["key", "shard"]).to_pylist()
+    assert len(samples) == len(where) == result.rows
+    assert all(where[s["key"]] == s["shard"] for s in samples)
+
+
+def _keys(tar_path) -> list[str]:
+    """The sample keys in a shard, in order, each with exactly its .jpg, .txt and .json."""
+    with tarfile.open(tar_path) as tar:
+        names = tar.getnames()
+    keys = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names))
+    assert names == [f"{k}.{ext}" for k in keys for ext in ("jpg", "txt", "json")]
+    return keys

@@ -4,6 +4,10 @@ Everything on the card is computed from the curate stage's own tables, so it alw
 shards beside it: counts per root, natural type and entity (with a histogram of pictures per
 entity and the per-entity counts before and after balancing in `entity_counts.csv`), text kinds,
 licences, every rejection reason, and the duplicate and decontamination figures.
+
+The card is byte-identical for identical inputs in any process: every ranking breaks ties by key
+(`_ranked`), never by insertion order, which for counts gathered from sets follows the per-process
+string hash seed (and at the top-20 cut decided which rows appeared); the plots carry no date.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def write_card(
         "",
         "## Pictures per root",
         "",
-        _table(["root", "pictures"], per_root.most_common()),
+        _table(["root", "pictures"], _ranked(per_root)),
         "![pictures per root](pictures_per_root.png)",
         "",
         "## Entities and types",
@@ -69,22 +73,22 @@ def write_card(
         "",
         _table(
             ["entity", "name", "pictures"],
-            [(e, entities[e].name if e in entities else "", n) for e, n in per_entity.most_common(TOP)],
+            [(e, entities[e].name if e in entities else "", n) for e, n in _ranked(per_entity, TOP)],
         ),
         f"Most frequent natural types ({len(per_type):,} in all):",
         "",
-        _table(["type", "pictures"], per_type.most_common(TOP)),
+        _table(["type", "pictures"], _ranked(per_type, TOP)),
         "## Texts",
         "",
         f"- alt texts: {with_alt:,} of {len(samples):,} samples have at least one, {alt_total:,} in all",
         "- query texts per kind (a sample carries every query that found it):",
         "",
-        _table(["query kind", "sample-query pairs"], kinds.most_common()),
+        _table(["query kind", "sample-query pairs"], _ranked(kinds)),
         "Every sample's JSON also carries its entities' names, aliases, descriptions and natural type.",
         "",
         "## Licences",
         "",
-        _table(["licence", "pictures"], licences.most_common()),
+        _table(["licence", "pictures"], _ranked(licences)),
         "![licences](licences.png)",
         "",
         "`unknown`: the source stated no licence; check before redistributing.",
@@ -102,11 +106,16 @@ def write_card(
         "",
         "Rejected items, by reason (`rejected.parquet` lists each with its detail):",
         "",
-        _table(["reason", "items"], reasons.most_common()),
+        _table(["reason", "items"], _ranked(reasons)),
         "![rejections](rejections.png)",
         "",
     ]
     atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())
+
+
+def _ranked(counts: Counter[str], limit: int | None = None) -> list[tuple[str, int]]:
+    """Most frequent first, ties by key: `Counter.most_common` keeps insertion order for ties."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
 def _root(entities: dict[str, Entity], entity_id: str) -> str:
@@ -154,7 +163,7 @@ def _histogram(path: Path, values: list[int], title: str) -> None:
 
 
 def _bars(path: Path, counts: Counter[str], title: str) -> None:
-    top = counts.most_common(TOP)
+    top = _ranked(counts, TOP)
     fig, ax = _pyplot().subplots(figsize=(7, 0.35 * max(len(top), 2) + 1))
     ax.barh([str(k) for k, _ in reversed(top)], [v for _, v in reversed(top)], color="#4a7ab5")
     ax.set_title(title)

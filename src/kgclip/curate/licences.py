@@ -10,9 +10,13 @@ version (`cc-by-sa`), which is what a licence filter usually means.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from kgclip.curate.dedup import Group
 from kgclip.tables import Rejected
+
+if TYPE_CHECKING:  # dedup imports this module: the type only, to keep the import one-way
+    from kgclip.curate.dedup import Group
 
 UNKNOWN = "unknown"
 _CC = re.compile(r"^(?:cc[-\s_]*)?(by(?:[-\s_]*nc)?(?:[-\s_]*(?:sa|nd))?)(?:[-\s_]*(\d)(?:[._\s-]*(\d))?)?$")
@@ -49,7 +53,7 @@ def family(licence: str) -> str:
     return re.sub(r"-\d(\.\d)?$", "", lowered)
 
 
-def allowed(licence: str, accepted: list[str]) -> bool:
+def allowed(licence: str, accepted: Sequence[str]) -> bool:
     """Whether a normalised licence passes a filter of families or exact identifiers."""
     if not accepted:
         return True
@@ -57,17 +61,18 @@ def allowed(licence: str, accepted: list[str]) -> bool:
     return family(licence) in wanted or licence.lower() in wanted
 
 
-def filter_licences(groups: list[Group], accepted: list[str]) -> tuple[list[Group], list[Rejected]]:
-    """Keep the groups whose licence passes; a rejected row for every copy of the others."""
-    if not accepted:
-        return groups, []
+def filter_licences(groups: list[Group]) -> tuple[list[Group], list[Rejected]]:
+    """Keep the groups whose licence passes their filter; a rejected row for every copy of the others.
+
+    The filter is the one the groups were built with (`group_duplicates(accepted=...)`), which
+    also chose the copy whose licence the kept pixels carry: a group is refused only when no
+    identical copy of its kept pixels states a passing licence."""
     kept: list[Group] = []
     refused: list[Rejected] = []
     for g in groups:
-        licence = normalise(g.licence()[0])
-        if allowed(licence, accepted):
+        if g.licence_passes():
             kept.append(g)
         else:
-            why = f"{licence} is not among {', '.join(accepted)}"
+            why = f"{g.licence()[0]} is not among {', '.join(g.accepted)}"
             refused.extend(Rejected("curate", c.url, "licence", why) for c in g.copies)
     return kept, refused

@@ -18,7 +18,7 @@ from kgclip.curate.balance import balance
 from kgclip.curate.card import write_card
 from kgclip.curate.decontam import drop_eval_copies
 from kgclip.curate.dedup import Group, group_duplicates
-from kgclip.curate.licences import filter_licences, normalise
+from kgclip.curate.licences import filter_licences
 from kgclip.curate.shards import PartReader, write_shard, write_sizes
 from kgclip.fetch.stage import PARTS
 from kgclip.pipeline import PipelineError, StageContext, StageResult
@@ -48,7 +48,9 @@ def run(ctx: StageContext) -> StageResult:
     fetched = list(read_records(ctx.path("fetched.parquet"), Fetched))
     hits = list(read_records(ctx.path("hits.parquet"), Hit))
 
-    groups = group_duplicates(fetched, hits, cfg.near_duplicate_distance, cfg.near_duplicate_colour)
+    groups = group_duplicates(
+        fetched, hits, cfg.near_duplicate_distance, cfg.near_duplicate_colour, cfg.licenses
+    )
     rejected = [
         Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"
     ]
@@ -62,7 +64,7 @@ def run(ctx: StageContext) -> StageResult:
     )
     rejected.extend(removed)
     counts["eval_copies_dropped"] = per_set
-    groups, refused = filter_licences(groups, cfg.licenses)
+    groups, refused = filter_licences(groups)
     rejected.extend(refused)
     balanced = balance(groups, queries, cfg.max_per_entity, cfg.max_per_query, ctx.config.seed)
     groups = balanced.kept
@@ -169,8 +171,7 @@ def decontam_fingerprint(config: Config, workdir: Workdir) -> str | None:
 
 
 def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample:
-    raw_licence, attribution = g.licence()
-    licence = normalise(raw_licence)
+    licence, attribution = g.licence()  # of the kept pixels (curate/dedup.py)
     query_texts = [queries[q].text for q in g.query_ids() if q in queries]
     alt = g.alt_texts()
     caption = alt[0] if alt else (query_texts[0] if query_texts else "")
@@ -260,7 +261,7 @@ def _stats(
         "samples": len(samples),
         **counts,
         "entities_covered": len(covered),
-        "entities_per_root": dict(roots),
+        "entities_per_root": dict(sorted(roots.items())),  # not in set order: the same in any process
         "with_alt_text": sum(bool(s.alt_texts) for s in samples),
         "rejected": dict(Counter(r.reason for r in rejected)),
     }
