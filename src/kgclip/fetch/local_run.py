@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 
 from kgclip.fetch.batch import WEB, Batch, Outcome, decode, unfetched
 from kgclip.fetch.hostgate import HostGate
 from kgclip.fetch.http import FetchPolicy, SafeFetcher
 from kgclip.fetch.images import ImageOptions
+from kgclip.workers import process_pool
 
 Commit = Callable[[Batch, list[Outcome]], None]
 BATCHES_AHEAD = 2  # batches started while the oldest is still running
@@ -70,14 +71,18 @@ async def _run(
                     done, outcomes = running.popleft()
                     commit(done, await outcomes)
             finally:
-                for _, outcomes in running:
+                # Interrupted or failed: stop the batches still running and collect their ends, so
+                # nothing is left to report "exception was never retrieved".
+                unfinished = [outcomes for _, outcomes in running]
+                for outcomes in unfinished:
                     outcomes.cancel()
+                await asyncio.gather(*unfinished, return_exceptions=True)
 
 
 @contextmanager
 def _decoders(workers: int) -> Iterator[Executor]:
     """Processes for real parallelism; one worker is a thread, which still overlaps the downloads
     because Pillow releases the GIL while it decodes and encodes."""
-    pool: Executor = ProcessPoolExecutor(workers) if workers > 1 else ThreadPoolExecutor(1)
+    pool: Executor = process_pool(workers) if workers > 1 else ThreadPoolExecutor(1)
     with pool:
         yield pool
