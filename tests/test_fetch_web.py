@@ -126,7 +126,8 @@ def test_urls_queued_behind_their_host_are_not_timed_out(tmp_path, host):
     """Twelve URLs on one host, one at a time, 0.1 s each, with a 0.5 s timeout: the wait for the
     host's turn is not request time, so every URL is stored after exactly one request."""
     urls = [f"{host.base}/slow/{i}.jpg" for i in range(12)]
-    ctx = context(tmp_path, urls, allow_loopback=True, per_host_concurrency=1, timeout_s=0.5)
+    one_at_a_time = {"per_host_concurrency": 1, "per_host_rate_per_s": 100}
+    ctx = context(tmp_path, urls, allow_loopback=True, timeout_s=0.5, **one_at_a_time)
     result = fetch_stage.run(ctx)
     rows = list(read_records(ctx.path("fetched.parquet"), Fetched))
     assert result.stats["ok"] == 12 and result.stats["retry_later"] == 0
