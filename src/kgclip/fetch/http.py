@@ -502,6 +502,7 @@ class SafeFetcher:
             async with asyncio.timeout(max(progress.request_left, 0.0)):
                 return await work
         except TimeoutError as exc:
+            progress.request_left = 0.0  # used up, to the clock's last tick: no retry follows
             raise _Outcome("failed", "timeout", True) from exc
         finally:
             progress.request_left -= time.monotonic() - started
