@@ -19,6 +19,7 @@ import pytest
 
 from kgclip.fetch import http as http_mod
 from kgclip.fetch.http import FetchPolicy, SafeFetcher, classify_address, x_robots_forbids
+from kgclip.fetch.ray_run import ActorGate, GateActor
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
@@ -78,12 +79,16 @@ class Handler(BaseHTTPRequestHandler):
             hits = st["hits"][path]
             st["agents"].append(self.headers.get("User-Agent", ""))
             st["hosts"].append(self.headers.get("Host", ""))
+            st["arrivals"].append((host, path))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self._route(path, query, hits, host, st)
 
     def _route(self, path, query, hits, host, st) -> None:
         port = self.server.server_address[1]
         if path == "/img":
+            self._send(200, PNG, {"Content-Type": "image/png"})
+        elif path.startswith("/wait/"):  # answers after `s` seconds (one name per URL, to count hits)
+            time.sleep(float(query["s"][0]))
             self._send(200, PNG, {"Content-Type": "image/png"})
         elif path.startswith("/r/"):
             n = int(path[3:])
@@ -165,6 +170,7 @@ def server():
         "hits": {},
         "agents": [],
         "hosts": [],
+        "arrivals": [],
         "inflight": {},
         "max": {},
         "total": 0,
@@ -249,6 +255,22 @@ BLOCKED = [
     ("240.0.0.1", "reserved"),
     ("192.0.2.1", "documentation"),
     ("2001:db8::1", "documentation"),
+    ("fec0::1", "site_local"),
+    # IPv6 addresses that deliver to an embedded IPv4 host are judged by that host. Without the
+    # unwrapping, Python calls 6to4 global (the metadata address would be reached) and NAT64
+    # reserved (so these exact categories fail; see also test_wrapped_public_ipv4_is_allowed).
+    ("2002:a9fe:a9fe::", "link_local"),  # 6to4 of 169.254.169.254, the metadata address
+    ("2002:a9fe:a9fe:1:2:3:4:5", "link_local"),
+    ("2002:7f00:1::", "loopback"),
+    ("2002:a00:1::", "private"),
+    ("2002:c0a8:101::1", "private"),
+    ("64:ff9b::a9fe:a9fe", "link_local"),  # NAT64 (well-known prefix) of the metadata address
+    ("64:ff9b::7f00:1", "loopback"),
+    ("64:ff9b::a00:1", "private"),
+    ("64:ff9b::6440:1", "shared"),
+    # local-use NAT64 has no fixed layout: refused whatever the low bits say
+    ("64:ff9b:1::a9fe:a9fe", "reserved"),
+    ("64:ff9b:1::5db8:d822", "reserved"),
 ]
 
 
@@ -301,6 +323,26 @@ def test_classify_public_addresses():
     assert classify_address("93.184.216.34") is None
     assert classify_address("2606:2800:220:1:248:1893:25c8:1946") is None
     assert classify_address("::ffff:93.184.216.34") is None
+
+
+@pytest.mark.parametrize("ip", ["64:ff9b::5db8:d822", "2002:5db8:d822::", "2002:5db8:d822:1::1"])
+def test_wrapped_public_ipv4_is_allowed(ip):
+    """NAT64 and 6to4 of a public IPv4 (93.184.216.34) are public: judged by the host they reach."""
+    assert classify_address(ip) is None
+
+
+def test_allow_loopback_does_not_allow_wrapped_metadata():
+    for ip in ("2002:a9fe:a9fe::", "64:ff9b::a9fe:a9fe"):
+        res, f = run(
+            fetch(
+                "http://x.test/",
+                FetchPolicy(allow_loopback=True, allow_private=True),
+                resolver=table_resolver({"x.test": [ip]}),
+                socket_factory=no_connect,
+            )
+        )
+        assert res.reason == "blocked_address:link_local"
+        assert f.connects == []
 
 
 def test_allow_loopback_does_not_allow_private_or_link_local():
@@ -397,12 +439,28 @@ def test_dns_answer_cannot_change_between_check_and_connect(server):
     assert srv.state["hits"] == {"/img": 1}
 
 
+def test_every_checked_address_is_tried_in_turn(server):
+    """`localhost` may answer ::1 first while the server listens on 127.0.0.1 only: the refused
+    addresses are passed over (each still through the connect hook), and the request succeeds."""
+    srv, _ = server
+    port = srv.server_address[1]
+    answers = {"localhost.test": ["::1", "127.0.0.2", "127.0.0.1"]}  # nothing listens on the first two
+    res, f = run(fetch(f"http://localhost.test:{port}/img", resolver=table_resolver(answers)))
+    assert res.ok and res.body == PNG and res.attempts == 1
+    assert f.connects == [("::1", port), ("127.0.0.2", port), ("127.0.0.1", port)]
+    assert srv.state["hosts"] == [f"localhost.test:{port}"]
+
+
 def test_connection_layer_refuses_unpinned_hosts_and_blocked_addresses():
     resolver = http_mod._PinnedResolver()
     with pytest.raises(http_mod.UnpinnedHostError):
         run(resolver.resolve("never-checked.test", 80))
-    resolver.pins["a.test"] = "93.184.216.34"
-    assert run(resolver.resolve("A.test", 443))[0]["host"] == "93.184.216.34"
+    resolver.pins["a.test"] = ["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34"]
+    answers = run(resolver.resolve("A.test", 443))
+    assert [(a["host"], a["family"], a["port"]) for a in answers] == [
+        ("2606:2800:220:1:248:1893:25c8:1946", socket.AF_INET6, 443),
+        ("93.184.216.34", socket.AF_INET, 443),
+    ]
     sockets = http_mod._GuardedSockets(FetchPolicy(), no_connect)
     # even an address that got past the pin is classified again at the connect hook
     for ip in ("10.0.0.1", "127.0.0.1", "169.254.169.254", "::1"):
@@ -649,3 +707,80 @@ def test_per_host_rate(server):
     results, elapsed = run(go())
     assert all(r.ok for r in results)
     assert elapsed >= 0.35  # five starts at 10/s: the last waits about 0.4 s
+
+
+# -- time budgets: requests sent vs waiting for a slot ------------------------------------------------
+
+
+def fetch_all(urls: list[str], pol: FetchPolicy, **kw):
+    async def go():
+        async with SafeFetcher(pol, **kw) as f:
+            return await asyncio.gather(*(f.get(u) for u in urls))
+
+    return run(go())
+
+
+def test_waiting_for_a_busy_host_does_not_count_against_the_request_timeout(server):
+    """30 healthy URLs on one host, two at a time, 0.1 s each: the last waits ~1.4 s for its turn,
+    far beyond the 0.5 s request timeout, and still succeeds with exactly one request sent."""
+    srv, base = server
+    urls = [f"{base}/wait/{i}?s=0.1" for i in range(30)]
+    results = fetch_all(urls, policy(per_host_concurrency=2, total_timeout=0.5))
+    assert [(r.status, r.reason, r.attempts) for r in results] == [("ok", "", 1)] * 30
+    assert srv.state["hits"] == {f"/wait/{i}": 1 for i in range(30)}
+
+
+def test_a_stalling_url_does_not_make_the_others_on_its_host_time_out(server):
+    srv, base = server
+    stall, slow = f"{base}/wait/stall?s=2", f"{base}/wait/slow?s=0.4"
+    others = [f"{base}/wait/{i}?s=0.05" for i in range(8)]
+    pol = policy(per_host_concurrency=2, total_timeout=0.5, max_retries=2)
+    results = fetch_all([stall, slow, *others], pol)
+    by_url = {r.url: r for r in results}
+    # the stalled request used the whole budget, so it is not retried
+    assert (by_url[stall].reason, by_url[stall].retryable, by_url[stall].attempts) == ("timeout", True, 1)
+    assert all(by_url[u].ok and by_url[u].attempts == 1 for u in [slow, *others])
+    assert sum(r.attempts for r in results) == sum(srv.state["hits"].values()) == 10  # counted at the server
+
+
+def test_a_request_queued_for_a_busy_host_leaves_global_slots_to_idle_hosts(server):
+    """Host slot first, then a global one: with two global slots and a.test busy, b.test's request is
+    the second the server sees, not the last."""
+    srv, _ = server
+    port = srv.server_address[1]
+    urls = [f"http://a.test:{port}/wait/a{i}?s=0.3" for i in range(4)] + [f"http://b.test:{port}/wait/b?s=0"]
+    resolver = table_resolver({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]})
+    results = fetch_all(urls, policy(per_host_concurrency=1, global_concurrency=2), resolver=resolver)
+    assert all(r.ok for r in results)
+    assert srv.state["arrivals"][:2] == [("a.test", "/wait/a0"), ("b.test", "/wait/b")]
+
+
+def test_waiting_too_long_for_a_slot_is_a_queue_timeout_with_nothing_sent(server):
+    srv, base = server
+    busy, queued = f"{base}/wait/busy?s=1.0", f"{base}/wait/queued?s=0"
+    results = fetch_all([busy, queued], policy(per_host_concurrency=1, queue_timeout=0.3))
+    assert results[0].ok
+    assert (results[1].status, results[1].reason, results[1].retryable) == ("failed", "queue_timeout", True)
+    assert results[1].attempts == 0 and "/wait/queued" not in srv.state["hits"]
+
+
+class InProcessActor:
+    """A GateActor reached the way a Ray task reaches it (`actor.method.remote(...)`, awaited), in
+    this process: the shared-gate path of fetch/ray_run.py without starting Ray."""
+
+    def __init__(self, actor: GateActor) -> None:
+        for name in ("acquire", "release", "pause"):
+            setattr(self, name, type("Method", (), {"remote": staticmethod(getattr(actor, name))}))
+
+
+def test_the_shared_lease_gate_takes_the_host_first_and_bounds_the_wait(server):
+    srv, base = server
+    actor = GateActor(concurrency=1, rate_per_s=1000.0, lease_s=60.0)
+    gate = ActorGate(InProcessActor(actor))
+    busy, queued = f"{base}/wait/busy?s=1.0", f"{base}/wait/queued?s=0"
+    results = fetch_all([busy, queued], policy(per_host_concurrency=1, queue_timeout=0.3), gate=gate)
+    assert results[0].ok and (results[1].reason, results[1].attempts) == ("queue_timeout", 0)
+    assert srv.state["hits"] == {"/wait/busy": 1}
+    assert actor._leases == {}  # the caller that gave up was never granted a slot it could not return
+    after = fetch_all([f"{base}/wait/later?s=0"], policy(per_host_concurrency=1), gate=gate)
+    assert after[0].ok

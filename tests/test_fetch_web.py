@@ -2,6 +2,7 @@
 
 import io
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,14 +15,22 @@ from kgclip.tables import Fetched, Hit, read_records, write_records
 from kgclip.workdir import Workdir
 
 
-def jpeg(colour: str) -> bytes:
+def jpeg(colour: str, **params: object) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (900, 600), colour).save(buf, "JPEG")
+    Image.new("RGB", (900, 600), colour).save(buf, "JPEG", **params)
     return buf.getvalue()
 
 
+def many_scans() -> bytes:
+    """A progressive JPEG whose last scan is repeated 3,000 times (decoded by libjpeg, copy by copy)."""
+    data = jpeg("green", progressive=True)
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * 3000 + data[end:]
+
+
 class Images:
-    """A loopback image host: /ok/<n>.jpg, /missing.jpg (404), /flaky.jpg (503 until healed)."""
+    """A loopback image host: /ok/<n>.jpg, /slow/<n>.jpg (0.1 s), /scans.jpg (3,000 scans),
+    /missing.jpg (404), /flaky.jpg (503 until healed)."""
 
     def __init__(self) -> None:
         self.flaky_heals = False
@@ -36,6 +45,11 @@ class Images:
                 images.agents.append(self.headers.get("User-Agent", ""))
                 if self.path.startswith("/ok/"):
                     self._send(200, jpeg("green" if "1" in self.path else "blue"), "image/jpeg")
+                elif self.path.startswith("/slow/"):
+                    time.sleep(0.1)
+                    self._send(200, jpeg("red"), "image/jpeg")
+                elif self.path == "/scans.jpg":
+                    self._send(200, many_scans(), "image/jpeg")
                 elif self.path == "/flaky.jpg" and images.flaky_heals:
                     self._send(200, jpeg("red"), "image/jpeg")
                 elif self.path == "/flaky.jpg":
@@ -106,3 +120,24 @@ def test_transient_failures_are_retried_on_the_next_run_only(tmp_path, host):
     again = fetch_stage.run(ctx)
     assert again.stats["fetched_now"] == 1 and again.stats["retry_later"] == 0 and len(host.agents) == 1
     assert {r.status for r in read_records(ctx.path("fetched.parquet"), Fetched)} == {"ok"}
+
+
+def test_urls_queued_behind_their_host_are_not_timed_out(tmp_path, host):
+    """Twelve URLs on one host, one at a time, 0.1 s each, with a 0.5 s timeout: the wait for the
+    host's turn is not request time, so every URL is stored after exactly one request."""
+    urls = [f"{host.base}/slow/{i}.jpg" for i in range(12)]
+    one_at_a_time = {"per_host_concurrency": 1, "per_host_rate_per_s": 100}
+    ctx = context(tmp_path, urls, allow_loopback=True, timeout_s=0.5, **one_at_a_time)
+    result = fetch_stage.run(ctx)
+    rows = list(read_records(ctx.path("fetched.parquet"), Fetched))
+    assert result.stats["ok"] == 12 and result.stats["retry_later"] == 0
+    assert [r.attempts for r in rows] == [1] * 12 and len(host.agents) == 12
+
+
+def test_a_jpeg_with_thousands_of_scans_is_rejected_with_its_reason(tmp_path, host):
+    urls = [f"{host.base}/scans.jpg", f"{host.base}/ok/1.jpg"]
+    ctx = context(tmp_path, urls, allow_loopback=True)
+    fetch_stage.run(ctx)
+    rows = {r.url: r for r in read_records(ctx.path("fetched.parquet"), Fetched)}
+    assert (rows[urls[0]].status, rows[urls[0]].reason) == ("rejected", "too_many_scans")
+    assert rows[urls[0]].decode_s < 0.5 and rows[urls[1]].status == "ok"

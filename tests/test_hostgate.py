@@ -89,3 +89,39 @@ def test_shared_gate_releases_in_any_order_and_counts_per_host():
             await gate.release(held)
 
     asyncio.run(go())
+
+
+def test_local_gate_gives_up_waiting_and_keeps_nothing():
+    """A wait that times out, for a slot or for a rate token, must not keep a slot: otherwise every
+    queue timeout would shrink the host's concurrency for good."""
+    gate = LocalHostGate(concurrency=2, rate_per_s=2)
+
+    async def go() -> None:
+        await gate.acquire("h")  # a slot and the first token
+        with pytest.raises(TimeoutError):
+            await gate.acquire("h", timeout=0.1)  # a slot is free, the next token is 0.5 s away
+        await gate.acquire("h", timeout=2)  # the second slot is still there
+        with pytest.raises(TimeoutError):
+            await gate.acquire("h", timeout=0.1)  # both slots taken
+        await gate.release("h")
+        await gate.release("h")
+        await gate.acquire("h", timeout=2)
+        await gate.acquire("h", timeout=2)
+
+    asyncio.run(go())
+
+
+def test_shared_gate_answers_none_when_the_wait_runs_out():
+    """The actor keeps the caller's deadline itself: a caller that gave up is never granted a lease."""
+    gate = GateActor(concurrency=1, rate_per_s=0, lease_s=60)
+
+    async def go() -> None:
+        held = await gate.acquire("h")
+        began = time.monotonic()
+        assert await gate.acquire("h", 0.2) is None
+        assert 0.15 <= time.monotonic() - began < 1.0
+        assert list(gate._leases) == [held]
+        await gate.release(held)
+        assert isinstance(await gate.acquire("h", 0.2), int)
+
+    asyncio.run(go())

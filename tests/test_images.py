@@ -9,6 +9,7 @@ import multiprocessing
 import pickle
 import random
 import struct
+import time
 import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -17,7 +18,16 @@ import pytest
 from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin
 
 from kgclip.config import FetchConfig
-from kgclip.fetch.images import ImageOptions, Normalized, Rejection, RejectReason, normalize, target_size
+from kgclip.fetch.images import (
+    MAX_JPEG_SCANS,
+    ImageOptions,
+    Normalized,
+    Rejection,
+    RejectReason,
+    jpeg_scans,
+    normalize,
+    target_size,
+)
 
 DEFAULTS = ImageOptions.from_config(FetchConfig())
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -159,6 +169,65 @@ def test_decompression_bomb_is_refused_from_the_header(no_decoding: None) -> Non
     result = rejected(data, options(max_pixels=100 * 100 - 1))
     assert result.reason == RejectReason.DECOMPRESSION_BOMB
     assert "10000 pixels" in result.detail
+
+
+def progressive_jpeg(size: tuple[int, int] = (64, 64), mode: str = "RGB", **params: object) -> bytes:
+    image = Image.linear_gradient("L").resize(size).convert(mode)
+    return encode(image, "JPEG", progressive=True, quality=90, **params)
+
+
+def with_last_scan_repeated(data: bytes, times: int) -> bytes:
+    """The hostile file of issue 11: the last scan (its SOS segment and entropy-coded data, up to
+    EOI) copied `times` more times. libjpeg decodes every copy, so the cost grows with `times`."""
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    assert end == len(data) - 2
+    return data[:end] + data[last:end] * times + data[end:]
+
+
+def test_repeated_scans_are_refused_before_decoding(no_decoding: None) -> None:
+    hostile = with_last_scan_repeated(progressive_jpeg(), 3000)
+    started = time.perf_counter()
+    result = rejected(hostile)
+    assert result == Rejection(RejectReason.TOO_MANY_SCANS, f"more than {MAX_JPEG_SCANS} scans")
+    assert time.perf_counter() - started < 0.5
+
+
+def test_the_scan_limit_is_exact() -> None:
+    """libjpeg writes 10 scans for colour: 90 more copies is the limit, 91 is one too many."""
+    data = progressive_jpeg()
+    assert stored(with_last_scan_repeated(data, MAX_JPEG_SCANS - 10)).width == 64
+    assert rejected(with_last_scan_repeated(data, MAX_JPEG_SCANS - 9)).reason == RejectReason.TOO_MANY_SCANS
+
+
+@pytest.mark.parametrize(
+    ("mode", "params", "scans"),
+    [
+        ("RGB", {"progressive": False}, 1),
+        ("RGB", {}, 10),
+        ("L", {}, 6),
+        ("CMYK", {}, 18),
+        ("RGB", {"restart_marker_rows": 1}, 10),  # RSTn markers stay inside a scan
+        ("L", {"progressive": False, "restart_marker_blocks": 1}, 1),
+    ],
+)
+def test_scans_are_counted_from_the_marker_structure(mode: str, params: dict, scans: int) -> None:
+    noise = Image.frombytes("RGB", (96, 64), random.Random(5).randbytes(96 * 64 * 3)).convert(mode)
+    data = encode(noise, "JPEG", **{"progressive": True, "quality": 100, **params})
+    assert data.count(b"\xff\x00") > 10  # stuffed 0xFF bytes in the entropy-coded data
+    assert jpeg_scans(data, MAX_JPEG_SCANS) == scans
+    assert jpeg_scans(with_last_scan_repeated(data, 500), 20) == 21  # counting stops past the limit
+    assert stored(data).width == 96
+
+
+def test_scan_markers_inside_a_segment_are_not_scans() -> None:
+    """A comment (or an EXIF thumbnail) may hold 0xFFDA bytes or a whole JPEG: segments are skipped
+    by their length, and fill bytes before a marker are allowed."""
+    inner = b"\xff\xda" * 200
+    comment = b"\xff\xfe" + (len(inner) + 2).to_bytes(2, "big") + inner
+    data = progressive_jpeg((96, 64))
+    data = data[:2] + comment + data[2:].replace(b"\xff\xda", b"\xff\xff\xff\xda", 1)
+    assert jpeg_scans(data, MAX_JPEG_SCANS) == 10
+    assert stored(data).width == 96
 
 
 def test_header_declaring_huge_dimensions_allocates_nothing(no_decoding: None) -> None:

@@ -483,7 +483,11 @@ class FetchConfig(Section):
     per_host_rate_per_s: float = Field(default=2.0, gt=0)
     global_concurrency: int = Field(default=32, ge=1)
     max_redirects: int = Field(default=5, ge=0)
-    timeout_s: float = Field(default=60.0, gt=0, description="per URL, all redirects and retries included")
+    timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="per URL: its lookups and requests, redirects and retries included (not queueing)",
+    )
     max_retries: int = Field(default=3, ge=0)
     give_up_after_runs: int = Field(
         default=3,

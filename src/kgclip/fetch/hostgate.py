@@ -17,8 +17,12 @@ from typing import Protocol
 
 
 class HostGate(Protocol):
-    async def acquire(self, host: str) -> None:
-        """Wait for a free connection slot of `host` and for its next rate token."""
+    async def acquire(self, host: str, timeout: float | None = None) -> None:
+        """Wait for a free connection slot of `host` and for its next rate token.
+
+        Raises TimeoutError, holding nothing, when both did not come within `timeout` seconds: a
+        request must be able to give up waiting for a host that is slow or paused.
+        """
 
     async def release(self, host: str) -> None:
         """Give back the slot taken by `acquire`."""
@@ -28,8 +32,9 @@ class HostGate(Protocol):
 
 
 @asynccontextmanager
-async def host_slot(gate: HostGate, host: str) -> AsyncIterator[None]:
-    await gate.acquire(host)
+async def host_slot(gate: HostGate, host: str, timeout: float | None = None) -> AsyncIterator[None]:
+    """Hold a slot of `host` for the body; TimeoutError (from entering) when none came in time."""
+    await gate.acquire(host, timeout)
     try:
         yield
     finally:
@@ -72,12 +77,16 @@ class LocalHostGate:
             state = self._hosts[host] = _Host(self._concurrency, self._rate)
         return state
 
-    async def acquire(self, host: str) -> None:
-        state = self._host(host)
+    async def acquire(self, host: str, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self._acquire(self._host(host))
+
+    @staticmethod
+    async def _acquire(state: _Host) -> None:
         await state.slots.acquire()
         try:
             await state.wait_turn()
-        except BaseException:
+        except BaseException:  # cancelled (a timeout) while waiting for the token: no slot is kept
             state.slots.release()
             raise
 

@@ -6,16 +6,22 @@ whose `reason` is a short code. The guard against server-side request forgery wo
 1. only http and https URLs are accepted;
 2. the host is resolved by us (the resolver is injectable) and *every* answer is classified with
    `ipaddress`; one blocked answer refuses the request, naming the category;
-3. the first checked address is *pinned* for that host. aiohttp's connector never resolves a
-   name itself: its resolver (`_PinnedResolver`) answers only with the pinned address and refuses
+3. the checked addresses are *pinned* for that host. aiohttp's connector never resolves a
+   name itself: its resolver (`_PinnedResolver`) answers only with the pinned addresses and refuses
    any host that was not pinned, so a second DNS answer can never be used (no DNS rebinding
-   between check and connect). The URL, the Host header and the TLS server name (SNI, certificate
-   check) all keep the original hostname;
+   between check and connect). The connector tries the pinned addresses in turn until one
+   connects (a host whose first address refuses is still reached). The URL, the Host header and
+   the TLS server name (SNI, certificate check) all keep the original hostname;
 4. at the connect hook (the connector's socket factory) the destination address is classified
    once more, so even an IP literal that reached the connector some other way cannot connect;
 5. redirects are followed by hand, and every hop repeats steps 1-4.
 
 Proxies from the environment are ignored (`trust_env=False`): a proxy would resolve names itself.
+
+Time is accounted per URL in two separate budgets: `total_timeout` bounds what is done for the URL
+(name lookups and the requests sent, over all hops and retries), `queue_timeout` bounds the wait
+for the host's turn and a global slot. A URL queued behind a busy host therefore never times out
+without a request sent, and `attempts` counts only requests sent.
 
 The client is aiohttp rather than httpx (used elsewhere in kgclip for API calls): downloading
 thousands of images is CPU-bound on the parsing side, and aiohttp's C HTTP parser and connection
@@ -25,6 +31,7 @@ pool used a fifth of httpx's CPU per request on the fetch benchmark (docs/archit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import inspect
 import ipaddress
@@ -34,7 +41,7 @@ import socket
 import ssl
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -51,12 +58,15 @@ Resolver = Callable[[str], "list[str] | Awaitable[list[str]]"]
 AddrInfo = tuple[int, int, int, str, tuple]
 SocketFactory = Callable[[AddrInfo], socket.socket]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+T = typing.TypeVar("T")
 
 ALLOWED_SCHEMES = ("http", "https")
 _HOST_CHARS = re.compile(r"[a-z0-9._:\-]+")  # IDNA hosts arrive as punycode; IPv6 without brackets
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated (RFC 3879) but still routed inside sites
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: the IPv4 address is the low 32 bits
 _DOCUMENTATION = tuple(
     ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
 )
@@ -70,7 +80,8 @@ class FetchPolicy:
     max_redirects: int = 5
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
-    total_timeout: float = 60.0
+    total_timeout: float = 60.0  # per URL: lookups and requests sent, all hops and retries; no waiting
+    queue_timeout: float = 600.0  # per URL: waiting for the host's turn and a global slot, in all
     max_bytes: int = 25 * 1024 * 1024
     per_host_concurrency: int = 2
     per_host_rate_per_s: float = 2.0
@@ -111,14 +122,7 @@ def fetcher_user_agent(contact: str) -> str:
 
 def classify_address(ip: str | IPAddress) -> str | None:
     """The reason an address is not public, or None for an ordinary global address."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0] if isinstance(ip, str) else ip)
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        elif addr in ipaddress.ip_network("64:ff9b::/96"):  # NAT64: judge the embedded IPv4
-            addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
-        elif addr.sixtofour is not None:
-            addr = addr.sixtofour
+    addr = _unwrap(ipaddress.ip_address(ip.split("%", 1)[0] if isinstance(ip, str) else ip))
     if addr.is_unspecified:
         return "unspecified"
     if addr.is_loopback:
@@ -127,6 +131,8 @@ def classify_address(ip: str | IPAddress) -> str | None:
         return "link_local"
     if addr.is_multicast:
         return "multicast"
+    if addr.version == 6 and addr in _SITE_LOCAL:
+        return "site_local"
     if addr.version == 4 and addr in _SHARED:
         return "shared"
     if any(addr in net for net in _DOCUMENTATION if net.version == addr.version):
@@ -138,6 +144,23 @@ def classify_address(ip: str | IPAddress) -> str | None:
     if not addr.is_global:
         return "reserved"
     return None
+
+
+def _unwrap(addr: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 address carries to its destination, else the address itself.
+
+    IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::a.b.c.d, translated by a gateway) and 6to4
+    (2002:AABB:CCDD::, relayed to a.b.c.d) reach the embedded IPv4 host, so they are judged by it:
+    Python calls 2002:a9fe:a9fe:: global, yet it leads to the metadata address 169.254.169.254.
+    The local-use NAT64 prefix 64:ff9b:1::/48 has no fixed layout; it stays reserved (in ::/8).
+    """
+    if isinstance(addr, ipaddress.IPv4Address):
+        return addr
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr in _NAT64:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr.sixtofour or addr
 
 
 def _blocked_category(ip: str, policy: FetchPolicy) -> str | None:
@@ -180,21 +203,30 @@ class UnpinnedHostError(OSError):
 
 
 class _PinnedResolver(AbstractResolver):
-    """The connector's only name lookup: the address the guard checked, or a refusal."""
+    """The connector's only name lookup: the addresses the guard checked, or a refusal.
+
+    All checked addresses are answered, in the order the lookup gave them, because the connector
+    tries them in turn: `localhost` must still work when ::1 refuses and 127.0.0.1 answers."""
 
     def __init__(self) -> None:
-        self.pins: dict[str, str] = {}
+        self.pins: dict[str, list[str]] = {}
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_UNSPEC) -> list[ResolveResult]:
-        ip = self.pins.get(host.lower())
-        if ip is None:
+        addresses = self.pins.get(host.lower())
+        if not addresses:
             raise UnpinnedHostError(f"{host} was not checked")
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
-        return [ResolveResult(hostname=host, host=ip, port=port, family=family, proto=0, flags=flags)]
+        return [
+            ResolveResult(hostname=host, host=ip, port=port, family=_family(ip), proto=0, flags=flags)
+            for ip in addresses
+        ]
 
     async def close(self) -> None:
         return None
+
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 class _GuardedSockets:
@@ -230,6 +262,16 @@ class _Outcome(Exception):
     def __init__(self, status: str, reason: str, retryable: bool = False, **extra: typing.Any) -> None:
         super().__init__(reason)
         self.status, self.reason, self.retryable, self.extra = status, reason, retryable, extra
+
+
+@dataclass
+class _Progress:
+    """One URL's accounts: requests sent, the last URL tried, and what is left of each time budget."""
+
+    final_url: str
+    request_left: float  # for lookups and requests (FetchPolicy.total_timeout)
+    queue_left: float  # for waiting for slots (FetchPolicy.queue_timeout)
+    attempts: int = 0
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -325,34 +367,33 @@ class SafeFetcher:
         if self._session is None:
             raise RuntimeError("use SafeFetcher as an async context manager")
         started = time.monotonic()
-        state = {"attempts": 0, "final_url": url}
+        progress = _Progress(url, self.policy.total_timeout, self.policy.queue_timeout)
         try:
-            async with asyncio.timeout(self.policy.total_timeout):
-                result = await self._follow(url, state)
+            result = await self._follow(url, progress)
         except _Outcome as o:
             result = FetchResult(
-                url, o.status, o.reason, o.retryable, final_url=state["final_url"], **o.extra
+                url, o.status, o.reason, o.retryable, final_url=progress.final_url, **o.extra
             )
-        except TimeoutError:
-            result = FetchResult(url, "failed", "timeout", True, final_url=state["final_url"])
         except Exception as exc:  # a bug or an exotic server must not break a whole stage
             log.exception("unexpected error fetching %s", url)
             result = FetchResult(
-                url, "failed", f"error:{type(exc).__name__}", True, final_url=state["final_url"]
+                url, "failed", f"error:{type(exc).__name__}", True, final_url=progress.final_url
             )
-        result.attempts = int(state["attempts"])
+        result.attempts = progress.attempts
         result.seconds = time.monotonic() - started
         return result
 
     # -- steps ------------------------------------------------------------------------------------
 
-    async def _follow(self, url: str, state: dict) -> FetchResult:
+    async def _follow(self, url: str, progress: _Progress) -> FetchResult:
         current = url
         for _hop in range(self.policy.max_redirects + 1):
-            state["final_url"] = current
+            progress.final_url = current
             parsed, host = self._check_url(current)
-            await self._pin(host)
-            location = await self._hop(parsed, host, state)
+            await self._timed(progress, self._pin(host))
+            if progress.request_left <= 0:  # a redirect used it up: send nothing more
+                raise _Outcome("failed", "timeout", True)
+            location = await self._hop(parsed, host, progress)
             if isinstance(location, FetchResult):
                 location.url = url
                 return location
@@ -401,20 +442,18 @@ class SafeFetcher:
                 raise _Outcome("failed", "dns_error", True) from exc
             if category is not None:
                 raise _Outcome("refused", f"blocked_address:{category}")
-        self._pinned.pins[host] = addresses[0].split("%", 1)[0]
+        self._pinned.pins[host] = [ip.split("%", 1)[0] for ip in addresses]
 
-    async def _hop(self, url: yarl.URL, host: str, state: dict) -> str | FetchResult:
+    async def _hop(self, url: yarl.URL, host: str, progress: _Progress) -> str | FetchResult:
         """One request (with retries) to one URL: a redirect target, or a final result."""
         p = self.policy
-        assert self._global is not None
         attempt = 0
         while True:
             attempt += 1
-            state["attempts"] += 1
-            retry_after: float | None = None
-            async with self._global, host_slot(self._gate, host):
+            async with self._turn(host, progress):
+                progress.attempts += 1
                 try:
-                    outcome = await self._request(url, host)
+                    outcome = await self._timed(progress, self._request(url, host))
                 except _Outcome as o:
                     if not o.retryable or o.reason in ("too_many_bytes", "x_robots_tag"):
                         raise
@@ -426,10 +465,47 @@ class SafeFetcher:
                 if retry_after > p.max_retry_after_s:
                     raise outcome
                 await self._gate.pause(host, retry_after)
-            if attempt > p.max_retries:
+            if attempt > p.max_retries or progress.request_left <= 0:
                 raise outcome
             delay = p.backoff_s * (2 ** (attempt - 1))
             await asyncio.sleep(delay)  # a Retry-After pause is waited for in the gate
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, host: str, progress: _Progress) -> AsyncIterator[None]:
+        """Hold a slot of the host, then a global slot, charging the wait to the queue budget.
+
+        The host comes first: a request queued behind a busy host must not sit on a global slot
+        that a request to an idle host could use. Waiting longer than the budget ends the URL as
+        a retryable `queue_timeout`, with nothing sent for that try.
+        """
+        assert self._global is not None
+        async with contextlib.AsyncExitStack() as held:
+            started = time.monotonic()
+            try:
+                await held.enter_async_context(host_slot(self._gate, host, max(progress.queue_left, 0.0)))
+                async with asyncio.timeout(progress.queue_left - (time.monotonic() - started)):
+                    await held.enter_async_context(self._global)
+            except TimeoutError as exc:
+                raise _Outcome("failed", "queue_timeout", True) from exc
+            finally:
+                progress.queue_left -= time.monotonic() - started
+            yield
+
+    async def _timed(self, progress: _Progress, work: Awaitable[T]) -> T:
+        """Await work done for this URL within what is left of its request budget.
+
+        Only this time is charged, so however long a URL queued, its requests get the whole
+        budget; running out of it ends the URL as `timeout`, without further retries.
+        """
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(max(progress.request_left, 0.0)):
+                return await work
+        except TimeoutError as exc:
+            progress.request_left = 0.0  # used up, to the clock's last tick: no retry follows
+            raise _Outcome("failed", "timeout", True) from exc
+        finally:
+            progress.request_left -= time.monotonic() - started
 
     async def _request(self, url: yarl.URL, host: str) -> str | FetchResult:
         assert self._session is not None

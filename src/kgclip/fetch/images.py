@@ -11,6 +11,7 @@ import codecs
 import dataclasses
 import hashlib
 import io
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -57,6 +58,18 @@ _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _REDUCING_GAP = 3.0
 _SNIFF_BYTES = 1024
 
+# A progressive JPEG's decoding cost grows with its number of scans times its pixels, and libjpeg
+# accepts any number of scans: a 740 KB file with its last scan repeated 3,000 times took six
+# minutes. Encoders write about 10 (libjpeg's and mozjpeg's scripts: 10 for colour, 6 for grey);
+# beyond this many the file is refused before decoding, which bounds the work per image together
+# with max_pixels.
+MAX_JPEG_SCANS = 100
+# Entropy-coded data ends at the next marker: an 0xFF not followed by 0x00 (a stuffed 0xFF byte),
+# by 0xD0-0xD7 (restart markers, which stay inside the scan) or by another 0xFF (fill before a marker).
+_ENTROPY_END = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})  # TEM, RSTn, SOI: no length field
+_SOS, _EOI = 0xDA, 0xD9
+
 
 class RejectReason(StrEnum):
     """Why a hit was not stored; one closed set for the whole fetch stage, so statistics group by it.
@@ -73,6 +86,7 @@ class RejectReason(StrEnum):
     UNSUPPORTED_FORMAT = "unsupported_format"
     TRUNCATED = "truncated"
     DECOMPRESSION_BOMB = "decompression_bomb"
+    TOO_MANY_SCANS = "too_many_scans"
     UNSUPPORTED_MODE = "unsupported_mode"
     TOO_SMALL = "too_small"
     DECODE_ERROR = "decode_error"
@@ -201,7 +215,7 @@ def _pillow_warnings(max_pixels: int) -> Iterator[None]:
 def _decode(data: bytes, opts: ImageOptions) -> _Decoded | Rejection:
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        refused = _check_header(image.size, opts)
+        refused = _check_header(image.size, opts) or _check_scans(image.format, data)
         if refused is not None:
             return refused
         orig_size = image.size
@@ -228,6 +242,48 @@ def _check_header(size: tuple[int, int], opts: ImageOptions) -> Rejection | None
     if min(width, height) < opts.min_side:
         return Rejection(RejectReason.TOO_SMALL, f"{width}×{height}: shorter side < min_side {opts.min_side}")
     return None
+
+
+def _check_scans(image_format: str | None, data: bytes) -> Rejection | None:
+    """Refuse a JPEG with more scans than any encoder writes, before its scans are decoded."""
+    if image_format not in ("JPEG", "MPO"):
+        return None
+    scans = jpeg_scans(data, MAX_JPEG_SCANS)
+    if scans <= MAX_JPEG_SCANS:
+        return None
+    return Rejection(RejectReason.TOO_MANY_SCANS, f"more than {MAX_JPEG_SCANS} scans")
+
+
+def jpeg_scans(data: bytes, stop_after: int) -> int:
+    """The number of scans (SOS segments) of the first image in a JPEG stream, counted up to
+    `stop_after + 1`, from the marker structure alone: segments are skipped by their length and
+    each scan's entropy-coded data by a search for the marker that ends it.
+
+    A structure that stops making sense ends the count; the decoder then judges the file.
+    Segments are skipped whole, so a JPEG thumbnail inside an EXIF segment does not count.
+    """
+    scans, pos = 0, 2  # after SOI
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            pos += 1
+            continue
+        pos += 2
+        if marker == _EOI:
+            break
+        if marker in _STANDALONE_MARKERS:
+            continue
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2:
+            break
+        pos += length
+        if marker == _SOS:
+            scans += 1
+            end = _ENTROPY_END.search(data, pos)
+            if scans > stop_after or end is None:
+                break
+            pos = end.start()
+    return scans
 
 
 def _draft(image: ImageFile.ImageFile, target: tuple[int, int]) -> tuple[float, ...] | None:

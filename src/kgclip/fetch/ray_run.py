@@ -7,12 +7,14 @@ need no shared file system for the output (local-file hits must be readable on t
 
 Politeness holds across the cluster: every task asks one gate actor for per-host slots and rate
 tokens. A task that dies while holding a slot cannot give it back, so slots are leases that the
-actor takes back after the longest time a request may legitimately last.
+actor takes back after the longest time a slot may legitimately be held: the wait for a global
+slot that follows it (bounded by the queue timeout) plus one request (bounded by the request
+timeout). A task that gives up waiting tells the actor how long it waits, so the actor never
+grants a slot to a caller that has left.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Iterable
@@ -33,7 +35,7 @@ def run_ray(
     batches: Iterable[Batch], policy: FetchPolicy, opts: ImageOptions, cfg: RayConfig, commit: Commit
 ) -> None:
     with ray_session(cfg) as ray:
-        lease_s = policy.total_timeout + _LEASE_MARGIN_S
+        lease_s = policy.queue_timeout + policy.total_timeout + _LEASE_MARGIN_S
         gate = (
             ray.remote(GateActor)
             .options(max_concurrency=10_000, num_cpus=0)
@@ -63,8 +65,10 @@ class ActorGate:
         self._actor = actor
         self._leases: dict[str, list[int]] = {}
 
-    async def acquire(self, host: str) -> None:
-        lease = await self._actor.acquire.remote(host)
+    async def acquire(self, host: str, timeout: float | None = None) -> None:
+        lease = await self._actor.acquire.remote(host, timeout)
+        if lease is None:
+            raise TimeoutError(f"no slot of {host} within {timeout} s")
         self._leases.setdefault(host, []).append(lease)
 
     async def release(self, host: str) -> None:
@@ -83,14 +87,21 @@ class GateActor:
         self._leases: dict[int, tuple[str, float]] = {}
         self._ids = itertools.count()
 
-    async def acquire(self, host: str) -> int:
+    async def acquire(self, host: str, timeout: float | None = None) -> int | None:
+        """A lease on a slot of `host`, or None when none came within `timeout` seconds.
+
+        The caller's deadline is kept here rather than by cancelling the remote call, which would
+        leave a granted slot with nobody to release it until its lease ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            self._reclaim()
+            self._reclaim()  # at least once a second, so a dead task's lease frees its slot
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             try:
-                await asyncio.wait_for(self._gate.acquire(host), timeout=1.0)
+                await self._gate.acquire(host, max(wait, 0.0))
                 break
             except TimeoutError:
-                continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
         lease = next(self._ids)
         self._leases[lease] = (host, time.monotonic() + self._lease_s)
         return lease
