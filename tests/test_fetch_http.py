@@ -755,6 +755,36 @@ def test_a_request_queued_for_a_busy_host_leaves_global_slots_to_idle_hosts(serv
     assert srv.state["arrivals"][:2] == [("a.test", "/wait/a0"), ("b.test", "/wait/b")]
 
 
+def test_the_callers_body_window_is_taken_only_when_the_hosts_turn_comes(server):
+    """The fetch stage bounds bodies in memory with a window; URLs queued for a busy host must not
+    fill it while an idle host's URL waits. With a window of 1, b.test is the second request seen,
+    and the window is held on return exactly for results with a body."""
+    srv, _ = server
+    port = srv.server_address[1]
+    urls = [f"http://a.test:{port}/wait/a{i}?s=0.2" for i in range(4)] + [f"http://b.test:{port}/wait/b?s=0"]
+    urls.append(f"http://b.test:{port}/missing")
+    resolver = table_resolver({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]})
+
+    async def go():
+        window = asyncio.Semaphore(1)
+        async with SafeFetcher(policy(per_host_concurrency=1, global_concurrency=10), resolver=resolver) as f:
+
+            async def one(url):
+                got = await f.get(url, admit=window)
+                if got.ok:
+                    await asyncio.sleep(0.01)  # the decode
+                    window.release()
+                return got
+
+            results = await asyncio.gather(*(one(u) for u in urls))
+        return results, window._value
+
+    results, left = run(go())
+    assert [r.ok for r in results] == [True] * 5 + [False]
+    assert left == 1  # every unit came back, the failed URL's included
+    assert srv.state["arrivals"][:2] == [("a.test", "/wait/a0"), ("b.test", "/wait/b")]
+
+
 def test_waiting_too_long_for_a_slot_is_a_queue_timeout_with_nothing_sent(server):
     srv, base = server
     busy, queued = f"{base}/wait/busy?s=1.0", f"{base}/wait/queued?s=0"

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from kgclip.cli import _run, app
 from kgclip.config import load
 from kgclip.curate import shards as shards_module
+from kgclip.fetch.ledger import FetchLedger
 from kgclip.pipeline import PipelineError, status
 from kgclip.tables import Fetched, read_records
 from kgclip.workdir import Workdir
@@ -153,3 +154,22 @@ def test_files_in_parts_that_kgclip_did_not_write_are_left_alone(demo_copy):
     mine.write_bytes(b"not a kgclip part")
     assert invoke("harvest", "demo", "-w", str(demo_copy), "--from", "fetch").exit_code == 0
     assert mine.read_bytes() == b"not a kgclip part"
+
+
+def _failure(url: str, reason: str) -> Fetched:
+    return Fetched(url, "failed", reason, reason, *(None,) * 9)
+
+
+def test_only_runs_that_sent_a_request_count_towards_giving_up(tmp_path):
+    ledger = FetchLedger(tmp_path / "fetch.sqlite", params="p")
+    try:
+        for reason in ("timeout", "queue_timeout", "queue_timeout", "connection_error"):
+            ledger.record([_failure("http://a.test/x.jpg", reason)], give_up_after=3)
+        (row,) = ledger.outcomes(["http://a.test/x.jpg"])
+        assert (row.status, row.runs) == ("failed", 2)  # waiting in a queue is not the URL's fault
+        ledger.record([_failure("http://a.test/x.jpg", "http_503")], give_up_after=3)
+        (row,) = ledger.outcomes(["http://a.test/x.jpg"])
+        assert (row.status, row.reason, row.runs) == ("rejected", "gave_up", 3)
+        assert row.detail == "http_503 in 3 runs: http_503"
+    finally:
+        ledger.close()

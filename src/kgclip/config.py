@@ -489,6 +489,11 @@ class FetchConfig(Section):
         description="per URL: its lookups and requests, redirects and retries included (not queueing)",
     )
     max_retries: int = Field(default=3, ge=0)
+    queue_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="per URL: the longest wait for its host's turn and a download slot (then retried later)",
+    )
     give_up_after_runs: int = Field(
         default=3,
         ge=1,

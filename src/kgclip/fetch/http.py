@@ -272,6 +272,8 @@ class _Progress:
     request_left: float  # for lookups and requests (FetchPolicy.total_timeout)
     queue_left: float  # for waiting for slots (FetchPolicy.queue_timeout)
     attempts: int = 0
+    admit: asyncio.Semaphore | None = None  # the caller's window, taken once with the first turn
+    admitted: bool = False
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -363,25 +365,37 @@ class SafeFetcher:
         """Every TCP connect actually attempted, as (IP, port), recorded at the connect hook."""
         return self._sockets.connects
 
-    async def get(self, url: str) -> FetchResult:
+    async def get(self, url: str, admit: asyncio.Semaphore | None = None) -> FetchResult:
+        """Download one URL. `admit` is the caller's bound on bodies in memory: a unit of it is
+        taken only once the host's turn has come (so URLs queued for a busy host hold none of it
+        while other hosts could go), and on return it is still held exactly when the result is ok
+        with a body, for the caller to release once the body is dealt with."""
         if self._session is None:
             raise RuntimeError("use SafeFetcher as an async context manager")
         started = time.monotonic()
-        progress = _Progress(url, self.policy.total_timeout, self.policy.queue_timeout)
+        progress = _Progress(url, self.policy.total_timeout, self.policy.queue_timeout, admit=admit)
         try:
-            result = await self._follow(url, progress)
-        except _Outcome as o:
-            result = FetchResult(
-                url, o.status, o.reason, o.retryable, final_url=progress.final_url, **o.extra
-            )
-        except Exception as exc:  # a bug or an exotic server must not break a whole stage
-            log.exception("unexpected error fetching %s", url)
-            result = FetchResult(
-                url, "failed", f"error:{type(exc).__name__}", True, final_url=progress.final_url
-            )
+            result = await self._fetch(url, progress)
+        except BaseException:
+            if progress.admitted and admit is not None:
+                admit.release()
+            raise
+        if progress.admitted and admit is not None and not (result.ok and result.body is not None):
+            admit.release()
         result.attempts = progress.attempts
         result.seconds = time.monotonic() - started
         return result
+
+    async def _fetch(self, url: str, progress: _Progress) -> FetchResult:
+        try:
+            return await self._follow(url, progress)
+        except _Outcome as o:
+            return FetchResult(url, o.status, o.reason, o.retryable, final_url=progress.final_url, **o.extra)
+        except Exception as exc:  # a bug or an exotic server must not break a whole stage
+            log.exception("unexpected error fetching %s", url)
+            return FetchResult(
+                url, "failed", f"error:{type(exc).__name__}", True, final_url=progress.final_url
+            )
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -485,6 +499,9 @@ class SafeFetcher:
                 await held.enter_async_context(host_slot(self._gate, host, max(progress.queue_left, 0.0)))
                 async with asyncio.timeout(progress.queue_left - (time.monotonic() - started)):
                     await held.enter_async_context(self._global)
+                    if progress.admit is not None and not progress.admitted:
+                        await progress.admit.acquire()
+                        progress.admitted = True
             except TimeoutError as exc:
                 raise _Outcome("failed", "queue_timeout", True) from exc
             finally:

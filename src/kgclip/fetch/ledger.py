@@ -99,7 +99,10 @@ class FetchLedger:
 
     def _count_run(self, row: Fetched, give_up_after: int | None) -> Fetched:
         found = self._db.execute("SELECT runs FROM outcomes WHERE url = ?", (row.url,)).fetchone()
-        runs = (found[0] or 0) + 1 if found else 1
+        before = (found[0] or 0) if found else 0
+        if row.reason == "queue_timeout":  # never sent: the host's queue, not the URL, failed
+            return dataclasses.replace(row, runs=before)
+        runs = before + 1
         if give_up_after is not None and runs >= give_up_after:
             detail = f"{row.reason} in {runs} runs: {row.detail}"
             return dataclasses.replace(row, status="rejected", reason="gave_up", detail=detail, runs=runs)

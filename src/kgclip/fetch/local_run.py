@@ -5,8 +5,9 @@ batches and per-host limits hold across them. Each URL is downloaded and then ha
 a decode worker; a few batches are in flight at once, so the slow tail of one batch (a host that
 answers late) does not leave the decoders idle. Batches are committed in order.
 
-Memory stays bounded: a URL takes a slot of `window` before its download starts and frees it only
-when its image is decoded, so at most `window` bodies are held at any time.
+Memory stays bounded: a URL takes a slot of `window` when its host's turn comes, before its request
+is sent, and frees it only when its image is decoded, so at most `window` bodies are held at any
+time; URLs still queued for a busy host hold no slot, so they cannot keep idle hosts waiting.
 """
 
 from __future__ import annotations
@@ -53,13 +54,17 @@ async def _run(
         async with SafeFetcher(policy, gate=gate) as fetcher:
 
             async def one(url: str) -> Outcome:
-                async with window:
-                    if not url.startswith(WEB):
+                if not url.startswith(WEB):
+                    async with window:
                         return await loop.run_in_executor(pool, decode, url, opts)
-                    got = await fetcher.get(url)
-                    if not got.ok or got.body is None:
-                        return unfetched(got)
+                # the window is taken once the host's turn comes and held until the body is decoded
+                got = await fetcher.get(url, admit=window)
+                if not got.ok or got.body is None:
+                    return unfetched(got)
+                try:
                     return await loop.run_in_executor(pool, decode, got, opts)
+                finally:
+                    window.release()
 
             try:
                 for batch in batches:

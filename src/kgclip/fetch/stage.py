@@ -43,6 +43,7 @@ def policy_of(cfg: FetchConfig) -> FetchPolicy:
         allow_private=cfg.allow_private,
         max_redirects=cfg.max_redirects,
         total_timeout=cfg.timeout_s,
+        queue_timeout=cfg.queue_timeout_s,
         max_bytes=cfg.max_bytes,
         per_host_concurrency=cfg.per_host_concurrency,
         per_host_rate_per_s=cfg.per_host_rate_per_s,
