@@ -8,6 +8,8 @@ normalised results, the parameters sent, paging up to k, empty answers, transien
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -557,8 +559,8 @@ def test_google_cse_parameters_and_results():
         "orTerms": "animal marsupial",
         "excludeTerms": "cartoon",
         "rights": "cc_publicdomain|cc_attribute",
-        "key": "google-s3cret",
     }
+    assert first.headers["x-goog-api-key"] == "google-s3cret"  # a header, out of logged URLs
     assert (second.params["start"], second.params["num"]) == ("11", "5")
     koala = out.results[0]
     assert (koala.url, koala.page_url, koala.alt_text, koala.width, koala.height, koala.license) == (
@@ -808,6 +810,38 @@ def test_the_key_is_sent_but_never_part_of_the_ledger_key(spec, monkeypatch):
     secret = SECRETS[spec.key_env]
     assert secret in {*sent.params.values(), *sent.headers.values()}
     assert secret not in key and secret not in orjson.dumps(backend.params(query(spec.text), 20, 0)).decode()
+
+
+STAGE_SECTIONS = {
+    "brave": lambda url: {"base_url": url + "/res/v1"},
+    "google_cse": lambda url: {"base_url": url + "/customsearch/v1", "cx": "engine-1"},
+    "serpapi": lambda url: {"base_url": url},
+}
+
+
+@pytest.mark.parametrize("spec", KEYED, ids=str)
+def test_no_key_reaches_logs_ledger_tables_or_errors(spec, caplog, tmp_path):
+    """Every logger at DEBUG, a server that echoes the key in an error: the key appears nowhere."""
+    caplog.set_level(logging.DEBUG)
+    secret = SECRETS[spec.key_env]
+    echo = J({"error": f"bad request with key {secret}"}, status=400)
+    with JsonApi(spec.handler) as api:
+        api.faults.extend([(503, {}, b"", "text/plain"), echo])
+        section = {**STAGE_SECTIONS[spec.name](api.url), **FAST}
+        raw = {"name": "t", "search": {"backend": spec.name, "top_k": 5, spec.name: section}}
+        ctx = StageContext(parse(raw), Workdir(tmp_path))
+        write_records(ctx.path("queries.parquet"), [query(spec.none), query(spec.text)], Query)
+        result = search_stage.run(ctx)
+        assert len(api.requests) == 3 and secret in str(api.requests[-1].headers | api.requests[-1].params)
+    assert "HTTP Request" in caplog.text  # httpx did log every request
+    assert secret not in caplog.text and secret not in str(result)
+    assert result.stats["hits"] == 5 and result.stats["rejects"] == {"retry_later": 1}
+    with sqlite3.connect(ctx.path(search_stage.LEDGER)) as db:
+        (failure,) = db.execute("SELECT failure FROM requests WHERE status = 'retry'").fetchone()
+    assert "HTTP 400" in failure and "with key [redacted]" in failure
+    stored = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite" for p in stored)
+    assert not [p for p in stored if secret.encode() in p.read_bytes()]
 
 
 @pytest.mark.parametrize("spec", KEYED, ids=str)

@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from kgclip.config import WebBackendConfig
+from kgclip.redact import protect, redact
 from kgclip.search.base import Found, Outcome
 from kgclip.search.ratelimit import QuotaExhausted, RateLimiter
 from kgclip.tables import Query
@@ -58,6 +59,7 @@ class WebBackend:
             self.key = os.environ.get(cfg.api_key_env, "")
             if not self.key:
                 raise SearchError(f"{self.name}: the API key variable {cfg.api_key_env} is not set")
+            protect(self.key)
         self.limiter = RateLimiter(
             cfg.rate_per_s, cfg.burst, cfg.concurrency, cfg.daily_quota, used_today, cfg.max_requests
         )
@@ -118,9 +120,9 @@ class WebBackend:
         except QuotaExhausted as exc:
             return Outcome(failure=f"quota: {exc}", retryable=True)
         except _Retry as exc:
-            return Outcome(failure=str(exc), retryable=True)
+            return Outcome(failure=redact(str(exc)), retryable=True)
         except Refused as exc:
-            return Outcome(failure=str(exc))
+            return Outcome(failure=redact(str(exc)))
         return Outcome(results=_unique(found)[:k])
 
     async def collect(self, query: Query, k: int) -> list[Found]:
