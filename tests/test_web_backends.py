@@ -907,3 +907,21 @@ def test_stage_routes_entities_to_inaturalist_and_commons_and_attributes_to_brav
     assert len(hits) == 9 and result.stats["http_requests"] == {"inaturalist": 2, "commons": 2, "brave": 1}
     assert ("/res/v1/images/search", "koala eating -cartoon") in paths
     assert not any(p.startswith("/res/") and q == "koala -cartoon" for p, q in paths)
+
+
+def test_the_plan_counts_lookups_pages_quota_days_and_time():
+    make = {s.name: s.make for s in SPECS}
+    backends = {
+        "inaturalist": make["inaturalist"]("http://127.0.0.1:9", daily_quota=10_000, rate_per_s=1),
+        "gbif": make["gbif"]("http://127.0.0.1:9", rate_per_s=1, max_requests=5),
+    }
+    pending = [(query(f"koala {i}"), name) for i in range(3_000) for name in backends]
+    lines = search_stage.plan(backends, pending, 250)
+    assert lines == [
+        # the taxon lookup, then 200 observations a page: 3 requests a query
+        "search: inaturalist: 3,000 queries need up to 9,000 requests (3 each); "
+        "daily quota 10,000 (0 used today): 1 day; at 1/s at least 2.5 h",
+        # the name match, then up to twice the 25 pages of 10 that k needs
+        "search: gbif: 3,000 queries need up to 153,000 requests (51 each); no daily quota; "
+        "at 1/s at least 1.8 days; this run stops after 5 requests (--max-requests)",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -123,9 +124,11 @@ def run(ctx: StageContext) -> StageResult:
             corpus_queries = [q for q, name in pending if name == "corpus"]
             search_corpus_on_ray(index, corpus_queries, cfg.top_k, ctx.config.ray, record)
         if here:
+            for line in plan(backends, here, cfg.top_k):
+                console.print(line)
             asyncio.run(_ask_all(backends, ledger, here, keys, cfg.top_k))
         hits, rejects = _collect(ledger, queries, keys)
-        sent = {name: getattr(b, "requests", 0) for name, b in backends.items()}
+        sent = {name: b.requests for name, b in backends.items() if isinstance(b, WebBackend)}
     finally:
         for backend in backends.values():
             backend.close()
@@ -136,7 +139,8 @@ def run(ctx: StageContext) -> StageResult:
     answered = len({h.query_id for h in hits})
     stats = {
         "queries": len(queries),
-        "requests_sent": len(pending),
+        "queries_asked": len(pending),
+        "requests_sent": sum(sent.values()),
         "http_requests": sent,
         "from_ledger": len(keys) - len(pending),
         "queries_with_hits": answered,
@@ -146,10 +150,42 @@ def run(ctx: StageContext) -> StageResult:
         "rejects": dict(reasons),
         "retry_later": reasons.get("retry_later", 0),
     }
-    summary = f"{len(hits):,} hits for {answered:,}/{len(queries):,} queries ({len(pending):,} sent)"
+    summary = f"{len(hits):,} hits for {answered:,}/{len(queries):,} queries ({len(pending):,} asked"
+    summary += f", {sum(sent.values()):,} HTTP requests sent)" if sent else ")"
     if stats["retry_later"]:
         summary += f"; {stats['retry_later']:,} requests left for a later run (quota or failures)"
     return StageResult(len(hits), stats, summary)
+
+
+def plan(backends: dict[str, SearchBackend], pending: list[tuple[Query, str]], k: int) -> list[str]:
+    """Before any request: what the queries will cost each web backend against its daily quota and
+    rate, so a harvest that needs weeks of quota is seen as one before it starts."""
+    lines = []
+    for name, count in Counter(name for _, name in pending).items():
+        backend = backends[name]
+        if not isinstance(backend, WebBackend):
+            continue
+        each = backend.most_requests(k)
+        most = count * each
+        line = f"search: {name}: {count:,} queries need up to {most:,} requests ({each} each)"
+        quota, used = backend.cfg.daily_quota, backend.limiter.used_today
+        if quota:
+            days = math.ceil((used + most) / quota)
+            line += f"; daily quota {quota:,} ({used:,} used today): {days:,} day{'s' * (days != 1)}"
+        else:
+            line += "; no daily quota"
+        line += f"; at {backend.cfg.rate_per_s:g}/s at least {_duration(most / backend.cfg.rate_per_s)}"
+        if backend.cfg.max_requests is not None:
+            line += f"; this run stops after {backend.cfg.max_requests:,} requests (--max-requests)"
+        lines.append(line)
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 async def _ask_all(
@@ -160,14 +196,23 @@ async def _ask_all(
     k: int,
 ) -> None:
     gates = {name: asyncio.Semaphore(b.max_concurrency) for name, b in backends.items()}
+    counted = {name: getattr(b, "requests", 0) for name, b in backends.items()}
+
+    def count_usage(name: str) -> None:
+        """Requests sent since the last count, into today's usage: exact with concurrent queries,
+        and kept for one that stops the stage too."""
+        now = getattr(backends[name], "requests", 0)
+        ledger.add_usage(name, now - counted[name])
+        counted[name] = now
+
     with meter(f"search ({', '.join(backends)})", len(pending)) as m:
 
         async def ask(query: Query, name: str) -> None:
-            backend = backends[name]
             async with gates[name]:
-                before = getattr(backend, "requests", 0)
-                outcome = await backend.search(query, k)
-                ledger.add_usage(name, getattr(backend, "requests", 0) - before)
+                try:
+                    outcome = await backends[name].search(query, k)
+                finally:
+                    count_usage(name)
             ledger.put(name, keys[(query.query_id, name)], outcome)
             m.advance()
 
