@@ -39,7 +39,7 @@ from kgclip.search.google_cse import GoogleCseBackend
 from kgclip.search.inaturalist import INaturalistBackend
 from kgclip.search.serpapi import SerpApiBackend
 from kgclip.search.web import SearchError, WebBackend
-from kgclip.tables import Hit, Query, QueryParams, read_records, write_records
+from kgclip.tables import Hit, Query, QueryParams, Rejected, read_records, write_records
 from kgclip.workdir import Workdir
 from web_api_server import JsonApi
 
@@ -925,3 +925,29 @@ def test_the_plan_counts_lookups_pages_quota_days_and_time():
         "search: gbif: 3,000 queries need up to 153,000 requests (51 each); no daily quota; "
         "at 1/s at least 1.8 days; this run stops after 5 requests (--max-requests)",
     ]
+
+
+def test_a_web_hit_that_is_not_an_http_url_is_dropped_at_search_with_its_reason(tmp_path):
+    """GBIF media identifiers are publishers' free text: `file:///etc/passwd` must never become a hit."""
+    planted = ["file:///etc/passwd", "/etc/shadow", "ftp://files.example/a.jpg"]
+
+    def hostile(path: str, params: dict, headers: dict) -> Any:
+        answer = gbif(path, params, headers)
+        if path == "/v1/occurrence/search" and answer["offset"] == 0:
+            for record, url in zip(answer["results"][::3], planted, strict=False):
+                record["media"][0]["identifier"] = url  # on photos with an accepted licence (i % 3 == 0)
+        return answer
+
+    with JsonApi(hostile) as api:
+        section = {"base_url": api.url + "/v1", **FAST}
+        raw = {"name": "t", "search": {"backend": "gbif", "top_k": 8, "gbif": section}}
+        ctx = StageContext(parse(raw), Workdir(tmp_path))
+        write_records(ctx.path("queries.parquet"), [query("Panthera leo")], Query)
+        result = search_stage.run(ctx)
+    hits = list(read_records(ctx.path("hits.parquet"), Hit))
+    assert hits and all(h.url.startswith("https://img.example/") for h in hits)
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    dropped = list(read_records(ctx.path("rejects/search.parquet"), Rejected))
+    assert {r.reason for r in dropped} == {"non_http_url"}
+    assert sorted(r.detail for r in dropped) == sorted(f"gbif: {url}" for url in planted)
+    assert result.stats["rejects"] == {"non_http_url": 3}

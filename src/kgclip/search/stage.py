@@ -6,11 +6,12 @@ import asyncio
 import math
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kgclip.config import Config
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
-from kgclip.search.base import SearchBackend
+from kgclip.search.base import Found, SearchBackend
 from kgclip.search.brave import BraveBackend
 from kgclip.search.commons import CommonsBackend
 from kgclip.search.corpus import CorpusBackend, build_index
@@ -241,6 +242,7 @@ def _collect(
         elif not outcome.results:
             rejects.append(Rejected("search", q.query_id, "no_results", f"{name}: {q.text}"))
         else:
+            kept = _web_urls_only(name, q, outcome.results, rejects)
             hits.extend(
                 Hit(
                     q.query_id,
@@ -254,6 +256,25 @@ def _collect(
                     f.license,
                     f.attribution,
                 )
-                for rank, f in enumerate(outcome.results, start=1)
+                for rank, f in enumerate(kept, start=1)
             )
     return hits, rejects
+
+
+def _web_urls_only(name: str, query: Query, results: list[Found], rejects: list[Rejected]) -> list[Found]:
+    """A web backend's results with http(s) image URLs only; the others recorded as rejects.
+
+    What a web service returns is other people's text (a GBIF media identifier is whatever a data
+    publisher typed): a `file:` URL or a bare path must never reach fetch, which reads local files
+    for the local corpus only. Applied when hits are collected, so answers stored in the ledger by
+    an earlier version are filtered too.
+    """
+    if name == "corpus":
+        return results
+    kept = []
+    for found in results:
+        if urlsplit(found.url).scheme.lower() in ("http", "https"):
+            kept.append(found)
+        else:
+            rejects.append(Rejected("search", query.query_id, "non_http_url", f"{name}: {found.url[:300]}"))
+    return kept
