@@ -51,10 +51,10 @@ async def _run(
     with _decoders(workers) as pool:
         async with SafeFetcher(policy, gate=gate) as fetcher:
 
-            async def one(url: str) -> Outcome:
+            async def one(url: str, batch: Batch) -> Outcome:
                 async with window:
                     if not url.startswith(WEB):
-                        return await loop.run_in_executor(pool, decode, url, opts)
+                        return await loop.run_in_executor(pool, decode, url, opts, batch.local.roots_for(url))
                     got = await fetcher.get(url)
                     if not got.ok or got.body is None:
                         return unfetched(got)
@@ -62,7 +62,7 @@ async def _run(
 
             try:
                 for batch in batches:
-                    running.append((batch, asyncio.gather(*(one(u) for u in batch.urls))))
+                    running.append((batch, asyncio.gather(*(one(u, batch) for u in batch.urls))))
                     if len(running) > BATCHES_AHEAD:
                         done, outcomes = running.popleft()
                         commit(done, await outcomes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from kgclip.config import Config
@@ -14,7 +13,7 @@ from kgclip.progress import console, meter
 from kgclip.search.base import Found, SearchBackend
 from kgclip.search.brave import BraveBackend
 from kgclip.search.commons import CommonsBackend
-from kgclip.search.corpus import CorpusBackend, build_index
+from kgclip.search.corpus import CorpusBackend, build_index, corpus_index_path
 from kgclip.search.gbif import GbifBackend
 from kgclip.search.google_cse import GoogleCseBackend
 from kgclip.search.inaturalist import INaturalistBackend
@@ -38,14 +37,6 @@ WEB: dict[str, type[WebBackend]] = {
         GbifBackend,
     )
 }
-
-
-def corpus_index_path(config: Config, workdir: Workdir) -> Path:
-    corpus = config.search.corpus
-    assert corpus is not None  # guaranteed by SearchConfig validation
-    if corpus.index is None:
-        return workdir.path("corpus.sqlite")
-    return corpus.index if corpus.index.is_absolute() else workdir.path(str(corpus.index))
 
 
 def open_corpus(config: Config, workdir: Workdir) -> CorpusBackend:
