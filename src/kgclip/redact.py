@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "[redacted]"
-_secrets: set[str] = set()
+_secrets: dict[str, None] = {}  # in the order registered
 _lock = threading.Lock()
 _installed = False
 
@@ -28,15 +28,15 @@ def protect(secret: str) -> None:
     if not secret:
         return
     with _lock:
-        _secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
+        _secrets.update(dict.fromkeys((secret, quote(secret, safe=""), quote_plus(secret))))
         if not _installed:
             _install()
             _installed = True
 
 
 def redact(text: str) -> str:
-    """`text` with every protected secret masked."""
-    for secret in _secrets:
+    """`text` with every protected secret masked, longest first (one key may contain another)."""
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
     return text

@@ -110,9 +110,9 @@ def _remove_stale_temporaries(out: Path) -> None:
     """Remove what killed builds of `out` left (the temporary index and its SQLite journal):
     atomic_path names it `.<name>.tmp-<pid>`, and a build whose process is gone is over."""
     prefix = f".{out.name}.tmp-"
-    for path in out.parent.glob(prefix + "*") if out.parent.is_dir() else ():
+    for path in out.parent.iterdir() if out.parent.is_dir() else ():
         pid = path.name.removeprefix(prefix).split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if path.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
             path.unlink(missing_ok=True)
 
 

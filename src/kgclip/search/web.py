@@ -161,16 +161,15 @@ class WebBackend:
                     failures.append(f"connect: {type(exc).__name__}")
                     response = None
                 except httpx.TimeoutException:
-                    self.requests += 1
+                    self._reached()
                     failures.append("timeout")
                     response = None
                 except httpx.TransportError as exc:
-                    self.requests += 1
+                    self._reached()
                     failures.append(f"transport: {type(exc).__name__}")
                     response = None
             if response is not None:
-                self.requests += 1
-                self._unreached = 0
+                self._reached()
                 self.observe(response)
                 data, wait = self._judge(response, failures)
                 if wait is None:
@@ -179,6 +178,11 @@ class WebBackend:
             elif attempt < self.cfg.max_retries:
                 await asyncio.sleep(min(self.cfg.backoff_s * 2**attempt, 60.0))
         raise _Retry(f"{self.name}: gave up after {self.cfg.max_retries + 1} attempts: {'; '.join(failures)}")
+
+    def _reached(self) -> None:
+        """A request got through to the service (whatever came of it): it counts as sent."""
+        self.requests += 1
+        self._unreached = 0
 
     def _not_reached(self, exc: httpx.TransportError) -> None:
         """One more connection attempt failed; after `max_connect_failures` in a row the service is
