@@ -1,13 +1,18 @@
 """Local corpus: importers, the FTS5 index, and BM25 search."""
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from fifo_guard import fifos
 from kgclip.search.corpus import CorpusBackend, CorpusError, build_index, number_variants
 from kgclip.search.importers import CorpusSourceError, detect, import_source
 from kgclip.tables import Query, QueryParams
@@ -185,6 +190,7 @@ def test_table_without_needed_columns_is_a_clear_error(tmp_path):
     with pytest.raises(CorpusSourceError, match="needs a location column"):
         build_index(table, tmp_path / "t.sqlite")
     assert not (tmp_path / "t.sqlite").exists()
+    assert not list(tmp_path.glob(".t.sqlite.tmp-*"))  # a failed build removes its temporary file
 
 
 def test_opening_a_missing_or_foreign_index_fails_clearly(tmp_path):
@@ -194,3 +200,72 @@ def test_opening_a_missing_or_foreign_index_fails_clearly(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE t(x)").connection.commit()
     with pytest.raises(CorpusError, match="not a kgclip corpus"):
         CorpusBackend(other)
+
+
+def test_index_skips_fifos_and_files_outside_its_root_instead_of_hanging(tmp_path):
+    src = tmp_path / "src"
+    png(src / "good.png")
+    (src / "good.txt").write_text("a good fox")
+    (src / "pipe.txt").write_text("a fox in a pipe")
+    png(src / "captioned.png")
+    secret = png(tmp_path / "outside" / "secret.png")
+    (src / "link.png").symlink_to(secret)
+    (src / "link.txt").write_text("a fox linked from outside")
+    out = tmp_path / "c.sqlite"
+    with fifos(src / "pipe.png", src / "captioned.txt"):
+        report = build_index(src, out)
+    assert report.items == 1
+    assert report.skipped == {"not_a_regular_file": 2, "outside_corpus_root": 1}
+    with sqlite3.connect(out) as db:
+        skipped = dict(db.execute("SELECT path, reason FROM skipped"))
+        (roots,) = db.execute("SELECT value FROM meta WHERE key = 'roots'").fetchone()
+    assert skipped == {
+        str(src / "pipe.png"): "not_a_regular_file",
+        str(src / "captioned.txt"): "not_a_regular_file",
+        str(src / "link.png"): "outside_corpus_root",
+    }
+    assert orjson.loads(roots) == [os.path.realpath(src)]
+
+
+def test_a_table_lists_only_regular_files_below_its_folder(tmp_path):
+    png(tmp_path / "t/imgs/x.png")
+    png(tmp_path / "elsewhere.png")
+    rows = [
+        ("imgs/x.png", "a small fox"),
+        ("imgs/pipe.png", "a fox in a pipe"),
+        ("../elsewhere.png", "a fox one folder up"),
+        ((tmp_path / "elsewhere.png").as_uri(), "a fox by file URL"),
+        ("/etc/hostname", "a fox by absolute path"),
+        ("https://example.org/y.jpg", "a web fox"),
+    ]
+    table = tmp_path / "t/t.csv"
+    table.write_text("path,caption\n" + "".join(f"{p},{c}\n" for p, c in rows))
+    with fifos(tmp_path / "t/imgs/pipe.png"):
+        report = build_index(table, tmp_path / "t.sqlite")
+    assert report.items == 2  # x.png and the web URL
+    assert report.skipped == {"not_a_regular_file": 1, "outside_corpus_root": 3}
+
+
+def test_a_fifo_given_as_the_table_is_refused_not_read(tmp_path):
+    with fifos(tmp_path / "t.csv"), pytest.raises(CorpusSourceError, match="FIFO, not a regular file"):
+        build_index(tmp_path / "t.csv", tmp_path / "t.sqlite", "table")
+
+
+def test_a_killed_build_leaves_nothing_that_the_next_build_keeps(tmp_path):
+    src = tmp_path / "src"
+    png(src / "good.png")
+    (src / "good.txt").write_text("a good fox")
+    out = tmp_path / "idx" / "c.sqlite"
+    out.parent.mkdir()
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as finished:
+        pass  # waited for: its pid names no process now
+    stale = [out.with_name(f".c.sqlite.tmp-{finished.pid}{end}") for end in ("", "-journal")]
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        running = out.with_name(f".c.sqlite.tmp-{alive.pid}")  # another build still at work
+        for path in [*stale, running]:
+            path.write_bytes(b"half an index")
+        try:
+            build_index(src, out)
+        finally:
+            alive.kill()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["c.sqlite", running.name])

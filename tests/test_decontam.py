@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
+from fifo_guard import fifos
 from kgclip.cli import _run, app
 from kgclip.config import load
 from kgclip.curate.decontam import DecontamError, EvalIndex, build_index, parse_source
@@ -145,3 +146,16 @@ def test_a_missing_index_is_reported_before_any_stage_runs(tmp_path):
     with pytest.raises(UserError, match="no decontamination index at"):
         _run(load(config), tmp_path / "work")
     assert not (tmp_path / "work" / "entities.parquet").exists()
+
+
+def test_indexing_lists_fifos_as_skipped_instead_of_hanging(tmp_path):
+    root = tmp_path / "eval"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 48), "red").save(root / "images" / "red.png")
+    with fifos(root / "images" / "pipe.jpg", root / "pipe.tar"):
+        report = build_index([("bench", root)], tmp_path / "eval.parquet", workers=1)
+    assert report.images == 1
+    assert report.unreadable == [
+        "bench:images/pipe.jpg (a FIFO, not a regular file)",
+        "bench:pipe.tar (a FIFO, not a regular file)",
+    ]

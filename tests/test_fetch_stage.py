@@ -1,15 +1,18 @@
 """The fetch stage on its own: sources, the ledger, parts, and changed image settings."""
 
 import io
+import os
 import tarfile
 
 import pyarrow.parquet as pq
 from PIL import Image
 
+from fifo_guard import fifos
 from kgclip.config import parse
 from kgclip.fetch import stage as fetch_stage
 from kgclip.fetch.sources import read_source
 from kgclip.pipeline import StageContext
+from kgclip.search.corpus import build_index
 from kgclip.tables import Fetched, Hit, read_records, write_records
 from kgclip.workdir import Workdir
 
@@ -19,7 +22,9 @@ def hit(url: str, rank: int = 1) -> Hit:
 
 
 def make(tmp_path, urls, **fetch):
-    config = parse({"name": "t", "search": {"corpus": {"source": "/x"}}, "fetch": {"workers": 1, **fetch}})
+    """A fetch of corpus hits; the corpus (not built yet) is `tmp_path`, so its files may be read."""
+    search = {"corpus": {"source": str(tmp_path)}}
+    config = parse({"name": "t", "search": search, "fetch": {"workers": 1, **fetch}})
     ctx = StageContext(config, Workdir(tmp_path / "wd"))
     write_records(ctx.path("hits.parquet"), [hit(u, i) for i, u in enumerate(urls)], Hit)
     return ctx
@@ -31,15 +36,17 @@ def picture(path, size=(900, 600), colour="green"):
 
 
 def test_sources_refuse_what_they_cannot_read(tmp_path):
-    assert read_source("https://example.org/a.jpg", 10).reason == "unsupported_scheme"
-    assert read_source("file://otherhost/a.jpg", 10).reason == "unsupported_scheme"
-    assert read_source("relative/a.jpg", 10).reason == "unsupported_scheme"
-    assert read_source((tmp_path / "none.jpg").as_uri(), 10).reason == "not_found"
-    assert read_source(tmp_path.as_uri(), 10).reason == "not_found"
+    roots = (os.path.realpath(tmp_path),)
+    assert read_source("https://example.org/a.jpg", 10, roots).reason == "unsupported_scheme"
+    assert read_source("file://otherhost/a.jpg", 10, roots).reason == "unsupported_scheme"
+    assert read_source("relative/a.jpg", 10, roots).reason == "unsupported_scheme"
+    assert read_source((tmp_path / "none.jpg").as_uri(), 10, roots).reason == "not_found"
+    assert read_source(tmp_path.as_uri(), 10, roots).reason == "not_a_regular_file"
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * 11)
-    assert read_source(big.as_uri(), 10).reason == "too_many_bytes"
-    assert read_source(str(big), 20) == b"x" * 11  # a plain absolute path works too
+    assert read_source(big.as_uri(), 10, roots).reason == "too_many_bytes"
+    assert read_source(str(big), 20, roots) == b"x" * 11  # a plain absolute path works too
+    assert read_source(str(big), 20).reason == "local_path_refused"  # not a corpus hit: no roots
 
 
 def test_outcomes_parts_and_stored_jpegs(tmp_path):
@@ -90,3 +97,37 @@ def test_orphan_part_from_a_killed_run_is_removed(tmp_path):
     orphan.write_bytes(b"half-written by a killed run")
     fetch_stage.run(ctx)
     assert not orphan.exists()
+
+
+def test_local_files_are_read_only_for_corpus_hits_below_the_corpus_roots(tmp_path):
+    """A web service's answer (or an edited hits table) must not make fetch read any local file."""
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for name, colour in (("inside", "green"), ("swapped", "blue")):
+        picture(src / f"{name}.png", colour=colour)
+        (src / f"{name}.txt").write_text(f"a {colour} picture")
+    outside = picture(tmp_path / "outside.png", colour="red")
+    build_index(src, tmp_path / "corpus.sqlite")
+    (src / "swapped.png").unlink()
+    (src / "swapped.png").symlink_to(outside)  # indexed as a corpus file, now leading out of it
+    inside = (src / "inside.png").as_uri()
+    refused = {
+        (src / "swapped.png").as_uri(): "corpus",
+        f"{src.as_uri()}/../outside.png": "corpus",
+        str(src / "inside.png"): "gbif",  # a corpus file, but named by a web backend
+        outside.as_uri(): "gbif",
+        "/etc/passwd": "openverse",
+    }
+    named = {inside: "corpus", **refused, (src / "pipe.png").as_uri(): "corpus"}
+    hits = [Hit("q", b, i, u, None, "", None, None, None, None) for i, (u, b) in enumerate(named.items(), 1)]
+    search = {"corpus": {"index": str(tmp_path / "corpus.sqlite")}}
+    config = parse({"name": "t", "search": search, "fetch": {"workers": 1}})
+    ctx = StageContext(config, Workdir(tmp_path / "wd"))
+    write_records(ctx.path("hits.parquet"), hits, Hit)
+    with fifos(src / "pipe.png"):
+        result = fetch_stage.run(ctx)
+    rows = {r.url: r for r in read_records(ctx.path("fetched.parquet"), Fetched)}
+    assert rows[inside].status == "ok"
+    assert {url: rows[url].reason for url in refused} == dict.fromkeys(refused, "local_path_refused")
+    assert rows[(src / "pipe.png").as_uri()].reason == "not_a_regular_file"
+    assert result.stats["rejected"] == {"local_path_refused": 5, "not_a_regular_file": 1}

@@ -1,6 +1,7 @@
 """The LLM client against a loopback OpenAI-compatible server: constraints, validation, retries, cache."""
 
 import asyncio
+import logging
 
 import pytest
 from pydantic import BaseModel
@@ -162,3 +163,14 @@ def test_guided_json_when_configured(tmp_path):
         answer, _ = run(ask_pet(config(srv, structured="guided"), LLMCache(tmp_path / "c.sqlite")))
         assert srv.requests[0].body["guided_json"]["title"] == "Pet"
     assert answer.value.legs == 4
+
+
+def test_the_key_reaches_no_log_at_debug(tmp_path, caplog, monkeypatch):
+    """httpx logs every request, openai and httpcore request details at DEBUG: none may show the key."""
+    monkeypatch.setenv("KGCLIP_TEST_KEY", "llm-s3cret-key")
+    caplog.set_level(logging.DEBUG)
+    with ChatServer(responder=lambda req: "true", api_key="llm-s3cret-key") as srv:
+        answer, _ = run(ask_choice(config(srv), LLMCache(tmp_path / "c.sqlite")))
+    assert answer.value == "true"
+    assert "HTTP Request" in caplog.text and "llm-s3cret-key" not in caplog.text
+    assert b"llm-s3cret-key" not in (tmp_path / "c.sqlite").read_bytes()

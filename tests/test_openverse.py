@@ -1,6 +1,8 @@
 """The Openverse backend and the web-backend machinery against a loopback API."""
 
 import asyncio
+import socket
+import time
 
 import pytest
 
@@ -157,7 +159,7 @@ def test_rate_limit_reaches_the_allowed_rate_without_429s():
     assert achieved >= 0.95 * allowed
 
 
-def test_daily_quota_stops_cleanly_and_the_stage_resumes(tmp_path):
+def test_daily_quota_stops_cleanly_and_the_stage_resumes(tmp_path, capsys):
     with JsonApi(openverse) as api:
         raw = {
             "name": "t",
@@ -176,8 +178,10 @@ def test_daily_quota_stops_cleanly_and_the_stage_resumes(tmp_path):
         queries = [query(t) for t in ("koala", "lion", "koala photo", "lion photo", "koala 1")]
         write_records(ctx.path("queries.parquet"), queries, Query)
         first = search_stage.run(ctx)
-        assert first.stats["requests_sent"] == 5 and len(api.requests) == 3
+        assert first.stats["queries_asked"] == 5 and len(api.requests) == first.stats["requests_sent"] == 3
         assert first.stats["retry_later"] == 2
+        plan = "search: openverse: 5 queries need up to 5 requests (1 each); daily quota 3 (0 used today)"
+        assert plan + ": 2 days" in capsys.readouterr().err
         left = [
             r for r in read_records(ctx.path("rejects/search.parquet"), Rejected) if r.reason == "retry_later"
         ]
@@ -251,3 +255,66 @@ def test_request_budget_stops_cleanly_and_the_cli_flag_sets_it(tmp_path):
         )
         result = search_stage.run(ctx)
         assert len(api.requests) == 2 and result.stats["retry_later"] == 2
+    assert result.stats["requests_sent"] == 2 and result.stats["queries_asked"] == 4
+    assert "4 asked, 2 HTTP requests sent" in result.summary
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_service_stops_after_a_few_connection_failures():
+    """Offline, every query would fail all its retries, each after a backoff: days for a big harvest."""
+    cfg = OpenverseConfig(
+        base_url=f"http://127.0.0.1:{closed_port()}/v1",
+        contact="tests@example.org",
+        rate_per_s=200,
+        backoff_s=0.01,
+        max_connect_failures=3,
+    )
+    backend = OpenverseBackend(cfg)
+
+    async def many():
+        try:
+            return await asyncio.gather(*(backend.search(query(f"koala {i}"), 5) for i in range(50)))
+        finally:
+            await backend.aclose()
+
+    started = time.monotonic()
+    stopped = r"openverse: cannot reach 127\.0\.0\.1: 3 connection attempts in a row failed, the last with "
+    with pytest.raises(SearchError, match=stopped + "ConnectError"):
+        asyncio.run(many())
+    assert time.monotonic() - started < 5
+    assert backend.limiter.sent == 3  # attempted
+    assert backend.requests == 0  # none reached the service, so none counts as sent
+
+
+def test_an_unreachable_service_stops_the_stage_and_its_queries_stay_retryable(tmp_path):
+    port = closed_port()
+    raw = {
+        "name": "t",
+        "search": {
+            "backend": "openverse",
+            "top_k": 2,
+            "openverse": {
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "contact": "tests@example.org",
+                "rate_per_s": 200,
+                "backoff_s": 0.01,
+                "max_retries": 1,
+                "max_connect_failures": 3,
+            },
+        },
+    }
+    ctx = StageContext(parse(raw), Workdir(tmp_path))
+    write_records(ctx.path("queries.parquet"), [query(t) for t in ("koala", "lion", "koala photo")], Query)
+    with pytest.raises(SearchError, match=r"openverse: cannot reach 127\.0\.0\.1"):
+        search_stage.run(ctx)  # the first query gave up after 2 attempts, the second stopped the stage
+    with JsonApi(openverse, port=port) as api:
+        result = search_stage.run(ctx)
+        assert len(api.requests) == 3
+    assert result.stats["queries_asked"] == 3 and result.stats["retry_later"] == 0
+    assert result.stats["requests_sent"] == 3 and result.stats["queries_with_hits"] == 3

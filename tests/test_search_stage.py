@@ -43,7 +43,7 @@ def test_hits_ranked_with_alt_text_and_rejects_recorded(tmp_path):
     assert all(h.backend == "corpus" and h.url.startswith("file://") and h.width for h in hits)
     rejects = {r.item: r.reason for r in read_records(ctx.path("rejects/search.parquet"), Rejected)}
     assert rejects == {"q2": "no_results", "q3": "no_searchable_terms"}
-    assert result.stats["requests_sent"] == 4 and result.stats["queries_with_hits"] == 2
+    assert result.stats["queries_asked"] == 4 and result.stats["queries_with_hits"] == 2
     assert ctx.path("corpus.sqlite").exists()  # built from the source on first use
 
 
@@ -52,7 +52,7 @@ def test_second_run_sends_no_request_and_gives_the_same_table(tmp_path):
     search_stage.run(ctx)
     first = pq.read_table(ctx.path("hits.parquet"))
     again = search_stage.run(ctx)
-    assert again.stats["requests_sent"] == 0 and again.stats["from_ledger"] == 2
+    assert again.stats["queries_asked"] == 0 and again.stats["from_ledger"] == 2
     assert pq.read_table(ctx.path("hits.parquet")).equals(first)
 
 
@@ -69,7 +69,7 @@ def test_top_k_change_is_a_new_request(tmp_path):
         ),
         ctx.workdir,
     )
-    assert search_stage.run(bigger).stats["requests_sent"] == 1
+    assert search_stage.run(bigger).stats["queries_asked"] == 1
     assert pq.read_table(ctx.path("hits.parquet")).num_rows == 2
 
 
@@ -86,6 +86,6 @@ def test_corpus_search_on_ray_equals_the_local_search(demo_run, tmp_path):
     raw["search"]["executor"] = "ray"
     raw["ray"] = {"num_cpus": 2}
     result = search_stage.run(StageContext(parse(raw), Workdir(work)))
-    assert result.stats["requests_sent"] == result.stats["queries"] > 20_000
+    assert result.stats["queries_asked"] == result.stats["queries"] > 20_000
     for table in ("hits.parquet", "rejects/search.parquet"):
         assert pq.read_table(work / table).equals(pq.read_table(demo_run / table))

@@ -8,6 +8,8 @@ normalised results, the parameters sent, paging up to k, empty answers, transien
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +39,7 @@ from kgclip.search.google_cse import GoogleCseBackend
 from kgclip.search.inaturalist import INaturalistBackend
 from kgclip.search.serpapi import SerpApiBackend
 from kgclip.search.web import SearchError, WebBackend
-from kgclip.tables import Hit, Query, QueryParams, read_records, write_records
+from kgclip.tables import Hit, Query, QueryParams, Rejected, read_records, write_records
 from kgclip.workdir import Workdir
 from web_api_server import JsonApi
 
@@ -557,8 +559,8 @@ def test_google_cse_parameters_and_results():
         "orTerms": "animal marsupial",
         "excludeTerms": "cartoon",
         "rights": "cc_publicdomain|cc_attribute",
-        "key": "google-s3cret",
     }
+    assert first.headers["x-goog-api-key"] == "google-s3cret"  # a header, out of logged URLs
     assert (second.params["start"], second.params["num"]) == ("11", "5")
     koala = out.results[0]
     assert (koala.url, koala.page_url, koala.alt_text, koala.width, koala.height, koala.license) == (
@@ -810,6 +812,38 @@ def test_the_key_is_sent_but_never_part_of_the_ledger_key(spec, monkeypatch):
     assert secret not in key and secret not in orjson.dumps(backend.params(query(spec.text), 20, 0)).decode()
 
 
+STAGE_SECTIONS = {
+    "brave": lambda url: {"base_url": url + "/res/v1"},
+    "google_cse": lambda url: {"base_url": url + "/customsearch/v1", "cx": "engine-1"},
+    "serpapi": lambda url: {"base_url": url},
+}
+
+
+@pytest.mark.parametrize("spec", KEYED, ids=str)
+def test_no_key_reaches_logs_ledger_tables_or_errors(spec, caplog, tmp_path):
+    """Every logger at DEBUG, a server that echoes the key in an error: the key appears nowhere."""
+    caplog.set_level(logging.DEBUG)
+    secret = SECRETS[spec.key_env]
+    echo = J({"error": f"bad request with key {secret}"}, status=400)
+    with JsonApi(spec.handler) as api:
+        api.faults.extend([(503, {}, b"", "text/plain"), echo])
+        section = {**STAGE_SECTIONS[spec.name](api.url), **FAST}
+        raw = {"name": "t", "search": {"backend": spec.name, "top_k": 5, spec.name: section}}
+        ctx = StageContext(parse(raw), Workdir(tmp_path))
+        write_records(ctx.path("queries.parquet"), [query(spec.none), query(spec.text)], Query)
+        result = search_stage.run(ctx)
+        assert len(api.requests) == 3 and secret in str(api.requests[-1].headers | api.requests[-1].params)
+    assert "HTTP Request" in caplog.text  # httpx did log every request
+    assert secret not in caplog.text and secret not in str(result)
+    assert result.stats["hits"] == 5 and result.stats["rejects"] == {"retry_later": 1}
+    with sqlite3.connect(ctx.path(search_stage.LEDGER)) as db:
+        (failure,) = db.execute("SELECT failure FROM requests WHERE status = 'retry'").fetchone()
+    assert "HTTP 400" in failure and "with key [redacted]" in failure
+    stored = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite" for p in stored)
+    assert not [p for p in stored if secret.encode() in p.read_bytes()]
+
+
 @pytest.mark.parametrize("spec", KEYED, ids=str)
 def test_a_missing_key_is_named_before_any_request(spec, monkeypatch):
     monkeypatch.delenv(spec.key_env)
@@ -873,3 +907,47 @@ def test_stage_routes_entities_to_inaturalist_and_commons_and_attributes_to_brav
     assert len(hits) == 9 and result.stats["http_requests"] == {"inaturalist": 2, "commons": 2, "brave": 1}
     assert ("/res/v1/images/search", "koala eating -cartoon") in paths
     assert not any(p.startswith("/res/") and q == "koala -cartoon" for p, q in paths)
+
+
+def test_the_plan_counts_lookups_pages_quota_days_and_time():
+    make = {s.name: s.make for s in SPECS}
+    backends = {
+        "inaturalist": make["inaturalist"]("http://127.0.0.1:9", daily_quota=10_000, rate_per_s=1),
+        "gbif": make["gbif"]("http://127.0.0.1:9", rate_per_s=1, max_requests=5),
+    }
+    pending = [(query(f"koala {i}"), name) for i in range(3_000) for name in backends]
+    lines = search_stage.plan(backends, pending, 250)
+    assert lines == [
+        # the taxon lookup, then 200 observations a page: 3 requests a query
+        "search: inaturalist: 3,000 queries need up to 9,000 requests (3 each); "
+        "daily quota 10,000 (0 used today): 1 day; at 1/s at least 2.5 h",
+        # the name match, then up to twice the 25 pages of 10 that k needs
+        "search: gbif: 3,000 queries need up to 153,000 requests (51 each); no daily quota; "
+        "at 1/s at least 1.8 days; this run stops after 5 requests (--max-requests)",
+    ]
+
+
+def test_a_web_hit_that_is_not_an_http_url_is_dropped_at_search_with_its_reason(tmp_path):
+    """GBIF media identifiers are publishers' free text: `file:///etc/passwd` must never become a hit."""
+    planted = ["file:///etc/passwd", "/etc/shadow", "ftp://files.example/a.jpg"]
+
+    def hostile(path: str, params: dict, headers: dict) -> Any:
+        answer = gbif(path, params, headers)
+        if path == "/v1/occurrence/search" and answer["offset"] == 0:
+            for record, url in zip(answer["results"][::3], planted, strict=False):
+                record["media"][0]["identifier"] = url  # on photos with an accepted licence (i % 3 == 0)
+        return answer
+
+    with JsonApi(hostile) as api:
+        section = {"base_url": api.url + "/v1", **FAST}
+        raw = {"name": "t", "search": {"backend": "gbif", "top_k": 8, "gbif": section}}
+        ctx = StageContext(parse(raw), Workdir(tmp_path))
+        write_records(ctx.path("queries.parquet"), [query("Panthera leo")], Query)
+        result = search_stage.run(ctx)
+    hits = list(read_records(ctx.path("hits.parquet"), Hit))
+    assert hits and all(h.url.startswith("https://img.example/") for h in hits)
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    dropped = list(read_records(ctx.path("rejects/search.parquet"), Rejected))
+    assert {r.reason for r in dropped} == {"non_http_url"}
+    assert sorted(r.detail for r in dropped) == sorted(f"gbif: {url}" for url in planted)
+    assert result.stats["rejects"] == {"non_http_url": 3}

@@ -5,6 +5,7 @@ JSON body. `api.faults` holds replies sent first, one per request: (status, head
 content type). `allowed_per_s` makes the server answer 429 (with Retry-After) to requests that
 come faster than the rate it allows: a token bucket holding 2, as API gateways enforce "N per
 second" (so one request arriving a millisecond early is not a violation, a sustained excess is).
+`port` serves on a given loopback port (0: any free one), e.g. one a test found closed before.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class JsonApi:
     allowed_per_s: float | None = None
     faults: list[tuple[int, dict[str, str], bytes, str]] = field(default_factory=list)
     requests: list[Seen] = field(default_factory=list)
+    port: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -71,7 +73,7 @@ class JsonApi:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handle)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

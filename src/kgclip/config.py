@@ -295,6 +295,9 @@ class WebBackendConfig(Section):
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)
+    max_connect_failures: int = Field(
+        default=5, ge=1, description="connection attempts failing in a row that stop the stage (offline)"
+    )
 
 
 class OpenverseConfig(WebBackendConfig):

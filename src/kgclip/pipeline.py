@@ -132,7 +132,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "fetch",
         "kgclip.fetch.stage",
-        ("fetch", "ray"),
+        ("fetch", "ray", "search.corpus"),
         ("search",),
         ("fetched.parquet", "parts/index.json"),
         check="parts_damage",

@@ -30,6 +30,7 @@ from kgclip.curate import phash
 from kgclip.curate.dedup import Group
 from kgclip.curate.hashindex import HashIndex
 from kgclip.fetch.images import Rejection, working_mode
+from kgclip.localfiles import not_regular, open_regular, read_regular
 from kgclip.progress import console, meter
 from kgclip.tables import Rejected
 from kgclip.workdir import atomic_path
@@ -49,7 +50,7 @@ class DecontamError(RuntimeError):
 class IndexReport:
     images: int
     hashes: int
-    unreadable: list[str]
+    unreadable: list[str]  # `set:image`, with what it is when it is not a regular file
     seconds: float
 
 
@@ -65,8 +66,11 @@ def parse_source(spec: str) -> tuple[str, Path]:
 
 
 def build_index(sources: list[tuple[str, Path]], out: Path, workers: int = 0) -> IndexReport:
+    """Hash every image of the sources into `out`; what could not be read is listed in the report
+    (files that are not regular, such as FIFOs, with what they are: they are never opened)."""
     began = time.monotonic()
-    items = [(name, image, loader) for name, path in sources for image, loader in _images(path)]
+    skipped: list[str] = []
+    items = [(name, image, load) for name, path in sources for image, load in _images(path, name, skipped)]
     if not items:
         raise DecontamError("no images found in " + ", ".join(str(p) for _, p in sources))
     rows: dict[str, list] = {"eval_set": [], "image": [], "variant": [], "phash": []}
@@ -88,7 +92,7 @@ def build_index(sources: list[tuple[str, Path]], out: Path, workers: int = 0) ->
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     images = len(items) - len(unreadable)
-    return IndexReport(images, table.num_rows, unreadable, time.monotonic() - began)
+    return IndexReport(images, table.num_rows, skipped + unreadable, time.monotonic() - began)
 
 
 @dataclass(frozen=True)
@@ -100,23 +104,33 @@ class _Loader:
 
     def read(self) -> bytes:
         if self.member is None:
-            return Path(self.path).read_bytes()
-        with tarfile.open(self.path) as tar:
+            return read_regular(self.path)
+        with open_regular(self.path) as raw, tarfile.open(fileobj=raw) as tar:
             fh = tar.extractfile(self.member)
             if fh is None:
                 raise OSError(f"{self.member} is not a file")
             return fh.read()
 
 
-def _images(root: Path) -> Iterator[tuple[str, _Loader]]:
-    """Every image under `root` in a stable order, named relative to it (tars: `tar/member`)."""
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+def _images(root: Path, eval_set: str, skipped: list[str]) -> Iterator[tuple[str, _Loader]]:
+    """Every image under `root` in a stable order, named relative to it (tars: `tar/member`).
+
+    An image or tar name that is not a regular file (a FIFO, a socket, a device) is listed in
+    `skipped` with what it is and never opened: opening a FIFO waits for a writer forever.
+    """
+    files = [root] if not root.is_dir() else sorted(p for p in root.rglob("*") if not p.is_dir())
     for path in files:
         name = path.name if path == root else path.relative_to(root).as_posix()
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        suffix = path.suffix.lower()
+        if suffix not in (*IMAGE_SUFFIXES, ".tar"):
+            continue
+        problem = not_regular(path)
+        if problem is not None:
+            skipped.append(f"{eval_set}:{name} ({problem})")
+        elif suffix != ".tar":
             yield name, _Loader(str(path))
-        elif path.suffix.lower() == ".tar":
-            with tarfile.open(path) as tar:
+        else:
+            with open_regular(path) as raw, tarfile.open(fileobj=raw) as tar:
                 members = sorted(m.name for m in tar.getmembers() if m.isfile())
             for member in members:
                 if Path(member).suffix.lower() in IMAGE_SUFFIXES:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgclip.fetch.http import FetchResult
 from kgclip.fetch.images import ImageOptions, Normalized, Rejection, normalize
-from kgclip.fetch.sources import read_source
+from kgclip.fetch.sources import LocalReads, read_source
 from kgclip.tables import Fetched
 from kgclip.tario import add_member
 from kgclip.workdir import atomic_path
@@ -27,6 +27,7 @@ class Batch:
     number: int
     part: str  # file name of the tar part this batch writes
     urls: list[str]
+    local: LocalReads = field(default_factory=LocalReads)  # which URLs may be read locally, and where
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,16 @@ def unfetched(got: FetchResult) -> Outcome:
     )
 
 
-def decode(item: str | FetchResult, opts: ImageOptions) -> Outcome:
-    """Runs in a worker: take downloaded bytes (of a successful download) or read a local file,
-    then validate and normalise."""
+def decode(item: str | FetchResult, opts: ImageOptions, roots: tuple[str, ...] = ()) -> Outcome:
+    """Runs in a worker: take downloaded bytes (of a successful download) or read a local file
+    (only below `roots`), then validate and normalise."""
     started = time.perf_counter()
     if isinstance(item, FetchResult):
         assert item.ok and item.body is not None, "failed downloads never reach a decoder"
         result = normalize(item.body, opts)
         elapsed = time.perf_counter() - started
         return Outcome(result, len(item.body), item.http_status, item.attempts, item.seconds, elapsed)
-    data = read_source(item, opts.max_bytes)
+    data = read_source(item, opts.max_bytes, roots)
     if isinstance(data, Rejection):
         return Outcome(data)
     result = normalize(data, opts)

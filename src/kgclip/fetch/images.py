@@ -74,12 +74,14 @@ _SOS, _EOI = 0xDA, 0xD9
 class RejectReason(StrEnum):
     """Why a hit was not stored; one closed set for the whole fetch stage, so statistics group by it.
 
-    The first three come from reading the source (fetch/sources.py), the rest from `normalize`.
+    The first five come from reading the source (fetch/sources.py), the rest from `normalize`.
     """
 
     UNSUPPORTED_SCHEME = "unsupported_scheme"
     NOT_FOUND = "not_found"
     UNREADABLE = "unreadable"
+    LOCAL_PATH_REFUSED = "local_path_refused"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
     EMPTY_FILE = "empty_file"
     TOO_MANY_BYTES = "too_many_bytes"
     NOT_AN_IMAGE = "not_an_image"

@@ -53,10 +53,10 @@ async def _run(
     with _decoders(workers) as pool:
         async with SafeFetcher(policy, gate=gate) as fetcher:
 
-            async def one(url: str) -> Outcome:
+            async def one(url: str, batch: Batch) -> Outcome:
                 if not url.startswith(WEB):
                     async with window:
-                        return await loop.run_in_executor(pool, decode, url, opts)
+                        return await loop.run_in_executor(pool, decode, url, opts, batch.local.roots_for(url))
                 # the window is taken once the host's turn comes and held until the body is decoded
                 got = await fetcher.get(url, admit=window)
                 if not got.ok or got.body is None:
@@ -68,7 +68,7 @@ async def _run(
 
             try:
                 for batch in batches:
-                    running.append((batch, asyncio.gather(*(one(u) for u in batch.urls))))
+                    running.append((batch, asyncio.gather(*(one(u, batch) for u in batch.urls))))
                     if len(running) > BATCHES_AHEAD:
                         done, outcomes = running.popleft()
                         commit(done, await outcomes)

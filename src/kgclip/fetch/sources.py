@@ -1,16 +1,62 @@
 """Reading a local hit's bytes (file:// URLs and absolute paths). http(s) URLs go through the safe
-web client (fetch/http.py) instead; any other scheme is refused with a reason."""
+web client (fetch/http.py) instead; any other scheme is refused with a reason.
+
+A hit is other people's data: a web service's answer names whatever URL a publisher typed, and
+hits.parquet is a file in the workdir. So a local file is read only for a hit of the local corpus
+(`LocalReads`), only when its path resolves (symlinks followed) below one of that corpus's roots,
+and only when it is a regular file: anything else is refused with a recorded reason.
+"""
 
 from __future__ import annotations
 
 import os
-import stat
+from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
+from kgclip.config import Config
 from kgclip.fetch.images import Rejection, RejectReason
+from kgclip.localfiles import NotRegularFile, open_regular, within
+from kgclip.search.corpus import CorpusBackend, corpus_index_path
+from kgclip.search.importers import corpus_roots
+from kgclip.workdir import Workdir
 
 
-def read_source(url: str, max_bytes: int) -> bytes | Rejection:
+@dataclass(frozen=True)
+class LocalReads:
+    """Which URLs may be read from local files: the local corpus's hits, below its roots."""
+
+    roots: tuple[str, ...] = ()
+    urls: frozenset[str] = frozenset()
+
+    def roots_for(self, url: str) -> tuple[str, ...]:
+        """The folders `url` may be read from; none for a URL the corpus did not produce."""
+        return self.roots if url in self.urls else ()
+
+    def only(self, urls: list[str]) -> LocalReads:
+        """The part that concerns `urls` (one batch), to keep what travels to workers small."""
+        return LocalReads(self.roots, frozenset(u for u in urls if u in self.urls))
+
+
+def corpus_reads(config: Config, workdir: Workdir, corpus_urls: set[str]) -> LocalReads:
+    """Local reads for the corpus hits `corpus_urls`, under the roots of the configured corpus
+    (its index's, or those of the source it will be built from); none without a corpus."""
+    corpus = config.search.corpus
+    if corpus is None:
+        return LocalReads()
+    index = corpus_index_path(config, workdir)
+    if index.is_file():
+        backend = CorpusBackend(index)
+        try:
+            roots = backend.roots
+        finally:
+            backend.close()
+    else:
+        roots = tuple(corpus_roots(corpus.source)) if corpus.source else ()
+    return LocalReads(roots, frozenset(corpus_urls))
+
+
+def read_source(url: str, max_bytes: int, roots: tuple[str, ...] = ()) -> bytes | Rejection:
+    """The bytes of a local hit allowed to be read below `roots`, or why it was not read."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -23,15 +69,20 @@ def read_source(url: str, max_bytes: int) -> bytes | Rejection:
         return Rejection(
             RejectReason.UNSUPPORTED_SCHEME, f"{scheme} URLs are not fetched (file, http(s) are)"
         )
+    if not roots:
+        return Rejection(RejectReason.LOCAL_PATH_REFUSED, "local files are read only for local corpus hits")
+    real = os.path.realpath(path)
+    if not within(real, roots):
+        return Rejection(RejectReason.LOCAL_PATH_REFUSED, f"{path} resolves outside the corpus folders")
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            return Rejection(RejectReason.NOT_FOUND, f"{path} is not a regular file")
-        if info.st_size > max_bytes:
-            return Rejection(RejectReason.TOO_MANY_BYTES, f"{info.st_size} bytes > {max_bytes}")
-        with open(path, "rb") as fh:
+        with open_regular(real) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                return Rejection(RejectReason.TOO_MANY_BYTES, f"{size} bytes > {max_bytes}")
             return fh.read(max_bytes + 1)
     except FileNotFoundError:
         return Rejection(RejectReason.NOT_FOUND, path)
-    except PermissionError as exc:
+    except NotRegularFile as exc:
+        return Rejection(RejectReason.NOT_A_REGULAR_FILE, f"{path}: {exc.strerror}")
+    except OSError as exc:
         return Rejection(RejectReason.UNREADABLE, str(exc))

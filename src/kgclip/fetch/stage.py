@@ -25,6 +25,7 @@ from kgclip.fetch.http import FetchPolicy, fetcher_user_agent
 from kgclip.fetch.images import ImageOptions
 from kgclip.fetch.ledger import FetchLedger
 from kgclip.fetch.local_run import run_local
+from kgclip.fetch.sources import corpus_reads
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
 from kgclip.tables import Fetched, write_records
@@ -61,7 +62,8 @@ def run(ctx: StageContext) -> StageResult:
     settings = sorted(asdict(opts).items())
     # outcomes carry a perceptual hash, so a new hash version re-makes them like a new image setting
     params = digest_of(f"phash={phash.VERSION}", *(f"{k}={v}" for k, v in settings))[:8]
-    urls = _unique_urls(ctx.path("hits.parquet"))
+    urls, corpus_urls = _unique_urls(ctx.path("hits.parquet"))
+    local = corpus_reads(ctx.config, ctx.workdir, corpus_urls)
     ledger = FetchLedger(ctx.path(LEDGER), params)
     try:
         dropped = ledger.drop_other_params()
@@ -79,9 +81,10 @@ def run(ctx: StageContext) -> StageResult:
         done = ledger.done_urls()
         pending = [u for u in urls if u not in done]
         first = _next_part_number(parts_dir, params)
+        chunks = [pending[start : start + cfg.batch_size] for start in range(0, len(pending), cfg.batch_size)]
         batches = [
-            Batch(first + i, f"{params}-{first + i:05d}.tar", pending[start : start + cfg.batch_size])
-            for i, start in enumerate(range(0, len(pending), cfg.batch_size))
+            Batch(first + i, f"{params}-{first + i:05d}.tar", chunk, local.only(chunk))
+            for i, chunk in enumerate(chunks)
         ]
         with meter("fetch", len(pending)) as m:
 
@@ -128,11 +131,17 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(len(rows), stats, summary)
 
 
-def _unique_urls(hits_path: Path) -> list[str]:
+def _unique_urls(hits_path: Path) -> tuple[list[str], set[str]]:
+    """Every hit URL once, in order, and those the local corpus produced (the only ones that
+    may be read from local files)."""
     seen: dict[str, None] = {}
-    for url in pq.read_table(hits_path, columns=["url"]).column("url").to_pylist():
+    corpus: set[str] = set()
+    table = pq.read_table(hits_path, columns=["url", "backend"]).to_pydict()
+    for url, backend in zip(table["url"], table["backend"], strict=True):
         seen.setdefault(url, None)
-    return list(seen)
+        if backend == "corpus":
+            corpus.add(url)
+    return list(seen), corpus
 
 
 def parts_damage(config: Config, workdir: Workdir, record: object) -> str | None:

@@ -7,6 +7,7 @@ collection they already own with the same pipeline.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import time
@@ -16,14 +17,17 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import orjson
 from PIL import Image, UnidentifiedImageError
 
 from kgclip import __version__
+from kgclip.config import Config
+from kgclip.localfiles import open_regular
 from kgclip.progress import meter
 from kgclip.search.base import Found, Outcome
-from kgclip.search.importers import CorpusItem, Skipped, import_source
+from kgclip.search.importers import CorpusItem, Skipped, corpus_roots, import_source
 from kgclip.tables import Query
-from kgclip.workdir import atomic_path, digest_of
+from kgclip.workdir import Workdir, atomic_path, digest_of
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +41,14 @@ CREATE TABLE skipped(path TEXT NOT NULL, reason TEXT NOT NULL);
 # A caption match counts more than a folder-name match ("A koala." vs animals/marsupials).
 BM25_WEIGHTS = (1.0, 0.3)
 TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def corpus_index_path(config: Config, workdir: Workdir) -> Path:
+    corpus = config.search.corpus
+    assert corpus is not None  # guaranteed by SearchConfig validation
+    if corpus.index is None:
+        return workdir.path("corpus.sqlite")
+    return corpus.index if corpus.index.is_absolute() else workdir.path(str(corpus.index))
 
 
 class CorpusError(RuntimeError):
@@ -53,11 +65,16 @@ class IndexReport:
 
 
 def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
-    """Index `src` into a new SQLite file at `out`, replacing it atomically when done."""
+    """Index `src` into a new SQLite file at `out`, replacing it atomically when done.
+
+    The temporary file is removed when the build fails or is interrupted; one left by a build
+    that was killed outright is removed by the next build.
+    """
     began = time.monotonic()
     skipped: Counter[str] = Counter()
     digest = hashlib.sha256()
     count = 0
+    _remove_stale_temporaries(out)
     with atomic_path(out) as tmp:
         db = sqlite3.connect(tmp)
         try:
@@ -78,6 +95,7 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
                 "format": "kgclip-corpus-1",
                 "kgclip_version": __version__,
                 "source": str(src),
+                "roots": orjson.dumps(corpus_roots(src)).decode(),
                 "corpus_id": corpus_id,
                 "items": str(count),
             }
@@ -86,6 +104,35 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
         finally:
             db.close()
     return IndexReport(out, count, dict(skipped), corpus_id, time.monotonic() - began)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove what killed builds of `out` left (the temporary index and its SQLite journal):
+    atomic_path names it `.<name>.tmp-<pid>`, and a build whose process is gone is over."""
+    prefix = f".{out.name}.tmp-"
+    for path in out.parent.iterdir() if out.parent.is_dir() else ():
+        pid = path.name.removeprefix(prefix).split("-")[0]
+        if path.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def index_roots(db: sqlite3.Connection) -> tuple[str, ...]:
+    """The folders a corpus's local files lie under, from its index; an index built before they
+    were recorded has them from the source it names."""
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('roots', 'source')"))
+    if "roots" in meta:
+        return tuple(orjson.loads(meta["roots"]))
+    return tuple(corpus_roots(Path(meta["source"])))
 
 
 def _insert(db: sqlite3.Connection, item: CorpusItem) -> None:
@@ -104,7 +151,7 @@ def _header_size(uri: str) -> tuple[int | None, int | None]:
     if parsed.scheme != "file":
         return None, None
     try:
-        with Image.open(url2pathname(parsed.path)) as img:
+        with open_regular(url2pathname(parsed.path)) as fh, Image.open(fh) as img:
             return img.size
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None, None
@@ -157,6 +204,7 @@ class CorpusBackend:
             raise CorpusError(f"{path}: not a kgclip corpus index (format {meta.get('format')!r})")
         self.corpus_id = meta["corpus_id"]
         self.items = int(meta["items"])
+        self.roots = index_roots(self._db)
 
     def fingerprint(self) -> str:
         return self.corpus_id

@@ -34,6 +34,7 @@ MATCHED = ("EXACT", "FUZZY")
 class GbifBackend(WebBackend):
     name = "gbif"
     page_factor = 2  # media skipped for their licence leave pages short
+    lookups = 1  # the backbone name match
 
     def __init__(self, cfg: GbifConfig, used_today: int = 0) -> None:
         super().__init__(cfg, used_today)

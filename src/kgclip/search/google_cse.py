@@ -33,7 +33,8 @@ class GoogleCseBackend(WebBackend):
         return self.cse.base_url
 
     def auth(self) -> tuple[dict[str, str], dict[str, str]]:
-        return {}, {"key": self.key}
+        # Google APIs take the key in a header too: kept out of URLs, which transports log
+        return {"X-goog-api-key": self.key}, {}
 
     def params(self, query: Query, k: int, page: int) -> dict[str, Any]:
         start = page * self.page_size

@@ -2,19 +2,30 @@
 
 Each importer yields `CorpusItem`s and `Skipped` records: a file that cannot become an item is
 never dropped silently, because a user wondering why an image never shows up must find out.
+
+A corpus has roots (`corpus_roots`): the folder it was imported from, or a table's folder. Only
+regular files that resolve (symlinks followed) below a root become items, and fetch reads local
+files of corpus hits only there: a table line or a symlink cannot make kgclip read `/etc/passwd`.
+Every file is opened without blocking and checked to be regular (kgclip.localfiles), so a FIFO
+is skipped instead of hanging the index forever.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import orjson
 import pyarrow.parquet as pq
+
+from kgclip.localfiles import NotRegularFile, open_regular, read_text, within
 
 RASTER = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 VECTOR = {".svg", ".svgz"}
@@ -45,6 +56,26 @@ def file_uri(path: Path) -> str:
     return path.resolve().as_uri()
 
 
+def corpus_roots(src: Path) -> list[str]:
+    """The folders a corpus imported from `src` may hold files in: the folder itself, or the
+    folder of a table, resolved."""
+    real = os.path.realpath(src)
+    return [real] if os.path.isdir(real) else [os.path.dirname(real)]
+
+
+def local_problem(path: Path, roots: list[str]) -> str | None:
+    """Why a local image cannot be a corpus item; None for a regular file below a root."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return "not_a_regular_file"
+    if not within(os.path.realpath(path), roots):
+        return "outside_corpus_root"
+    return None
+
+
 def detect(src: Path) -> str:
     """Guess the importer: a table file, a Tux Paint stamps tree, or a folder with sidecars."""
     if src.is_file():
@@ -52,11 +83,12 @@ def detect(src: Path) -> str:
     if not src.is_dir():
         raise CorpusSourceError(f"{src}: no such file or folder")
     for txt in src.rglob("*.txt"):
-        with open(txt, encoding="utf-8", errors="replace") as fh:
-            fh.readline()
-            if ".utf8=" in fh.readline():
-                return "tuxpaint"
-        break
+        try:
+            with open_regular(txt) as fh:
+                fh.readline()
+                return "tuxpaint" if b".utf8=" in fh.readline() else "folder"
+        except OSError:
+            continue  # not a readable regular file: the importer will list it as skipped
     return "folder"
 
 
@@ -84,6 +116,7 @@ def tuxpaint(root: Path) -> Iterator[CorpusItem | Skipped]:
         raise CorpusSourceError(f"{root}: not a folder (is tuxpaint-stamps-default installed?)")
     licence = debian_licence(TUXPAINT_COPYRIGHT) or "GPL-2"
     attribution = "Tux Paint stamps (tuxpaint-stamps-default), by Bill Kendrick and contributors"
+    roots = corpus_roots(root)
     for path in _walk_sorted(root):
         suffix = path.suffix.lower()
         if suffix in VECTOR:
@@ -91,17 +124,30 @@ def tuxpaint(root: Path) -> Iterator[CorpusItem | Skipped]:
             continue
         if suffix not in RASTER:
             continue
-        stem = path.stem.removesuffix("_mirror")
-        caption = path.with_name(stem + ".txt")
-        if not caption.is_file():
-            yield Skipped(str(path), "no_caption")
+        caption = _caption(path, path.with_name(path.stem.removesuffix("_mirror") + ".txt"), roots)
+        if isinstance(caption, Skipped):
+            yield caption
             continue
-        lines = caption.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = caption.splitlines()
         text = lines[0].strip() if lines else ""
         if not text:
             yield Skipped(str(path), "empty_caption")
             continue
         yield CorpusItem(file_uri(path), text, _category(path, root), licence, attribution)
+
+
+def _caption(image: Path, caption: Path, roots: list[str]) -> str | Skipped:
+    """The caption file's text for a local image, or why the image cannot be an item."""
+    problem = local_problem(image, roots)
+    if problem is not None:
+        return Skipped(str(image), problem)
+    try:
+        text = read_text(caption)
+    except NotRegularFile:
+        return Skipped(str(caption), "not_a_regular_file")
+    except OSError as exc:
+        return Skipped(str(caption), f"unreadable: {exc.strerror}")
+    return Skipped(str(image), "no_caption") if text is None else text
 
 
 def _category(path: Path, root: Path) -> str:
@@ -111,10 +157,12 @@ def _category(path: Path, root: Path) -> str:
 
 def debian_licence(copyright_file: Path) -> str | None:
     """The `License:` of the `Files: *` stanza of a machine-readable Debian copyright file."""
-    if not copyright_file.is_file():
+    try:
+        text = read_text(copyright_file)
+    except OSError:
         return None
     in_all_files = False
-    for line in copyright_file.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in (text or "").splitlines():
         if line.startswith("Files:"):
             in_all_files = line.split(":", 1)[1].strip() == "*"
         elif in_all_files and line.startswith("License:"):
@@ -127,6 +175,7 @@ def folder(root: Path) -> Iterator[CorpusItem | Skipped]:
     `license`, `attribution` and `page_url`. The category is the folder path."""
     if not root.is_dir():
         raise CorpusSourceError(f"{root}: not a folder")
+    roots = corpus_roots(root)
     for path in _walk_sorted(root):
         suffix = path.suffix.lower()
         if suffix in VECTOR:
@@ -134,11 +183,11 @@ def folder(root: Path) -> Iterator[CorpusItem | Skipped]:
             continue
         if suffix not in RASTER:
             continue
-        caption = path.with_suffix(".txt")
-        if not caption.is_file():
-            yield Skipped(str(path), "no_caption")
+        caption = _caption(path, path.with_suffix(".txt"), roots)
+        if isinstance(caption, Skipped):
+            yield caption
             continue
-        text = " ".join(caption.read_text(encoding="utf-8", errors="replace").split())
+        text = " ".join(caption.split())
         if not text:
             yield Skipped(str(path), "empty_caption")
             continue
@@ -157,10 +206,16 @@ def folder(root: Path) -> Iterator[CorpusItem | Skipped]:
 
 
 def _sidecar_meta(path: Path) -> dict[str, str] | Skipped:
-    if not path.is_file():
+    try:
+        text = read_text(path)
+    except NotRegularFile:
+        return Skipped(str(path), "not_a_regular_file")
+    except OSError as exc:
+        return Skipped(str(path), f"unreadable: {exc.strerror}")
+    if text is None:
         return {}
     try:
-        data = orjson.loads(path.read_bytes())
+        data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         return Skipped(str(path), f"bad_sidecar_json: {exc}")
     if not isinstance(data, dict):
@@ -189,7 +244,7 @@ def table(path: Path) -> Iterator[CorpusItem | Skipped]:
             f"{path}: needs a location column ({'/'.join(LOCATION_COLUMNS)}) and a text column "
             f"({'/'.join(TEXT_COLUMNS)}); found {', '.join(sorted(columns))}"
         )
-    base = path.parent
+    roots = corpus_roots(path)
     for i, row in enumerate(rows, start=1):
         where = str(row.get(loc) or "").strip()
         text = " ".join(str(row.get(txt) or "").split())
@@ -199,7 +254,10 @@ def table(path: Path) -> Iterator[CorpusItem | Skipped]:
         if not text:
             yield Skipped(where, "empty_caption")
             continue
-        uri = where if URL_RE.match(where) else file_uri(base / where)
+        uri = _table_uri(where, path.parent, roots)
+        if isinstance(uri, Skipped):
+            yield uri
+            continue
         yield CorpusItem(
             uri,
             text,
@@ -210,6 +268,22 @@ def table(path: Path) -> Iterator[CorpusItem | Skipped]:
         )
 
 
+def _table_uri(where: str, base: Path, roots: list[str]) -> str | Skipped:
+    """A table location as an item URI: a web URL as given; a local path (relative to the table)
+    or `file:` URL only for a regular file below the table's folder."""
+    if not URL_RE.match(where):
+        local = base / where
+    elif urlparse(where).scheme.lower() == "file":
+        parsed = urlparse(where)
+        if parsed.netloc not in ("", "localhost"):
+            return Skipped(where, "file_url_with_host")
+        local = Path(unquote(parsed.path))
+    else:
+        return where
+    problem = local_problem(local, roots)
+    return Skipped(where, problem) if problem else file_uri(local)
+
+
 def _opt(value: object) -> str | None:
     text = "" if value is None else str(value).strip()
     return text or None
@@ -217,9 +291,14 @@ def _opt(value: object) -> str | None:
 
 def _read_rows(path: Path) -> list[dict[str, object]]:
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if suffix in {".csv", ".tsv"}:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-    raise CorpusSourceError(f"{path}: a corpus table must be .parquet, .csv or .tsv")
+    if suffix not in {".parquet", ".csv", ".tsv"}:
+        raise CorpusSourceError(f"{path}: a corpus table must be .parquet, .csv or .tsv")
+    try:
+        fh = open_regular(path)
+    except OSError as exc:
+        raise CorpusSourceError(f"{path}: cannot read the table: {exc.strerror}") from None
+    with fh:
+        if suffix == ".parquet":
+            return pq.read_table(fh).to_pylist()
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        return list(csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ","))

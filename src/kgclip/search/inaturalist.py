@@ -33,6 +33,7 @@ SIZES = {"small": 240, "medium": 500, "large": 1024, "original": 2048}
 class INaturalistBackend(WebBackend):
     name = "inaturalist"
     page_size = 200
+    lookups = 1  # the taxon
 
     def __init__(self, cfg: INaturalistConfig, used_today: int = 0) -> None:
         super().__init__(cfg, used_today)

@@ -32,6 +32,7 @@ class SerpApiBackend(WebBackend):
         return self.serp.base_url.rstrip("/") + "/search.json"
 
     def auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        # SerpAPI takes the key only as a query parameter; kgclip.redact masks it in logs
         return {}, {"api_key": self.key}
 
     def params(self, query: Query, k: int, page: int) -> dict[str, Any]:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
-from pathlib import Path
+from urllib.parse import urlsplit
 
 from kgclip.config import Config
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
-from kgclip.search.base import SearchBackend
+from kgclip.search.base import Found, SearchBackend
 from kgclip.search.brave import BraveBackend
 from kgclip.search.commons import CommonsBackend
-from kgclip.search.corpus import CorpusBackend, build_index
+from kgclip.search.corpus import CorpusBackend, build_index, corpus_index_path
 from kgclip.search.gbif import GbifBackend
 from kgclip.search.google_cse import GoogleCseBackend
 from kgclip.search.inaturalist import INaturalistBackend
@@ -36,14 +37,6 @@ WEB: dict[str, type[WebBackend]] = {
         GbifBackend,
     )
 }
-
-
-def corpus_index_path(config: Config, workdir: Workdir) -> Path:
-    corpus = config.search.corpus
-    assert corpus is not None  # guaranteed by SearchConfig validation
-    if corpus.index is None:
-        return workdir.path("corpus.sqlite")
-    return corpus.index if corpus.index.is_absolute() else workdir.path(str(corpus.index))
 
 
 def open_corpus(config: Config, workdir: Workdir) -> CorpusBackend:
@@ -123,9 +116,11 @@ def run(ctx: StageContext) -> StageResult:
             corpus_queries = [q for q, name in pending if name == "corpus"]
             search_corpus_on_ray(index, corpus_queries, cfg.top_k, ctx.config.ray, record)
         if here:
+            for line in plan(backends, here, cfg.top_k):
+                console.print(line)
             asyncio.run(_ask_all(backends, ledger, here, keys, cfg.top_k))
         hits, rejects = _collect(ledger, queries, keys)
-        sent = {name: getattr(b, "requests", 0) for name, b in backends.items()}
+        sent = {name: b.requests for name, b in backends.items() if isinstance(b, WebBackend)}
     finally:
         for backend in backends.values():
             backend.close()
@@ -136,7 +131,8 @@ def run(ctx: StageContext) -> StageResult:
     answered = len({h.query_id for h in hits})
     stats = {
         "queries": len(queries),
-        "requests_sent": len(pending),
+        "queries_asked": len(pending),
+        "requests_sent": sum(sent.values()),
         "http_requests": sent,
         "from_ledger": len(keys) - len(pending),
         "queries_with_hits": answered,
@@ -146,10 +142,42 @@ def run(ctx: StageContext) -> StageResult:
         "rejects": dict(reasons),
         "retry_later": reasons.get("retry_later", 0),
     }
-    summary = f"{len(hits):,} hits for {answered:,}/{len(queries):,} queries ({len(pending):,} sent)"
+    summary = f"{len(hits):,} hits for {answered:,}/{len(queries):,} queries ({len(pending):,} asked"
+    summary += f", {sum(sent.values()):,} HTTP requests sent)" if sent else ")"
     if stats["retry_later"]:
         summary += f"; {stats['retry_later']:,} requests left for a later run (quota or failures)"
     return StageResult(len(hits), stats, summary)
+
+
+def plan(backends: dict[str, SearchBackend], pending: list[tuple[Query, str]], k: int) -> list[str]:
+    """Before any request: what the queries will cost each web backend against its daily quota and
+    rate, so a harvest that needs weeks of quota is seen as one before it starts."""
+    lines = []
+    for name, count in Counter(name for _, name in pending).items():
+        backend = backends[name]
+        if not isinstance(backend, WebBackend):
+            continue
+        each = backend.most_requests(k)
+        most = count * each
+        line = f"search: {name}: {count:,} queries need up to {most:,} requests ({each} each)"
+        quota, used = backend.cfg.daily_quota, backend.limiter.used_today
+        if quota:
+            days = math.ceil((used + most) / quota)
+            line += f"; daily quota {quota:,} ({used:,} used today): {days:,} day{'s' * (days != 1)}"
+        else:
+            line += "; no daily quota"
+        line += f"; at {backend.cfg.rate_per_s:g}/s at least {_duration(most / backend.cfg.rate_per_s)}"
+        if backend.cfg.max_requests is not None:
+            line += f"; this run stops after {backend.cfg.max_requests:,} requests (--max-requests)"
+        lines.append(line)
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 async def _ask_all(
@@ -160,14 +188,23 @@ async def _ask_all(
     k: int,
 ) -> None:
     gates = {name: asyncio.Semaphore(b.max_concurrency) for name, b in backends.items()}
+    counted = {name: getattr(b, "requests", 0) for name, b in backends.items()}
+
+    def count_usage(name: str) -> None:
+        """Requests sent since the last count, into today's usage: exact with concurrent queries,
+        and kept for one that stops the stage too."""
+        now = getattr(backends[name], "requests", 0)
+        ledger.add_usage(name, now - counted[name])
+        counted[name] = now
+
     with meter(f"search ({', '.join(backends)})", len(pending)) as m:
 
         async def ask(query: Query, name: str) -> None:
-            backend = backends[name]
             async with gates[name]:
-                before = getattr(backend, "requests", 0)
-                outcome = await backend.search(query, k)
-                ledger.add_usage(name, getattr(backend, "requests", 0) - before)
+                try:
+                    outcome = await backends[name].search(query, k)
+                finally:
+                    count_usage(name)
             ledger.put(name, keys[(query.query_id, name)], outcome)
             m.advance()
 
@@ -196,6 +233,7 @@ def _collect(
         elif not outcome.results:
             rejects.append(Rejected("search", q.query_id, "no_results", f"{name}: {q.text}"))
         else:
+            kept = _web_urls_only(name, q, outcome.results, rejects)
             hits.extend(
                 Hit(
                     q.query_id,
@@ -209,6 +247,25 @@ def _collect(
                     f.license,
                     f.attribution,
                 )
-                for rank, f in enumerate(outcome.results, start=1)
+                for rank, f in enumerate(kept, start=1)
             )
     return hits, rejects
+
+
+def _web_urls_only(name: str, query: Query, results: list[Found], rejects: list[Rejected]) -> list[Found]:
+    """A web backend's results with http(s) image URLs only; the others recorded as rejects.
+
+    What a web service returns is other people's text (a GBIF media identifier is whatever a data
+    publisher typed): a `file:` URL or a bare path must never reach fetch, which reads local files
+    for the local corpus only. Applied when hits are collected, so answers stored in the ledger by
+    an earlier version are filtered too.
+    """
+    if name == "corpus":
+        return results
+    kept = []
+    for found in results:
+        if urlsplit(found.url).scheme.lower() in ("http", "https"):
+            kept.append(found)
+        else:
+            rejects.append(Rejected("search", query.query_id, "non_http_url", f"{name}: {found.url[:300]}"))
+    return kept

@@ -6,7 +6,9 @@ the environment variable the config names (never logged, never part of a ledger 
 go through the backend's RateLimiter, 429 pauses the whole backend for Retry-After, 5xx,
 timeouts and garbled bodies are retried with backoff, an error a service reports inside an HTTP
 200 body is retried or recorded as the subclass judges it, and a rejected key stops the stage
-instead of poisoning the ledger with thousands of failures.
+instead of poisoning the ledger with thousands of failures. So does a service that cannot be
+reached at all (no network, a wrong host name: `max_connect_failures` connection attempts in a row
+fail), instead of crawling through every query's retries for days.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httpx
 import orjson
 
 from kgclip.config import WebBackendConfig
+from kgclip.redact import protect, redact
 from kgclip.search.base import Found, Outcome
 from kgclip.search.ratelimit import QuotaExhausted, RateLimiter
 from kgclip.tables import Query
@@ -27,7 +30,7 @@ from kgclip.workdir import digest_of
 
 
 class SearchError(RuntimeError):
-    """A backend that cannot be used at all (missing or rejected key); the stage stops."""
+    """A backend that cannot be used at all (missing or rejected key, unreachable); the stage stops."""
 
 
 class _Retry(Exception):
@@ -48,6 +51,8 @@ class WebBackend:
     page_factor = 1
     #: the service refuses anonymous requests: a key variable must be configured and set
     needs_key = False
+    #: requests a query makes before its result pages (a name or taxon lookup)
+    lookups = 0
 
     def __init__(self, cfg: WebBackendConfig, used_today: int = 0) -> None:
         self.cfg = cfg
@@ -58,11 +63,14 @@ class WebBackend:
             self.key = os.environ.get(cfg.api_key_env, "")
             if not self.key:
                 raise SearchError(f"{self.name}: the API key variable {cfg.api_key_env} is not set")
+            protect(self.key)
         self.limiter = RateLimiter(
             cfg.rate_per_s, cfg.burst, cfg.concurrency, cfg.daily_quota, used_today, cfg.max_requests
         )
         self.max_concurrency = cfg.concurrency
+        #: requests that reached the service (a connection that failed sent nothing)
         self.requests = 0
+        self._unreached = 0  # connection attempts failed in a row, across all queries
         self._http: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:
@@ -112,15 +120,20 @@ class WebBackend:
     def _pages(self, k: int) -> int:
         return -(-min(k, self.max_results or k) // self.page_size)
 
+    def most_requests(self, k: int) -> int:
+        """The most requests one query can take, retries aside: its lookups and every page it may
+        read (fewer when the results run out first)."""
+        return self.lookups + self.page_factor * self._pages(k)
+
     async def search(self, query: Query, k: int) -> Outcome:
         try:
             found = await self.collect(query, k)
         except QuotaExhausted as exc:
             return Outcome(failure=f"quota: {exc}", retryable=True)
         except _Retry as exc:
-            return Outcome(failure=str(exc), retryable=True)
+            return Outcome(failure=redact(str(exc)), retryable=True)
         except Refused as exc:
-            return Outcome(failure=str(exc))
+            return Outcome(failure=redact(str(exc)))
         return Outcome(results=_unique(found)[:k])
 
     async def collect(self, query: Query, k: int) -> list[Found]:
@@ -139,18 +152,24 @@ class WebBackend:
         failures = []
         for attempt in range(self.cfg.max_retries + 1):
             async with self.limiter.slot():
-                self.requests += 1
                 try:
                     response = await self.client().get(
                         url or self.endpoint(), params={**params, **key_params}, headers=headers
                     )
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    self._not_reached(exc)
+                    failures.append(f"connect: {type(exc).__name__}")
+                    response = None
                 except httpx.TimeoutException:
+                    self._reached()
                     failures.append("timeout")
                     response = None
                 except httpx.TransportError as exc:
+                    self._reached()
                     failures.append(f"transport: {type(exc).__name__}")
                     response = None
             if response is not None:
+                self._reached()
                 self.observe(response)
                 data, wait = self._judge(response, failures)
                 if wait is None:
@@ -159,6 +178,25 @@ class WebBackend:
             elif attempt < self.cfg.max_retries:
                 await asyncio.sleep(min(self.cfg.backoff_s * 2**attempt, 60.0))
         raise _Retry(f"{self.name}: gave up after {self.cfg.max_retries + 1} attempts: {'; '.join(failures)}")
+
+    def _reached(self) -> None:
+        """A request got through to the service (whatever came of it): it counts as sent."""
+        self.requests += 1
+        self._unreached = 0
+
+    def _not_reached(self, exc: httpx.TransportError) -> None:
+        """One more connection attempt failed; after `max_connect_failures` in a row the service is
+        taken as unreachable and the stage stops. The queries not answered stay unanswered in the
+        ledger, so a rerun asks them once the service can be reached."""
+        self._unreached += 1
+        if self._unreached >= self.cfg.max_connect_failures:
+            host = httpx.URL(self.endpoint()).host
+            reason = redact(
+                f"{self.name}: cannot reach {host}: {self._unreached} connection attempts in a row "
+                f"failed, the last with {type(exc).__name__}: {exc or 'no detail'}"
+            )
+            self.limiter.stop(reason)  # queries waiting for a slot send nothing more
+            raise SearchError(reason)
 
     def _judge(self, response: httpx.Response, failures: list[str]) -> tuple[Any, float | None]:
         """(body, None) when the response is usable; else (None, how long to pause before the next try)."""

@@ -30,6 +30,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from kgclip.config import LLMConfig
+from kgclip.redact import protect
 
 Mode = Literal["guided", "json_schema", "json_object", "none"]
 
@@ -100,6 +101,7 @@ class LLM:
             key = os.environ.get(cfg.api_key_env, "")
             if not key:
                 raise LLMError(f"the API key variable {cfg.api_key_env} (llm.api_key_env) is not set")
+            protect(key)  # masked in every log record, whichever transport library writes it
         self.cfg = cfg
         self.cache = cache
         self.usage = Usage()

@@ -14,9 +14,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import os
-import pickle
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -27,13 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import orjson
 
-from kgclip.kg.wikidata.item import Item, parse_line
+from kgclip.kg.wikidata.item import Item, from_record, parse_line, to_record
 from kgclip.kg.wikidata.rules import GRAPH_PROPS, Graph
-from kgclip.progress import meter
+from kgclip.progress import console, meter
 from kgclip.workdir import atomic_write_bytes
 
 T = TypeVar("T")
@@ -49,6 +49,8 @@ GRAPH_MARKERS = tuple(f'"{p}"'.encode() for p in GRAPH_PROPS)
 EN_LABEL = b'"en":{"language":"en","value"'
 IMAGE = b'"P18"'
 TYPING = ("P31", "P279", "P171", "P1582")
+#: a spill record: this length (little-endian uint32), then that many bytes of JSON
+RECORD_HEADER = struct.Struct("<I")
 
 
 class DumpError(RuntimeError):
@@ -63,12 +65,28 @@ class BlockResult:
     candidates: list[Item] = field(default_factory=list)
 
 
-class Spill:
+def _same(value: Any) -> Any:
+    return value
+
+
+class Spill(Generic[T]):
     """Candidates go to a file as they arrive, so memory stays flat however many items qualify
     (without an image requirement that is most of Wikidata); iterating reads them back. With a
-    `path` the file persists (a resumable scan); without, it is an anonymous temporary file."""
+    `path` the file persists (a resumable scan); without, it is an anonymous temporary file.
 
-    def __init__(self, path: Path | None = None, keep_bytes: int = 0, count: int = 0) -> None:
+    Each `add` appends one record: a 4-byte length, then the chunk as JSON. A data format, not
+    pickle, because the file lives in the workdir: whoever can write there could otherwise make
+    a resumed scan run their code. `encode` and `decode` turn an element into JSON data and back.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        keep_bytes: int = 0,
+        count: int = 0,
+        encode: Callable[[T], Any] = _same,
+        decode: Callable[[Any], T] = _same,
+    ) -> None:
         if path is None:
             self._fh = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the Spill
         else:
@@ -76,11 +94,14 @@ class Spill:
             self._fh = open(path, "a+b")  # noqa: SIM115 - lives as long as the Spill
             self._fh.truncate(keep_bytes)
         self._count = count
+        self._encode = encode
+        self._decode = decode
 
-    def add(self, items: list[Any]) -> None:
+    def add(self, items: list[T]) -> None:
         if items:
+            data = orjson.dumps([self._encode(i) for i in items])
             self._fh.seek(0, os.SEEK_END)
-            pickle.dump(items, self._fh, protocol=pickle.HIGHEST_PROTOCOL)
+            self._fh.write(RECORD_HEADER.pack(len(data)) + data)
             self._count += len(items)
 
     def sync(self) -> int:
@@ -89,19 +110,33 @@ class Spill:
         os.fsync(self._fh.fileno())
         return self._fh.seek(0, os.SEEK_END)
 
-    def chunks(self) -> Iterator[list[Any]]:
+    def chunks(self) -> Iterator[list[T]]:
         self._fh.flush()
         self._fh.seek(0)
-        while True:
+        while (data := self._next_record()) is not None:
             try:
-                yield pickle.load(self._fh)
-            except EOFError:
-                return
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise DumpError(f"a wikidata scan state file is not JSON records ({exc})") from None
+            yield [self._decode(x) for x in chunk]
+
+    def _next_record(self) -> bytes | None:
+        """The next record's JSON, None at the end; a torn record (a kill mid-write that no
+        checkpoint covers) cannot happen after a resume, which truncates to the checkpoint."""
+        header = self._fh.read(RECORD_HEADER.size)
+        if not header:
+            return None
+        if len(header) == RECORD_HEADER.size:
+            (size,) = RECORD_HEADER.unpack(header)
+            data = self._fh.read(size)
+            if len(data) == size:
+                return data
+        raise DumpError("a wikidata scan state file ends in a torn record; delete cache/wikidata-scan")
 
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[T]:
         for chunk in self.chunks():
             yield from chunk
 
@@ -112,7 +147,7 @@ class Spill:
 @dataclass
 class Scan:
     graph: Graph
-    candidates: Spill
+    candidates: Spill[Item]
     lines: int
     parsed: int
     bytes: int
@@ -203,6 +238,12 @@ def _typed(item: Item) -> bool:
 
 
 CHECKPOINT = "checkpoint.json"
+CANDIDATES = "candidates.records"
+EDGES = "edges.records"
+#: part of the checkpoint identity: state written in another layout is never resumed
+STATE_FORMAT = "json-records-1"
+#: what kgclip before STATE_FORMAT left in a state folder; never read, removed when found
+PICKLED_STATE = ("candidates.pickle", "edges.pickle")
 
 
 def scan(
@@ -227,9 +268,13 @@ def scan(
     identity = _identity(path, require_image)
     start = _load_checkpoint(state_dir, identity)
     candidates = Spill(
-        state_dir / "candidates.pickle" if state_dir else None, start["spill"], start["candidates"]
+        state_dir / CANDIDATES if state_dir else None,
+        start["spill"],
+        start["candidates"],
+        encode=to_record,
+        decode=from_record,
     )
-    edges_log = Spill(state_dir / "edges.pickle", start["edges"]) if state_dir else None
+    edges_log: Spill[Any] | None = Spill(state_dir / EDGES, start["edges"]) if state_dir else None
     result = Scan(Graph(), candidates, start["lines"], start["parsed"], start["bytes"])
     if edges_log is not None:
         for chunk in edges_log.chunks():
@@ -268,15 +313,37 @@ def scan(
 
 def _identity(path: Path, require_image: bool) -> str:
     st = path.stat()
-    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{require_image}"
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{require_image}:{STATE_FORMAT}"
 
 
 def _load_checkpoint(state_dir: Path | None, identity: str) -> dict[str, Any]:
+    """The checkpoint to resume from, or a fresh start when there is none that fits this scan:
+    one for another dump or state layout, or one whose files are shorter than it says."""
     fresh = {"bytes": 0, "lines": 0, "parsed": 0, "candidates": 0, "spill": 0, "edges": 0}
-    if state_dir is None or not (state_dir / CHECKPOINT).is_file():
+    if state_dir is None:
+        return fresh
+    _drop_pickled_state(state_dir)
+    if not (state_dir / CHECKPOINT).is_file():
         return fresh
     saved = orjson.loads((state_dir / CHECKPOINT).read_bytes())
-    return saved if saved.get("identity") == identity else fresh
+    if saved.get("identity") != identity:
+        return fresh
+    for name, size in ((CANDIDATES, saved["spill"]), (EDGES, saved["edges"])):
+        file = state_dir / name
+        if not file.is_file() or file.stat().st_size < size:
+            console.print(f"wikidata: scan state {file} is shorter than its checkpoint; the scan starts over")
+            return fresh
+    return saved
+
+
+def _drop_pickled_state(state_dir: Path) -> None:
+    """Pickle files from an older kgclip are never loaded (unpickling runs code): removed, so the
+    scan starts over from a checkpoint that fits the current layout (the old one no longer does)."""
+    for name in PICKLED_STATE:
+        old = state_dir / name
+        if old.is_file():
+            console.print(f"wikidata: ignoring {old} (scan state of an older kgclip)")
+            old.unlink()
 
 
 def _save_checkpoint(state_dir: Path, identity: str, result: Scan, edges_log: Spill) -> None:

@@ -148,3 +148,33 @@ def parse_line(line: bytes) -> Item | None:
     if not line.startswith(b"{"):
         return None
     return from_entity(orjson.loads(line))
+
+
+def to_record(item: Item) -> dict[str, Any]:
+    """The item as plain JSON data (for the scan's spill file): no code runs when it is read back."""
+    return {
+        "qid": item.qid,
+        "label": item.label,
+        "description": item.description,
+        "aliases": item.aliases,
+        "sitelinks": item.sitelinks,
+        "items": item.items,
+        "strings": item.strings,
+        "common_names": item.common_names,
+        "present": sorted(item.present),
+    }
+
+
+def from_record(data: dict[str, Any]) -> Item:
+    """The inverse of `to_record`: JSON lists back to the tuples and frozenset an Item holds."""
+    return Item(
+        qid=data["qid"],
+        label=data["label"],
+        description=data["description"],
+        aliases=tuple(data["aliases"]),
+        sitelinks=data["sitelinks"],
+        items={p: tuple(v) for p, v in data["items"].items()},
+        strings={p: tuple(v) for p, v in data["strings"].items()},
+        common_names=tuple(data["common_names"]),
+        present=frozenset(data["present"]),
+    )
