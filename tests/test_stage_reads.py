@@ -6,7 +6,10 @@ import shutil
 
 import pytest
 
-from kgclip.config import load, parse
+from fifo_guard import fifos
+from kgclip.config import ConfigError, load, parse
+from kgclip.kg.entities import _content_digest
+from kgclip.kg.merge import BridgeError, load_bridge
 from kgclip.kg.wordnet import find_database
 from kgclip.pipeline import STAGES, stage_by_name, status
 from kgclip.stageconfig import UndeclaredConfigKey, declared_tree, reads_hash, view
@@ -84,3 +87,13 @@ def test_every_declared_key_exists_and_counts(stage):
     cfg = load("demo")
     assert reads_hash(cfg, stage.reads)
     assert stage.name in stage.reads  # each stage reads at least its own section
+
+
+def test_a_fifo_as_bridge_or_config_is_refused_without_blocking(tmp_path):
+    bridge, config = tmp_path / "bridge.tsv", tmp_path / "c.toml"
+    with fifos(bridge, config):
+        with pytest.raises(BridgeError, match="a FIFO, not a regular file"):
+            load_bridge(bridge)
+        with pytest.raises(ConfigError):
+            load(config)
+        assert "unreadable" in _content_digest(bridge)

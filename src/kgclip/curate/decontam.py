@@ -17,7 +17,6 @@ import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from kgclip.localfiles import not_regular, open_regular, read_regular
 from kgclip.progress import console, meter
 from kgclip.tables import Rejected
 from kgclip.workdir import atomic_path
+from kgclip.workers import process_pool
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 FORMAT = "kgclip-decontam-1"
@@ -75,7 +75,7 @@ def build_index(sources: list[tuple[str, Path]], out: Path, workers: int = 0) ->
         raise DecontamError("no images found in " + ", ".join(str(p) for _, p in sources))
     rows: dict[str, list] = {"eval_set": [], "image": [], "variant": [], "phash": []}
     unreadable: list[str] = []
-    with meter("decontam index", len(items)) as m, ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+    with meter("decontam index", len(items)) as m, process_pool(workers or os.cpu_count()) as pool:
         loaders = [loader for _, _, loader in items]
         for (name, image, _), hashes in zip(items, pool.map(_hash_one, loaders, chunksize=64), strict=True):
             m.advance()

@@ -14,6 +14,7 @@ from kgclip.kg.merge import MergeResult, load_bridge, merge
 from kgclip.kg.source import SourceResult
 from kgclip.kg.wikidata.source import wikidata_entities, wikidata_fingerprint
 from kgclip.kg.wordnet_select import wordnet_entities, wordnet_fingerprint
+from kgclip.localfiles import read_regular
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.tables import Entity, EntityLink, Rejected, write_records
 from kgclip.workdir import Workdir, digest_of
@@ -71,6 +72,6 @@ def source_fingerprint(config: Config, workdir: Workdir) -> str:
 
 def _content_digest(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return hashlib.sha256(read_regular(path)).hexdigest()[:16]
     except OSError as exc:  # load_bridge reports it when the stage runs
         return f"unreadable:{exc.errno}"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kgclip.localfiles import read_regular
 from kgclip.tables import Entity
 
 P8814 = "p8814"
@@ -147,7 +148,7 @@ def load_bridge(path: str | Path) -> dict[str, str]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular(path).decode("utf-8-sig")
     except OSError as exc:
         raise BridgeError(f"WordNet bridge {path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError:

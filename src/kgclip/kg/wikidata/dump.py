@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,6 +35,7 @@ from kgclip.kg.wikidata.item import Item, from_record, parse_line, to_record
 from kgclip.kg.wikidata.rules import GRAPH_PROPS, Graph
 from kgclip.progress import console, meter
 from kgclip.workdir import atomic_write_bytes
+from kgclip.workers import process_pool
 
 T = TypeVar("T")
 BLOCK_BYTES = 8 << 20
@@ -405,7 +406,7 @@ def ordered_map(fn: Callable[[bytes], T], items: Iterator[bytes], workers: int) 
     if workers <= 1:
         yield from map(fn, items)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         window: deque[Future[T]] = deque()
         for item in items:
             window.append(pool.submit(fn, item))
