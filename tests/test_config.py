@@ -1,10 +1,13 @@
 """Config loading: bundled configs, `extends`, and errors that name the offending key."""
 
+import hashlib
 from pathlib import Path
 
+import orjson
 import pytest
 
 from kgclip.config import ConfigError, builtin_names, load, load_raw, parse
+from kgclip.stageconfig import reads_hash
 
 
 def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
@@ -86,9 +89,19 @@ def test_extends_loop_is_an_error(tmp_path):
         load_raw(tmp_path / "a.toml")
 
 
-def test_section_hash_tracks_only_its_section():
+def test_a_stage_digest_tracks_only_the_keys_it_reads():
     base = {"name": "x", "search": {"corpus": {"source": "/x"}}}
     a = parse(base)
     b = parse({**base, "fetch": {"size": 256}})
-    assert a.section_hash("entities") == b.section_hash("entities")
-    assert a.section_hash("fetch") != b.section_hash("fetch")
+    assert reads_hash(a, ("entities", "seed")) == reads_hash(b, ("entities", "seed"))
+    assert reads_hash(a, ("fetch",)) != reads_hash(b, ("fetch",))
+
+
+def test_a_whole_section_digests_as_older_kgclip_hashed_it():
+    """Work directories made before stages declared their keys stay done where a stage reads one
+    section: the digest of `(section,)` is the old section hash."""
+    cfg = parse({"name": "x", "search": {"corpus": {"source": "/x"}}})
+    for name in ("entities", "queries", "curate"):
+        old = {name: getattr(cfg, name).model_dump(mode="json")}
+        expected = hashlib.sha256(orjson.dumps(old, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        assert reads_hash(cfg, (name,)) == expected

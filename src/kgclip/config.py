@@ -6,14 +6,12 @@ harvest that runs for days costs far more than an error at start-up.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kgclip.localfiles import read_regular
@@ -555,11 +553,6 @@ class Config(Section):
     curate: CurateConfig = Field(default_factory=CurateConfig)
     ray: RayConfig = Field(default_factory=RayConfig, description="where stages with executor = 'ray' run")
 
-    def section_hash(self, *names: str) -> str:
-        """A digest of the named sections, so a stage re-runs exactly when its own settings change."""
-        data = {name: getattr(self, name) for name in names}
-        dumped = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in data.items()}
-        return hashlib.sha256(orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 BUILTIN = "kgclip.configs"
