@@ -540,6 +540,56 @@ class CurateConfig(Section):
     )
 
 
+class CaptionsConfig(Section):
+    """The per-sample caption mix of method.md §7 (filled in by train/captions.py's owner)."""
+
+
+class TrainConfig(Section):
+    """`kgclip train`: a CLIP model trained or fine-tuned on the harvest's shards (train/)."""
+
+    model: str = Field(
+        default="kgclip-tiny",
+        description="a bundled model (kgclip-tiny, kgclip-tiny-a), any open_clip model name, or a model JSON",
+    )
+    pretrained: str | None = Field(
+        default=None,
+        description="a local checkpoint to fine-tune from, or an open_clip pretrained tag already cached",
+    )
+    data: str | None = Field(
+        default=None,
+        description="WebDataset shards to train on (a folder, a tar, a brace pattern); none = the workdir's",
+    )
+    batch_size: int = Field(default=64, ge=1, description="samples per process and step")
+    accum_steps: int = Field(default=1, ge=1, description="gradient accumulation: steps per optimiser step")
+    epochs: float = Field(default=1.0, gt=0, description="passes over the shards (sizes.json counts them)")
+    max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimiser steps")
+    lr: float = Field(default=5e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.2, ge=0)
+    warmup_epochs: float = Field(default=2.0, ge=0, description="linear warm-up, then cosine decay to 0")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    loss: Literal["clip", "siglip", "multi_positive"] = Field(
+        default="clip", description="InfoNCE, SigLIP, or InfoNCE with every same-entity pair positive"
+    )
+    grad_checkpointing: bool = False
+    compile: bool = Field(default=False, description="torch.compile the model")
+    patch_dropout: float = Field(default=0.0, ge=0, lt=1, description="share of image patches dropped")
+    image_size: int | None = Field(
+        default=None, ge=16, description="train at this resolution (CLIPA-style); none = the model's"
+    )
+    crop_scale: tuple[float, float] = Field(default=(0.4, 1.0), description="RandomResizedCrop scale")
+    crop_ratio: tuple[float, float] = Field(default=(0.9, 1.111), description="RandomResizedCrop ratio")
+    workers: int = Field(default=2, ge=0, description="data loader processes per training process")
+    shuffle_buffer: int = Field(default=1000, ge=0, description="samples shuffled in memory")
+    save_every_steps: int = Field(default=200, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1, description="the last K step checkpoints are kept")
+    log_every_steps: int = Field(default=10, ge=1)
+    tensorboard: bool = False
+    threads: int = Field(default=0, ge=0, description="torch CPU threads per process; 0 = torch's default")
+    captions: CaptionsConfig = Field(default_factory=CaptionsConfig)
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -552,6 +602,7 @@ class Config(Section):
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     ray: RayConfig = Field(default_factory=RayConfig, description="where stages with executor = 'ray' run")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="`kgclip train` (not a stage)")
 
 
 
