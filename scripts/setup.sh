@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Set up kgclip on a fresh Debian machine: system packages, then a pinned virtual env in .venv.
-#   bash scripts/setup.sh         # what the tool needs
-#   bash scripts/setup.sh --dev   # plus the test and lint tools
+#   bash scripts/setup.sh                 # the tool: harvest and train (torch, open_clip)
+#   bash scripts/setup.sh --dev           # plus the test and lint tools
+#   bash scripts/setup.sh --harvest-only  # harvesting alone, without torch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(wordnet-base wordnet-sense-index tuxpaint-stamps-default)
-LOCK=requirements/runtime.txt
-[[ "${1:-}" == "--dev" ]] && LOCK=requirements/dev.txt
+LOCK=requirements/train.txt
+case "${1:-}" in
+  --dev) LOCK=requirements/dev.txt ;;
+  --harvest-only) LOCK=requirements/runtime.txt ;;
+  "") ;;
+  *) echo "setup: unknown option $1 (--dev, --harvest-only)" >&2; exit 2 ;;
+esac
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

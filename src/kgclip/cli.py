@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -50,6 +51,7 @@ def friendly(fn: F) -> F:
         from kgclip.search.importers import CorpusSourceError
         from kgclip.search.web import SearchError
         from kgclip.text.llm import LLMError
+        from kgclip.train.errors import TrainError
         from kgclip.workdir import WorkdirError
 
         known = (
@@ -67,6 +69,7 @@ def friendly(fn: F) -> F:
             RayUnavailable,
             DecontamError,
             WorkdirError,
+            TrainError,
         )
         try:
             return fn(*args, **kwargs)
@@ -207,6 +210,49 @@ def fetch(
 
 @app.command()
 @friendly
+def train(
+    config: Annotated[str, typer.Argument(help="a config file or bundled config name; its [train] section")],
+    workdir: WorkdirOpt,
+    run: Annotated[str | None, typer.Option("--run", help="run folder name under WORKDIR/runs")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run from its last checkpoint")] = (
+        False
+    ),
+    data: Annotated[
+        str | None, typer.Option("--data", help="other WebDataset shards: a folder, a tar or a brace pattern")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="stop after this many steps")] = None,
+) -> None:
+    """Train (or fine-tune) a CLIP model on the harvest's shards; writes WORKDIR/runs/RUN."""
+    cfg = load(config)
+    if steps is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": steps})})
+    run_dir = _train(cfg, workdir, run or _run_name(cfg), resume=resume, data=data)
+    console.print(f"train: done; run folder {run_dir}")
+
+
+def _run_name(cfg: Config) -> str:
+    model = cfg.train.model
+    return Path(model).stem if model.endswith(".json") else model.replace("/", "-")
+
+
+def _train(cfg: Config, workdir: Path, run: str, *, resume: bool = False, data: str | None = None) -> Path:
+    try:
+        from kgclip.train.loop import train as run_training
+    except ImportError as exc:
+        raise UserError(
+            f"kgclip train needs torch and open_clip ({exc.name} is missing): run `bash scripts/setup.sh` "
+            "or `pip install 'kgclip[train]'`"
+        ) from None
+    from kgclip.workdir import Workdir
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run) or run in (".", ".."):
+        raise UserError(f"--run {run!r}: use letters, digits, '.', '_' and '-'")
+    Workdir(workdir).create()
+    return run_training(cfg, workdir / "runs" / run, workdir=workdir, data=data, resume=resume)
+
+
+@app.command()
+@friendly
 def status(
     workdir: Annotated[Path, typer.Argument(help="work directory")],
     config: Annotated[
@@ -239,8 +285,12 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="reuse an earlier demo: run only what is not up to date")
     ] = False,
+    train_steps: Annotated[
+        int | None, typer.Option("--train-steps", min=0, help="training steps (0: harvest only)")
+    ] = None,
 ) -> None:
-    """Harvest the embedded offline default (WordNet living things x Tux Paint stamps)."""
+    """Harvest the embedded offline default (WordNet living things x Tux Paint stamps), then train a
+    tiny CLIP model on it."""
     from kgclip.workdir import Workdir
 
     wd = Workdir(workdir)
@@ -262,8 +312,42 @@ def demo(
             f"{workdir} exists and was not made by kgclip; kgclip never deletes or overwrites what it did "
             "not write. Choose another with -w"
         )
-    _run(load("demo"), workdir, start=start)
+    cfg = load("demo")
+    _run(cfg, workdir, start=start)
     _describe_shards(workdir)
+    if train_steps != 0:
+        _train_demo(cfg, workdir, train_steps, keep)
+
+
+def _train_demo(cfg: Config, workdir: Path, steps: int | None, keep: bool) -> None:
+    """A new run each time (`demo`, `demo-2`, ...), so no earlier run is overwritten; with --keep an
+    unfinished demo run is resumed and a finished one kept."""
+    try:
+        import open_clip  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        console.print("demo: training skipped: torch and open_clip are not installed (bash scripts/setup.sh)")
+        return
+    if steps is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": steps})})
+    runs = workdir / "runs"
+    name, n = "demo", 1
+    while (runs / name).exists():
+        meta = runs / name / "run.json"
+        if keep and meta.is_file() and orjson.loads(meta.read_bytes()).get("finished"):
+            console.print(f"\ndemo: {runs / name} is trained already (--keep)")
+            return
+        if keep and any((runs / name / "checkpoints").glob("step_*.pt")):
+            console.print(f"\ndemo: resuming the unfinished run {runs / name}")
+            _train(cfg, workdir, name, resume=True)
+            return
+        n += 1
+        name = f"demo-{n}"
+    console.print(f"\nTraining {cfg.train.model} on the demo shards (CPU; --train-steps N sets the length):")
+    run_dir = _train(cfg, workdir, name)
+    console.print(
+        f"Run folder: {run_dir} (log.csv, loss.png, checkpoints/; open_clip loads it as local-dir:{run_dir})"
+    )
 
 
 def _describe_shards(root: Path) -> None:

@@ -1,0 +1,244 @@
+"""The training data: WebDataset shards streamed in a fixed, resumable order.
+
+Every data-loader worker of every process is one stream g (0 ≤ g < world × workers). Stream g
+of epoch e draws shards with replacement (resampling, as open_clip's `--dataset-resampled`), reads
+their samples with webdataset's tar readers, passes them through a shuffle buffer, and only then
+decodes, augments, samples a caption and tokenises. Every random choice is seeded by
+(seed, epoch, g) or, per sample, by (seed, epoch, g, position), so a run's data order is fixed by
+its seed: the DataLoader interleaves its workers' batches round-robin, so global batch j of an epoch
+is batch j // W of worker j % W. Resuming at batch k therefore skips, in each worker, the raw
+samples of its batches before k, before any decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import braceexpand
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision import transforms
+from webdataset.tariterators import tarfile_samples
+
+from kgclip.config import TrainConfig
+from kgclip.train.captions import Caption, CaptionSampler, caption_of
+from kgclip.train.errors import DataError
+from kgclip.train.loss import entity_labels
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+def shard_list(data: str | None, workdir: Path) -> list[str]:
+    """The shards to train on: the workdir's by default; else a folder, one tar, or a brace pattern."""
+    if data is None:
+        folder = workdir / "shards"
+        found = sorted(str(p) for p in folder.glob("*.tar")) if folder.is_dir() else []
+        if not found:
+            raise DataError(f"no shards under {folder}: harvest first, or give --data")
+        return found
+    path = Path(data)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.glob("*.tar"))
+        if not found:
+            raise DataError(f"{path}: no .tar shards in this folder")
+        return found
+    expanded = list(braceexpand.braceexpand(data))
+    missing = [p for p in expanded if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
+        raise DataError(f"no such shard: {missing[0]}{more}")
+    return expanded
+
+
+def count_samples(shards: list[str]) -> int:
+    """Samples in the shards: from `sizes.json` beside them when it names them all, else by reading
+    the tar headers (a sample is a key with an image member)."""
+    sizes: dict[str, int] = {}
+    for folder in {Path(s).parent for s in shards}:
+        path = folder / "sizes.json"
+        if path.is_file():
+            sizes.update({str(folder / k): int(v) for k, v in json.loads(path.read_text()).items()})
+    if all(s in sizes for s in shards):
+        total = sum(sizes[s] for s in shards)
+    else:
+        total = sum(_count_in_tar(s) for s in shards)
+    if total == 0:
+        raise DataError(f"the {len(shards)} shard(s) hold no image samples")
+    return total
+
+
+def _count_in_tar(path: str) -> int:
+    keys = set()
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                stem, _, ext = Path(member.name).name.partition(".")
+                if member.isfile() and ext.lower() in IMAGE_EXTS:
+                    keys.add(str(Path(member.name).parent / stem))
+    except (OSError, tarfile.TarError) as exc:
+        raise DataError(f"{path}: not a readable tar ({exc})") from None
+    return len(keys)
+
+
+def fingerprint(shards: list[str], workdir: Path | None) -> str:
+    """What the run was trained on: the harvest's samples.parquet digest, or the shard names and sizes."""
+    samples = workdir / "samples.parquet" if workdir is not None else None
+    h = hashlib.sha256()
+    own = workdir is not None and all(Path(s).parent == workdir / "shards" for s in shards)
+    if own and samples is not None and samples.is_file():
+        h.update(samples.read_bytes())
+        return "samples.parquet:" + h.hexdigest()[:16]
+    for s in shards:
+        h.update(f"{Path(s).name}:{Path(s).stat().st_size}\0".encode())
+    return "shards:" + h.hexdigest()[:16]
+
+
+def _seed_of(*parts: object) -> int:
+    text = ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def train_transform(image_size: int, mean: tuple, std: tuple, cfg: TrainConfig) -> Any:
+    """RandomResizedCrop with the configured scale and ratio (open_clip's own transform ignores the
+    ratio unless timm is used), then the model's normalisation."""
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(
+                image_size,
+                scale=tuple(cfg.crop_scale),
+                ratio=tuple(cfg.crop_ratio),
+                interpolation=transforms.InterpolationMode.BICUBIC,
+            ),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    texts: torch.Tensor
+    labels: torch.Tensor  # int64 per sample: the caption's entity, -1 for none (multi-positive loss)
+    keys: list[str]
+    kinds: list[str]
+    skipped: int = 0  # samples passed over while filling it: no image, no caption, an unreadable image
+
+
+def collate(items: list[tuple[torch.Tensor, torch.Tensor, Caption, str]], skipped: int) -> Batch:
+    return Batch(
+        torch.stack([i[0] for i in items]),
+        torch.stack([i[1] for i in items]),
+        entity_labels([i[2].entity_id for i in items]),
+        [i[3] for i in items],
+        [i[2].kind for i in items],
+        skipped,
+    )
+
+
+class ShardStream(IterableDataset):
+    """One epoch of batches for one process; see the module docstring for the order."""
+
+    def __init__(
+        self,
+        shards: list[str],
+        cfg: TrainConfig,
+        transform: Any,
+        tokenizer: Any,
+        *,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world: int,
+        batches: int,
+        skip: int = 0,
+    ) -> None:
+        self.shards, self.cfg, self.transform, self.tokenizer = shards, cfg, transform, tokenizer
+        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
+        self.batches, self.skip = batches, skip
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        stream = self.rank * workers + worker
+        mine = _count_below(self.batches, worker, workers)
+        skipped = _count_below(self.skip, worker, workers)
+        size = self.cfg.batch_size
+        samples = self._samples(stream)
+        for _ in range(skipped * size):
+            next(samples)
+        sampler = CaptionSampler(self.cfg.captions, self.seed)
+        position = skipped * size
+        for _ in range(mine - skipped):
+            items, passed = [], 0
+            while len(items) < size:
+                raw = next(samples)
+                item = self._prepare(raw, sampler, stream, position)
+                position += 1
+                if item is None:
+                    passed += 1
+                else:
+                    items.append(item)
+            yield collate(items, passed)
+
+    def _samples(self, stream: int) -> Iterator[dict[str, Any]]:
+        """Raw samples: shards drawn with replacement, then a shuffle buffer; infinite."""
+        rng = random.Random(_seed_of(self.seed, self.epoch, stream, "shards"))
+        buffer_rng = random.Random(_seed_of(self.seed, self.epoch, stream, "buffer"))
+
+        def drawn() -> Iterator[dict[str, Any]]:
+            while True:
+                yield {"url": rng.choice(self.shards)}
+
+        raw = tarfile_samples(drawn())
+        bufsize = self.cfg.shuffle_buffer
+        if bufsize <= 1:
+            yield from raw
+            return
+        buffer: list[dict[str, Any]] = []
+        for sample in raw:
+            buffer.append(sample)
+            if len(buffer) < bufsize:
+                continue
+            i = buffer_rng.randrange(len(buffer))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+
+    def _prepare(
+        self, raw: dict[str, Any], sampler: CaptionSampler, stream: int, position: int
+    ) -> tuple[torch.Tensor, torch.Tensor, Caption, str] | None:
+        image_bytes = next((raw[ext] for ext in IMAGE_EXTS if ext in raw), None)
+        if image_bytes is None:
+            return None
+        key = raw["__key__"]
+        caption = caption_of(sampler, raw, self.epoch)
+        if caption is None or not caption.text:
+            return None
+        try:
+            with Image.open(io.BytesIO(image_bytes)) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None
+        torch.manual_seed(_seed_of(self.seed, self.epoch, stream, position) & 0x7FFF_FFFF_FFFF_FFFF)
+        pixels = self.transform(image)
+        tokens = self.tokenizer([caption.text])[0]
+        return pixels, tokens, caption, key
+
+
+def _count_below(n: int, worker: int, workers: int) -> int:
+    """How many of the global batches 0..n-1 come from `worker` (batch j from worker j % workers)."""
+    return max(0, (n - worker + workers - 1) // workers)
+
+
+def loader(stream: ShardStream, workers: int) -> DataLoader:
+    """Batches come ready from the workers (batch_size=None); round-robin order keeps them fixed."""
+    return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=False)

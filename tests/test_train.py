@@ -1,0 +1,172 @@
+"""`kgclip train` end to end on the demo shards with the bundled tiny model (torch; runs serially)."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import open_clip
+import orjson
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from kgclip.cli import app
+from kgclip.config import load
+from kgclip.train import checkpoint
+from kgclip.train.models import build, register
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def _config(tmp_path, **train):
+    body = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in train.items())
+    path = tmp_path / "t.toml"
+    path.write_text(
+        'extends = "demo"\n[train]\nbatch_size = 16\nworkers = 0\nlr = 1e-3\nwarmup_epochs = 0.5\n'
+        "shuffle_buffer = 64\nlog_every_steps = 5\n" + body
+    )
+    return path
+
+
+def _losses(run):
+    with open(run / "log.csv", newline="") as fh:
+        return [(int(r["step"]), float(r["loss"]), float(r["lr"])) for r in csv.DictReader(fh)]
+
+
+@pytest.fixture
+def work(demo_run, tmp_path):
+    dst = tmp_path / "work"
+    shutil.copytree(demo_run, dst, ignore=shutil.ignore_patterns("runs"))
+    return dst
+
+
+def test_a_tiny_model_learns_and_its_checkpoint_loads_in_stock_open_clip(work, tmp_path):
+    cfg = _config(tmp_path, max_steps=60, save_every_steps=30)
+    result = invoke("train", str(cfg), "-w", str(work), "--run", "tiny")
+    assert result.exit_code == 0, result.output
+    run = work / "runs" / "tiny"
+    assert "train: step 60/60" in result.output and "samples/s" in result.output and "ETA" in result.output
+    losses = [loss for _, loss, _ in _losses(run)]
+    assert len(losses) == 60
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.3  # it learns
+    meta = orjson.loads((run / "run.json").read_bytes())
+    assert meta["finished"] and meta["steps_done"] == 60 and meta["samples_seen"] == 960
+    assert meta["dataset"].startswith("samples.parquet:")
+    assert (run / "loss.png").stat().st_size > 1000
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000030.pt", "step_00000060.pt"]
+
+    # kgclip's own embeddings from the last checkpoint ...
+    train_cfg = load(cfg).train
+    ours = build(train_cfg).model.eval()
+    ours.load_state_dict(checkpoint.load(run / "checkpoints" / "step_00000060.pt")["state_dict"])
+    # ... equal stock open_clip's, loading the same file by name and the run folder by local-dir:
+    register(train_cfg.model)
+    stock, _, preprocess = open_clip.create_model_and_transforms(
+        "kgclip-tiny", pretrained=str(run / "checkpoints" / "step_00000060.pt")
+    )
+    folder, _, _ = open_clip.create_model_and_transforms(f"local-dir:{run}")
+    tokenizer = open_clip.get_tokenizer("kgclip-tiny")
+    image = preprocess(Image.new("RGB", (80, 60), (200, 120, 40))).unsqueeze(0)
+    text = tokenizer(["a red fox", "an oak tree"])
+    with torch.no_grad():
+        for other in (stock.eval(), folder.eval()):
+            assert torch.allclose(ours.encode_image(image), other.encode_image(image), atol=1e-5)
+            assert torch.allclose(ours.encode_text(text), other.encode_text(text), atol=1e-5)
+
+
+def test_sigkill_then_resume_continues_the_same_curve(work, tmp_path):
+    cfg = _config(tmp_path, max_steps=16, save_every_steps=6)
+    reference = invoke("train", str(cfg), "-w", str(work), "--run", "straight")
+    assert reference.exit_code == 0, reference.output
+
+    cmd = [sys.executable, "-m", "kgclip.cli", "train", str(cfg), "-w", str(work), "--run", "killed"]
+    log = work / "runs" / "killed" / "log.csv"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.is_file() and len(log.read_text().splitlines()) > 9:  # step 8 or later
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    kept = sorted(p.name for p in (work / "runs" / "killed" / "checkpoints").iterdir())
+    assert kept == ["step_00000006.pt"]
+    resumed = invoke("train", str(cfg), "-w", str(work), "--run", "killed", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "from step 6" in resumed.output
+
+    straight, again = _losses(work / "runs" / "straight"), _losses(work / "runs" / "killed")
+    assert [s for s, _, _ in again] == list(range(1, 17))  # no step lost or logged twice
+    assert [lr for _, _, lr in again] == [lr for _, _, lr in straight]  # the schedule continues
+    for (_, a, _), (_, b, _) in zip(straight, again, strict=True):
+        assert abs(a - b) < 1e-4  # the same data order, weights, optimiser state and RNG
+
+
+def test_accumulation_equals_the_larger_batch(work, tmp_path):
+    big = _config(tmp_path, max_steps=3, batch_size=16)
+    assert invoke("train", str(big), "-w", str(work), "--run", "big").exit_code == 0
+    acc = tmp_path / "acc"
+    acc.mkdir()
+    small = _config(acc, max_steps=3, batch_size=8, accum_steps=2)
+    assert invoke("train", str(small), "-w", str(work), "--run", "acc").exit_code == 0
+    big_run, acc_run = _losses(work / "runs" / "big"), _losses(work / "runs" / "acc")
+    for (_, a, _), (_, b, _) in zip(big_run, acc_run, strict=True):
+        assert abs(a - b) < 1e-4
+
+
+def test_two_processes_under_torchrun(work, tmp_path):
+    cfg = _config(tmp_path, max_steps=3, batch_size=8, threads=1, loss="multi_positive")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", "0", "-m", "kgclip.cli", "train", str(cfg), "-w", str(work), "--run", "ddp",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = orjson.loads((work / "runs" / "ddp" / "run.json").read_bytes())
+    assert meta["world_size"] == 2 and meta["global_batch"] == 16 and meta["finished"]
+    assert len(_losses(work / "runs" / "ddp")) == 3
+
+
+def test_config_errors_are_one_clear_line(work, tmp_path):
+    bad_model = _config(tmp_path, model="ViT-Nope-99")
+    got = invoke("train", str(bad_model), "-w", str(work))
+    assert got.exit_code == 2 and "unknown model 'ViT-Nope-99'" in got.output
+
+    bad_weights = _config(tmp_path, pretrained=str(tmp_path / "missing.pt"))
+    got = invoke("train", str(bad_weights), "-w", str(work))
+    assert got.exit_code == 2 and "no such file, and not a pretrained tag of kgclip-tiny" in got.output
+
+    uncached = _config(tmp_path, model="RN50", pretrained="openai")
+    got = invoke("train", str(uncached), "-w", str(work))
+    assert got.exit_code == 2 and "not in the local cache and kgclip never downloads them" in got.output
+
+    empty = tmp_path / "empty-work"
+    got = invoke("train", str(_config(tmp_path)), "-w", str(empty))
+    assert got.exit_code == 2 and "no shards under" in got.output
+
+    hollow = tmp_path / "hollow"
+    hollow.mkdir()
+    with tarfile.open(hollow / "000.tar", "w") as tar:
+        info = tarfile.TarInfo("a.txt")
+        tar.addfile(info)
+    got = invoke("train", str(_config(tmp_path)), "-w", str(work), "--data", str(hollow))
+    assert got.exit_code == 2 and "hold no image samples" in got.output
+
+    existing = invoke("train", str(_config(tmp_path, max_steps=1)), "-w", str(work), "--run", "once")
+    assert existing.exit_code == 0
+    again = invoke("train", str(_config(tmp_path, max_steps=1)), "-w", str(work), "--run", "once")
+    assert again.exit_code == 2 and "continue it with --resume" in again.output
