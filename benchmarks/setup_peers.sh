@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks compare against, outside kgclip's own venv:
-#   nltk into .venv (requirements/bench.txt), img2dataset into benchmarks/.venv-peers (it pins
-#   packages kgclip does not want, and pulls ~780 MB), and nginx to serve the fetch benchmark.
+#   nltk and pandas (open_clip_train imports it) into .venv (requirements/bench.txt), img2dataset
+#   into benchmarks/.venv-peers (it pins packages kgclip does not want, and pulls ~780 MB), and
+#   nginx to serve the fetch benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""

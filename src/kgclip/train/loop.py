@@ -270,6 +270,8 @@ def _train(
             "samples_skipped": skipped,  # no image, no caption, or an unreadable image (this process)
             "finished": True,
         }
+        if device.type == "cuda":
+            done["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
         _write_meta(run_dir, {**meta, **done})
         log.plot(run_dir / "loss.png")
     return run_dir

@@ -20,6 +20,7 @@ import torch
 
 from kgclip.config import TrainConfig
 from kgclip.train.errors import ModelError
+from kgclip.train.loss import model_init_kwargs
 
 BUNDLED = resources.files("kgclip.train") / "model_configs"
 
@@ -69,9 +70,7 @@ def build(cfg: TrainConfig) -> Built:
     `pretrained` names a local checkpoint or a cached open_clip tag)."""
     name = register(cfg.model)
     pretrained = _pretrained(name, cfg.pretrained)
-    extra: dict[str, Any] = {}
-    if cfg.loss == "siglip":  # SigLIP's learnable bias and its initial scale, as open_clip_train sets them
-        extra = {"init_logit_scale": float(torch.log(torch.tensor(10.0))), "init_logit_bias": -10.0}
+    extra = model_init_kwargs(cfg.loss)  # SigLIP's learnable bias and initial scale
     try:
         model, train_tf, eval_tf = open_clip.create_model_and_transforms(
             name,
