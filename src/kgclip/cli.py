@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -366,6 +367,67 @@ def _describe_shards(root: Path) -> None:
     for s in samples[:: max(1, len(samples) // 4)][:4]:
         console.print(f"  {s['shard']}/{s['key']}: {s['caption']!r}  queries: {len(s['query_ids'])}")
     console.print(f"Dataset card: {root / 'card' / 'README.md'}; inspect with: kgclip status {root}")
+
+
+@app.command()
+@friendly
+def captions(
+    workdir: Annotated[Path, typer.Argument(help="work directory of a harvest")],
+    samples: Annotated[int, typer.Option("--samples", min=1, help="how many images to show")] = 20,
+    epoch: Annotated[int, typer.Option("--epoch", min=0, help="the first epoch to draw for")] = 0,
+    draws: Annotated[int, typer.Option("--draws", min=1, help="captions per image: one per epoch")] = 5,
+    config: Annotated[
+        str | None,
+        typer.Option("-c", "--config", help="draw with this config's [train.captions], not the last run's"),
+    ] = None,
+) -> None:
+    """Show the captions training pairs with the first images of the shards, epoch by epoch."""
+    from kgclip.train.captions import CaptionSampler, caption_of, read_samples
+
+    cfg = _workdir_config(workdir, config)
+    shards = sorted((workdir / "shards").glob("*.tar"))
+    if not shards:
+        raise UserError(f"no shards under {workdir / 'shards'}; run `kgclip harvest` first")
+    sampler = CaptionSampler(cfg.train.captions, cfg.seed)
+    shown = 0
+    for key, files in read_samples(shards):
+        if shown == samples:
+            break
+        shown += 1
+        for line in _texts_summary(sampler, key, files):
+            typer.echo(line)
+        for e in range(epoch, epoch + draws):
+            cap = caption_of(sampler, files, e)
+            if cap is None:
+                typer.echo(f"  epoch {e:<3d} (none: the config leaves this image no text; training skips it)")
+            else:
+                typer.echo(f"  epoch {e:<3d} {cap.kind:<22s} {cap.text}")
+    console.print(
+        f"captions: {shown} images from {len(shards)} shards, epochs {epoch}-{epoch + draws - 1}, "
+        f"seed {cfg.seed}, sources {cfg.train.captions.sources}"
+    )
+
+
+def _texts_summary(sampler: Any, key: str, files: dict[str, bytes]) -> list[str]:
+    """What an image's texts are: alt texts and queries by kind, and each caption kind's chance."""
+    from kgclip.train.captions import is_kgclip_meta
+
+    try:
+        meta = orjson.loads(files.get("json", b""))
+    except orjson.JSONDecodeError:
+        meta = None
+    if not is_kgclip_meta(meta):
+        text = files.get("txt", b"").decode("utf-8", errors="replace")
+        return [f"{key}  plain sample, .txt caption {text!r}"]
+    kinds = Counter(q["kind"] for q in meta["queries"])
+    queries = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    first = f" (first: {meta['alt_texts'][0]!r})" if meta["alt_texts"] else ""
+    examples = "; ".join(q["text"] for q in meta["queries"][:3])
+    shares = sorted(sampler.kind_shares(meta).items(), key=lambda kv: -kv[1])
+    return [
+        f"{key}  alt texts: {len(meta['alt_texts'])}{first}; queries: {queries or 'none'} ({examples})",
+        "  chances: " + (", ".join(f"{k} {v:.0%}" for k, v in shares) or "none"),
+    ]
 
 
 @corpus_app.command("index")

@@ -540,8 +540,85 @@ class CurateConfig(Section):
     )
 
 
+class NounCaptionWeights(Section):
+    """Raw weights of a noun (entity) query's table; the synonym and description weights are split
+    between the entity and its natural type by the hierarchy chance h (method.md §7)."""
+
+    query: float = Field(default=0.4, ge=0, description="keep the query text (1 - 0.6)")
+    synonym: float = Field(
+        default=0.6, ge=0, description="a synonym: the entity's with 0.6·(1-h), its natural type's with 0.6·h"
+    )
+    description: float = Field(
+        default=0.1, ge=0, description="a description: the entity's with 0.1·(1-h), the type's with 0.1·h"
+    )
+
+
+class AttributeCaptionWeights(Section):
+    """Raw weights of an attribute query's table (entity-attribute and type-attribute queries);
+    the synonym-based options and the description are split by h like the noun table's."""
+
+    query: float = Field(default=1.0, ge=0, description="keep the query text")
+    synonym: float = Field(default=0.2, ge=0, description="a synonym alone, without the attribute")
+    pseudo_query: float = Field(
+        default=0.2, ge=0, description='"{attribute} {synonym}" or "{synonym} {attribute}"'
+    )
+    replaced_query: float = Field(
+        default=0.2, ge=0, description="the query with its entity mention swapped for a synonym (if any)"
+    )
+    attribute: float = Field(default=0.2, ge=0, description="the attribute word alone")
+    description: float = Field(default=0.05, ge=0, description="a description")
+
+
+DEFAULT_PROMPTS = [
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a good photo of a {}.",
+    "a close-up photo of a {}.",
+    "a cropped photo of a {}.",
+    "a bright photo of a {}.",
+]
+
+
 class CaptionsConfig(Section):
-    """The per-sample caption mix of method.md §7 (filled in by train/captions.py's owner)."""
+    """The per-sample caption mix of method.md §7: which text an image is paired with in each epoch
+    (train/captions.py). The defaults are EntityNet's released ones."""
+
+    sources: Literal["mixed", "alt", "kg"] = Field(
+        default="mixed",
+        description="ablations: alt and KG texts mixed, alt texts only, or KG texts only (no alt texts)",
+    )
+    attribute_queries: bool = Field(
+        default=True, description="draw from attribute queries; false: only noun queries give KG texts"
+    )
+    descriptions: bool = Field(default=True, description="descriptions may be drawn; false: never")
+    alt_text_p: float = Field(
+        default=0.5, ge=0, le=1, description="chance of an alt text when the image has one"
+    )
+    hierarchy_chance: float = Field(
+        default=0.2, ge=0, le=1, description="h: the natural type's share of synonyms and descriptions"
+    )
+    hierarchy_chance_living: float = Field(
+        default=0.1, ge=0, le=1, description="h when the natural type is one of `living_types`"
+    )
+    living_types: list[str] = Field(
+        default_factory=lambda: ["wd:Q729", "wd:Q756", "wn:n00015388", "wn:n00017222"],
+        description="natural types too general to name often: animal and plant in Wikidata and WordNet",
+    )
+    noun: NounCaptionWeights = Field(default_factory=NounCaptionWeights)
+    attribute: AttributeCaptionWeights = Field(default_factory=AttributeCaptionWeights)
+    prompt_weight: float = Field(
+        default=0.0, ge=0, le=1, description="share of non-description texts put in a CLIP prompt template"
+    )
+    prompt_templates: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PROMPTS), min_length=1, description='each with one "{}"'
+    )
+
+    @model_validator(mode="after")
+    def _templates_have_a_slot(self) -> CaptionsConfig:
+        bad = [t for t in self.prompt_templates if t.count("{}") != 1]
+        if bad:
+            raise ValueError(f'prompt templates need exactly one "{{}}" for the text: {bad}')
+        return self
 
 
 class TrainConfig(Section):

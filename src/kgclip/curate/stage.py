@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tarfile
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def run(ctx: StageContext) -> StageResult:
     entities = {e.id: e for e in read_records(ctx.path("entities.parquet"), Entity)}
     types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
     queries = {q.query_id: q for q in read_records(ctx.path("queries.parquet"), Query)}
+    query_types = _type_attribute_types(queries.values(), types)
     fetched = list(read_records(ctx.path("fetched.parquet"), Fetched))
     hits = list(read_records(ctx.path("hits.parquet"), Hit))
 
@@ -95,7 +97,7 @@ def run(ctx: StageContext) -> StageResult:
                         sm.key,
                         _stored(reader, g),
                         sm.caption,
-                        _sample_json(sm, g, queries, entities, types),
+                        _sample_json(sm, g, queries, entities, types, query_types),
                     )
                     for sm, g in zip(made, chunk, strict=True)
                 )
@@ -195,8 +197,40 @@ def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample
     )
 
 
+def _type_attribute_types(queries: Iterable[Query], types: dict[str, NaturalType]) -> dict[str, NaturalType]:
+    """The natural type each type-attribute query was made from ("aquatic animal": animal), by query id.
+
+    The query table keeps only the text and the attribute, and the text is the attribute and the
+    type's name joined either way round (queries.type_attribute_text); a trainer needs the type's
+    synonyms and description for its captions (train/captions.py). When two types share a name the
+    query builder counted them as one; the one more entities have stands for both."""
+    by_name: dict[str, Counter[str]] = defaultdict(Counter)
+    first: dict[str, NaturalType] = {}
+    for entity_id in sorted(types):
+        t = types[entity_id]
+        by_name[t.type_name][t.type_id] += 1
+        first.setdefault(t.type_id, t)
+    named = {name: first[min(ids, key=lambda i: (-ids[i], i))] for name, ids in by_name.items()}
+    found: dict[str, NaturalType] = {}
+    for q in queries:
+        if q.kind != "type_attribute" or not q.attribute:
+            continue
+        a = q.attribute
+        names = [q.text[len(a) + 1 :] if q.text.startswith(f"{a} ") else None]
+        names.append(q.text[: -len(a) - 1] if q.text.endswith(f" {a}") else None)
+        t = next((named[n] for n in names if n in named), None)
+        if t is not None:
+            found[q.query_id] = t
+    return found
+
+
 def _sample_json(
-    s: Sample, g: Group, queries: dict[str, Query], entities: dict[str, Entity], types: dict[str, NaturalType]
+    s: Sample,
+    g: Group,
+    queries: dict[str, Query],
+    entities: dict[str, Entity],
+    types: dict[str, NaturalType],
+    query_types: dict[str, NaturalType],
 ) -> dict[str, Any]:
     return {
         "key": s.key,
@@ -209,6 +243,7 @@ def _sample_json(
                 "text": q.text,
                 "entity_id": q.entity_id,
                 "attribute": q.attribute,
+                "natural_type": _type_json(query_types.get(q.query_id)),
             }
             for q in (queries[i] for i in s.query_ids if i in queries)
         ],
@@ -236,14 +271,18 @@ def _entity_json(e: Entity, t: NaturalType | None) -> dict[str, Any]:
         "wikidata": e.wikidata,
         "taxon_name": e.taxon_name,
         "common_names": e.common_names,
-        "natural_type": None
-        if t is None
-        else {
-            "id": t.type_id,
-            "name": t.type_name,
-            "aliases": t.type_aliases,
-            "description": t.type_description,
-        },
+        "natural_type": _type_json(t),
+    }
+
+
+def _type_json(t: NaturalType | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    return {
+        "id": t.type_id,
+        "name": t.type_name,
+        "aliases": t.type_aliases,
+        "description": t.type_description,
     }
 
 
