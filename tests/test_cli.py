@@ -1,5 +1,7 @@
 """The command line: each command, and clear one-line errors with exit code 2."""
 
+import csv
+
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -85,10 +87,19 @@ def test_config_list_and_show():
     assert 'name = "livingthings"' in shown and "person.n.01" in shown
 
 
-def test_demo_reuses_with_keep_and_describes_the_shards(demo_copy):
-    result = invoke("demo", "-w", str(demo_copy), "--keep")
-    assert result.exit_code == 0
+def test_demo_reuses_with_keep_describes_the_shards_and_trains(demo_copy):
+    """The demo trains the tiny model after harvesting (here for fewer steps than its default)."""
+    result = invoke("demo", "-w", str(demo_copy), "--keep", "--train-steps", "120")
+    assert result.exit_code == 0, result.output
     assert "up to date" in result.output and "WebDataset shards under" in result.output
+    assert "Training kgclip-tiny on the demo shards" in result.output
+    assert "train: step 120/120" in result.output
+    assert f"Run folder: {demo_copy / 'runs' / 'demo'}" in result.output
+    with open(demo_copy / "runs" / "demo" / "log.csv", newline="") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh)]
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 0.3  # its loss falls
+    again = invoke("demo", "-w", str(demo_copy), "--keep")
+    assert "is trained already (--keep)" in again.output
 
 
 def test_demo_refuses_to_clear_a_foreign_folder(tmp_path):

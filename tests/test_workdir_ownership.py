@@ -72,10 +72,10 @@ def test_a_workdir_of_an_older_kgclip_is_adopted(tmp_path):
 
 def test_demo_rebuilds_its_own_workdir_and_says_so(demo_copy):
     (demo_copy / "notes.txt").write_text("my notes about the demo")
-    result = invoke("demo", "-w", str(demo_copy))
+    result = invoke("demo", "-w", str(demo_copy), "--train-steps", "0")
     assert result.exit_code == 0, result.output
     assert "is an earlier demo; running every stage again" in result.output
     assert "entities: running" in result.output and "curate: running" in result.output
     assert (demo_copy / "notes.txt").read_text() == "my notes about the demo"
-    kept = invoke("demo", "-w", str(demo_copy), "--keep")
+    kept = invoke("demo", "-w", str(demo_copy), "--keep", "--train-steps", "0")
     assert kept.exit_code == 0 and "curate: up to date" in kept.output

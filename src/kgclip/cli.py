@@ -228,7 +228,8 @@ def train(
     if steps is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": steps})})
     run_dir = _train(cfg, workdir, run or _run_name(cfg), resume=resume, data=data)
-    console.print(f"train: done; run folder {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        console.print(f"train: done; run folder {run_dir}")
 
 
 def _run_name(cfg: Config) -> str:

@@ -208,7 +208,8 @@ def _train(
         },
     }
     log = _Log(run_dir / "log.csv", info.main, resume_at=step if state is not None else None)
-    console.print(
+    say = console.print if info.main else _quiet
+    say(
         f"train: {built.name} on {p.samples:,} samples in {len(shards)} shard(s), global batch "
         f"{p.global_batch}, {p.total_steps:,} steps ({p.steps_per_epoch:,} per epoch), "
         f"from step {step:,}; "
@@ -245,7 +246,7 @@ def _train(
             step += 1
             batch_time = time.monotonic() - t0
             log.row(step, epoch, p, loss, optimizer, model, data_time, batch_time)
-            if step % cfg.log_every_steps == 0 or step == p.total_steps:
+            if info.main and (step % cfg.log_every_steps == 0 or step == p.total_steps):
                 _progress(step, p, log, began, seen_at_start)
             if info.main and (step % cfg.save_every_steps == 0 or step == p.total_steps):
                 checkpoint.save(
@@ -357,6 +358,7 @@ class _Log:
         lost with the kill and are done again."""
         self.path, self.enabled = path, enabled
         self.last: dict[str, float] = {}
+        self.window = [0.0, 0.0, 0.0]  # samples, data time, step time since the last progress line
         if not enabled:
             return
         kept: list[list[str]] = []
@@ -386,13 +388,16 @@ class _Log:
             "samples_seen": step * p.global_batch,
             "loss": round(loss, 6),
             "lr": optimizer.param_groups[0]["lr"],
-            "logit_scale": round(float(checkpoint.bare(model).logit_scale.exp()), 4),
+            "logit_scale": round(float(checkpoint.bare(model).logit_scale.detach().exp()), 4),
             "data_time": round(data_time, 5),
             "batch_time": round(batch_time, 5),
             "samples_per_second": round(p.global_batch / batch_time, 2) if batch_time > 0 else 0.0,
             "data_wait_share": round(data_time / batch_time, 4) if batch_time > 0 else 0.0,
         }
         self.last = values
+        self.window[0] += p.global_batch
+        self.window[1] += data_time
+        self.window[2] += batch_time
         if not self.enabled:
             return
         with open(self.path, "a", newline="") as fh:
@@ -418,15 +423,22 @@ class _Log:
 
 
 def _progress(step: int, p: Plan, log: _Log, began: float, first: int) -> None:
-    v = log.last
+    """Samples/s and data wait over the steps since the last line; ETA from the whole run so far."""
+    v, (samples, waited, spent) = log.last, log.window
+    log.window = [0.0, 0.0, 0.0]
     elapsed = time.monotonic() - began
-    rate = (step - first) / elapsed if elapsed > 0 else 0.0
-    eta = (p.total_steps - step) / rate if rate > 0 else float("inf")
+    steps_per_s = (step - first) / elapsed if elapsed > 0 else 0.0
+    eta = (p.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+    rate, wait = (samples / spent, waited / spent) if spent else (0.0, 0.0)
     console.print(
-        f"train: step {step:,}/{p.total_steps:,} epoch {v['epoch']:.2f} | {v['samples_per_second']:,.1f} "
-        f"samples/s | data wait {v['data_wait_share']:.0%} | loss {v['loss']:.4f} | lr {v['lr']:.2e} | "
-        f"ETA {eta:,.0f}s"
+        f"train: step {step:,}/{p.total_steps:,} epoch {v['epoch']:.2f} | {rate:,.1f} "
+        f"samples/s | data wait {wait:.0%} | loss {v['loss']:.4f} | "
+        f"lr {v['lr']:.2e} | ETA {eta:,.0f}s"
     )
+
+
+def _quiet(*_: object) -> None:
+    """Ranks other than 0 print nothing: one progress line per step, not one per process."""
 
 
 def _write_meta(run_dir: Path, meta: dict[str, Any]) -> None:

@@ -77,7 +77,6 @@ def build(cfg: TrainConfig) -> Built:
             pretrained=pretrained,
             force_image_size=cfg.image_size,
             force_patch_dropout=cfg.patch_dropout or None,
-            aug_cfg={"scale": tuple(cfg.crop_scale), "ratio": tuple(cfg.crop_ratio)},
             output_dict=True,
             **extra,
         )
