@@ -7,9 +7,10 @@ CPU, one tool after the other (never two torch processes at once). open_clip_tra
 `.txt` caption; kgclip samples a caption per image from the sample's JSON (the method's mix), so
 kgclip does a little more work per sample.
 
-Printed per tool: median samples/s over the steps after the first few (start-up excluded), the
-median share of each step spent waiting for data, and the wall time including start-up; then the
-ratio kgclip / open_clip_train of the steady samples/s (goal: at least 1.0).
+Printed per tool: samples/s over the steps after the first few (samples over the summed step times,
+so slow steps count in full; start-up excluded), the share of that time spent waiting for data, and
+the wall time including start-up; then the ratio kgclip / open_clip_train of the steady samples/s
+(goal: at least 1.0).
 
 Run: `bash benchmarks/setup_peers.sh` once (pandas, which open_clip_train imports), a harvested
 work directory (`kgclip demo --train-steps 0`), then
@@ -22,7 +23,6 @@ import argparse
 import csv
 import json
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +55,7 @@ def main() -> None:
     )
     for name, got in (("kgclip train", ours), ("open_clip_train", peer)):
         print(
-            f"{name:16s} {got['rate']:8.1f} samples/s (median of steps {SKIP + 1}-{args.steps}), "
+            f"{name:16s} {got['rate']:8.1f} samples/s (steps {SKIP + 1}-{args.steps}), "
             f"data wait {got['wait']:.1%}, wall {got['wall']:.1f} s with start-up"
         )
     print(f"ratio kgclip / open_clip_train (steady samples/s): {ours['rate'] / peer['rate']:.2f}x")
@@ -76,9 +76,11 @@ def run_kgclip(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     wall = time.monotonic() - began
     with open(args.workdir / "runs" / run / "log.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))[SKIP:]
+    batch = [float(r["batch_time"]) for r in rows]
+    spent = sum(batch)
     return {
-        "rate": statistics.median(float(r["samples_per_second"]) for r in rows),
-        "wait": statistics.median(float(r["data_wait_share"]) for r in rows),
+        "rate": sum(float(r["samples_per_second"]) * t for r, t in zip(rows, batch, strict=True)) / spent,
+        "wait": sum(float(r["data_time"]) for r in rows) / spent,
         "wall": wall,
     }
 
@@ -108,9 +110,10 @@ def run_open_clip(args: argparse.Namespace, shards: list[Path], tmp: Path) -> di
     steps = [tuple(map(float, m.groups())) for m in STEP_LINE.finditer(done.stdout + done.stderr)][SKIP:]
     if not steps:
         sys.exit("open_clip_train printed no step lines")
+    spent = sum(s[1] for s in steps)
     return {
-        "rate": statistics.median(s[2] for s in steps),
-        "wait": statistics.median(s[0] / s[1] for s in steps if s[1] > 0),
+        "rate": sum(s[2] * s[1] for s in steps) / spent,
+        "wait": sum(s[0] for s in steps) / spent,
         "wall": wall,
     }
 

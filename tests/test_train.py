@@ -92,7 +92,9 @@ def test_a_tiny_model_learns_and_its_checkpoint_loads_in_stock_open_clip(work, t
 
 
 def test_sigkill_then_resume_continues_the_same_curve(work, tmp_path):
-    cfg = _config(tmp_path, max_steps=16, save_every_steps=6)
+    # 17 steps per epoch and two loader workers: the resume starts at an odd batch of the workers'
+    # round-robin, and the run crosses an epoch boundary after it
+    cfg = _config(tmp_path, max_steps=24, save_every_steps=9, workers=2)
     reference = invoke("train", str(cfg), "-w", str(work), "--run", "straight")
     assert reference.exit_code == 0, reference.output
 
@@ -102,7 +104,7 @@ def test_sigkill_then_resume_continues_the_same_curve(work, tmp_path):
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if log.is_file() and len(log.read_text().splitlines()) > 9:  # step 8 or later
+            if log.is_file() and len(log.read_text().splitlines()) > 11:  # step 11 or later
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -110,13 +112,13 @@ def test_sigkill_then_resume_continues_the_same_curve(work, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     kept = sorted(p.name for p in (work / "runs" / "killed" / "checkpoints").iterdir())
-    assert kept == ["step_00000006.pt"]
+    assert kept == ["step_00000009.pt"]
     resumed = invoke("train", str(cfg), "-w", str(work), "--run", "killed", "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "from step 6" in resumed.output
+    assert "from step 9" in resumed.output
 
     straight, again = _losses(work / "runs" / "straight"), _losses(work / "runs" / "killed")
-    assert [s for s, _, _ in again] == list(range(1, 17))  # no step lost or logged twice
+    assert [s for s, _, _ in again] == list(range(1, 25))  # no step lost or logged twice
     assert [lr for _, _, lr in again] == [lr for _, _, lr in straight]  # the schedule continues
     for (_, a, _), (_, b, _) in zip(straight, again, strict=True):
         assert abs(a - b) < 1e-4  # the same data order, weights, optimiser state and RNG

@@ -5,9 +5,10 @@ of epoch e draws shards with replacement (resampling, as open_clip's `--dataset-
 their samples with webdataset's tar readers, passes them through a shuffle buffer, and only then
 decodes, augments, samples a caption and tokenises. Every random choice is seeded by
 (seed, epoch, g) or, per sample, by (seed, epoch, g, position), so a run's data order is fixed by
-its seed: the DataLoader interleaves its workers' batches round-robin, so global batch j of an epoch
-is batch j // W of worker j % W. Resuming at batch k therefore skips, in each worker, the raw
-samples of its batches before k, before any decoding.
+its seed: the DataLoader interleaves its workers' batches round-robin, so global batch J (counted
+from the run's start) comes from stream J % W. A resumed loader starting at batch k gives its
+worker w the part of stream (k + w) % W, and each stream skips the raw samples of its batches
+before k, before any decoding.
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ def collate(items: list[tuple[torch.Tensor, torch.Tensor, Caption, str]], skippe
 
 
 class ShardStream(IterableDataset):
-    """One epoch of batches for one process; see the module docstring for the order."""
+    """The batches of a run (or of what is left of it after a resume), for one process, across
+    epochs; see the module docstring for the order. `per_epoch` is batches per epoch per process,
+    `start` and `stop` are global batch indices (epoch × per_epoch + batch within it)."""
 
     def __init__(
         self,
@@ -156,44 +159,47 @@ class ShardStream(IterableDataset):
         tokenizer: Any,
         *,
         seed: int,
-        epoch: int,
         rank: int,
-        world: int,
-        batches: int,
-        skip: int = 0,
+        per_epoch: int,
+        start: int,
+        stop: int,
     ) -> None:
         self.shards, self.cfg, self.transform, self.tokenizer = shards, cfg, transform, tokenizer
-        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
-        self.batches, self.skip = batches, skip
+        self.seed, self.rank = seed, rank
+        self.per_epoch, self.start, self.stop = per_epoch, start, stop
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        loader_worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        # The loader hands out its workers' batches round-robin from its worker 0, and a resumed
+        # run's loader starts at batch `start`: its worker 0 plays the stream that served that batch.
+        worker = (self.start + loader_worker) % workers
         stream = self.rank * workers + worker
-        mine = _count_below(self.batches, worker, workers)
-        skipped = _count_below(self.skip, worker, workers)
-        size = self.cfg.batch_size
-        samples = self._samples(stream)
-        for _ in range(skipped * size):
-            next(samples)
+        n, size = self.per_epoch, self.cfg.batch_size
         sampler = CaptionSampler(self.cfg.captions, self.seed)
-        position = skipped * size
-        for _ in range(mine - skipped):
-            items, passed = [], 0
-            while len(items) < size:
-                raw = next(samples)
-                item = self._prepare(raw, sampler, stream, position)
-                position += 1
-                if item is None:
-                    passed += 1
-                else:
-                    items.append(item)
-            yield collate(items, passed)
+        for epoch in range(self.start // n, (self.stop - 1) // n + 1):
+            base = epoch * n
+            first, last = max(self.start, base) - base, min(self.stop, base + n) - base
+            skipped = _share(base, 0, first, worker, workers)
+            samples = self._samples(stream, epoch)
+            for _ in range(skipped * size):
+                next(samples)
+            position = skipped * size
+            for _ in range(_share(base, first, last, worker, workers)):
+                items, passed = [], 0
+                while len(items) < size:
+                    item = self._prepare(next(samples), sampler, stream, epoch, position)
+                    position += 1
+                    if item is None:
+                        passed += 1
+                    else:
+                        items.append(item)
+                yield collate(items, passed)
 
-    def _samples(self, stream: int) -> Iterator[dict[str, Any]]:
-        """Raw samples: shards drawn with replacement, then a shuffle buffer; infinite."""
-        rng = random.Random(_seed_of(self.seed, self.epoch, stream, "shards"))
-        buffer_rng = random.Random(_seed_of(self.seed, self.epoch, stream, "buffer"))
+    def _samples(self, stream: int, epoch: int) -> Iterator[dict[str, Any]]:
+        """Raw samples of one epoch: shards drawn with replacement, then a shuffle buffer; endless."""
+        rng = random.Random(_seed_of(self.seed, epoch, stream, "shards"))
+        buffer_rng = random.Random(_seed_of(self.seed, epoch, stream, "buffer"))
 
         def drawn() -> Iterator[dict[str, Any]]:
             while True:
@@ -214,13 +220,13 @@ class ShardStream(IterableDataset):
             yield buffer.pop()
 
     def _prepare(
-        self, raw: dict[str, Any], sampler: CaptionSampler, stream: int, position: int
+        self, raw: dict[str, Any], sampler: CaptionSampler, stream: int, epoch: int, position: int
     ) -> tuple[torch.Tensor, torch.Tensor, Caption, str] | None:
         image_bytes = next((raw[ext] for ext in IMAGE_EXTS if ext in raw), None)
         if image_bytes is None:
             return None
         key = raw["__key__"]
-        caption = caption_of(sampler, raw, self.epoch)
+        caption = caption_of(sampler, raw, epoch)
         if caption is None or not caption.text:
             return None
         try:
@@ -228,15 +234,20 @@ class ShardStream(IterableDataset):
                 image = im.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError):
             return None
-        torch.manual_seed(_seed_of(self.seed, self.epoch, stream, position) & 0x7FFF_FFFF_FFFF_FFFF)
+        torch.manual_seed(_seed_of(self.seed, epoch, stream, position) & 0x7FFF_FFFF_FFFF_FFFF)
         pixels = self.transform(image)
         tokens = self.tokenizer([caption.text])[0]
         return pixels, tokens, caption, key
 
 
-def _count_below(n: int, worker: int, workers: int) -> int:
-    """How many of the global batches 0..n-1 come from `worker` (batch j from worker j % workers)."""
-    return max(0, (n - worker + workers - 1) // workers)
+def _share(base: int, a: int, b: int, worker: int, workers: int) -> int:
+    """How many of the batches base+a .. base+b-1 come from `worker`: the loader takes global batch
+    J from worker J % workers (counted from the run's start, so it holds across epochs)."""
+
+    def upto(m: int) -> int:  # batches 0..m-1 from `worker`
+        return max(0, (m - worker + workers - 1) // workers)
+
+    return upto(base + b) - upto(base + a)
 
 
 def loader(stream: ShardStream, workers: int) -> DataLoader:

@@ -217,52 +217,48 @@ def _train(
     )
     autocast = _autocast(cfg.precision, device)
     began, seen_at_start, skipped = time.monotonic(), step, 0
+    per_epoch = p.steps_per_epoch * cfg.accum_steps
+    stream = ShardStream(
+        shards,
+        cfg,
+        transform,
+        built.tokenizer,
+        seed=config.seed,
+        rank=info.rank,
+        per_epoch=per_epoch,
+        start=step * cfg.accum_steps,
+        stop=p.total_steps * cfg.accum_steps,
+    )
+    batches = iter(loader(stream, cfg.workers))
     while step < p.total_steps:
         epoch = step // p.steps_per_epoch
-        first = step % p.steps_per_epoch
-        stream = ShardStream(
-            shards,
-            cfg,
-            transform,
-            built.tokenizer,
-            seed=config.seed,
-            epoch=epoch,
-            rank=info.rank,
-            world=info.world,
-            batches=p.steps_per_epoch * cfg.accum_steps,
-            skip=first * cfg.accum_steps,
-        )
-        batches = iter(loader(stream, cfg.workers))
-        for _ in range(first, p.steps_per_epoch):
-            t0 = time.monotonic()
-            micro = _take(batches, cfg.accum_steps, device)
-            data_time = time.monotonic() - t0
-            skipped += sum(b.skipped for b in micro)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, p, step)
-            loss = _step(model, micro, loss_fn, optimizer, scaler, autocast)
-            with torch.no_grad():
-                checkpoint.bare(model).logit_scale.clamp_(0, math.log(100))
-            step += 1
-            batch_time = time.monotonic() - t0
-            log.row(step, epoch, p, loss, optimizer, model, data_time, batch_time)
-            if info.main and (step % cfg.log_every_steps == 0 or step == p.total_steps):
-                _progress(step, p, log, began, seen_at_start)
-            if info.main and (step % cfg.save_every_steps == 0 or step == p.total_steps):
-                checkpoint.save(
-                    ckpt_dir,
-                    step=step,
-                    epoch=epoch,
-                    name=run_dir.name,
-                    model=model,
-                    optimizer=optimizer,
-                    scaler=scaler,
-                    keep=cfg.keep_checkpoints,
-                )
-                seen = {"steps_done": step, "samples_seen": step * p.global_batch, "samples_skipped": skipped}
-                _write_meta(run_dir, {**meta, **seen})
-            if step >= p.total_steps:
-                break
+        t0 = time.monotonic()
+        micro = _take(batches, cfg.accum_steps, device)
+        data_time = time.monotonic() - t0
+        skipped += sum(b.skipped for b in micro)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, p, step)
+        loss = _step(model, micro, loss_fn, optimizer, scaler, autocast)
+        with torch.no_grad():
+            checkpoint.bare(model).logit_scale.clamp_(0, math.log(100))
+        step += 1
+        batch_time = time.monotonic() - t0
+        log.row(step, epoch, p, loss, optimizer, model, data_time, batch_time)
+        if info.main and (step % cfg.log_every_steps == 0 or step == p.total_steps):
+            _progress(step, p, log, began, seen_at_start)
+        if info.main and (step % cfg.save_every_steps == 0 or step == p.total_steps):
+            checkpoint.save(
+                ckpt_dir,
+                step=step,
+                epoch=epoch,
+                name=run_dir.name,
+                model=model,
+                optimizer=optimizer,
+                scaler=scaler,
+                keep=cfg.keep_checkpoints,
+            )
+            seen = {"steps_done": step, "samples_seen": step * p.global_batch, "samples_skipped": skipped}
+            _write_meta(run_dir, {**meta, **seen})
     if info.main:
         checkpoint.save_weights(run_dir, model)
         done = {
