@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,13 +43,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     args = ap.parse_args()
     shards = sorted((args.workdir / "shards").glob("*.tar"))
     if not shards:
         sys.exit(f"no shards under {args.workdir / 'shards'}: run `kgclip demo --train-steps 0` first")
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = run_kgclip(args, Path(tmp))
-        peer = run_open_clip(args, shards, Path(tmp))
+    rounds: list[tuple[dict[str, float], dict[str, float]]] = []
+    for i in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = run_kgclip(args, Path(tmp))
+            peer = run_open_clip(args, shards, Path(tmp))
+        rounds.append((ours, peer))
+        print(f"round {i + 1}: kgclip {ours['rate']:.1f}, open_clip_train {peer['rate']:.1f} samples/s")
+    ours = {k: statistics.median(r[0][k] for r in rounds) for k in rounds[0][0]}
+    peer = {k: statistics.median(r[1][k] for r in rounds) for k in rounds[0][1]}
+    ratios = sorted(r[0]["rate"] / r[1]["rate"] for r in rounds)
     print(
         f"conditions: kgclip-tiny (64 px), {len(shards)} shards of {args.workdir}, batch {args.batch}, "
         f"{args.steps} steps, {args.precision}, {args.workers} loader worker(s), CPU, one tool at a time"
@@ -58,7 +67,10 @@ def main() -> None:
             f"{name:16s} {got['rate']:8.1f} samples/s (steps {SKIP + 1}-{args.steps}), "
             f"data wait {got['wait']:.1%}, wall {got['wall']:.1f} s with start-up"
         )
-    print(f"ratio kgclip / open_clip_train (steady samples/s): {ours['rate'] / peer['rate']:.2f}x")
+    print(
+        f"ratio kgclip / open_clip_train (steady samples/s), median of {args.rounds} rounds: "
+        f"{statistics.median(ratios):.2f}x (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
 
 
 def run_kgclip(args: argparse.Namespace, tmp: Path) -> dict[str, float]:

@@ -165,7 +165,9 @@ def _train(
     built = build(cfg)
     model = built.model.to(device)
     pp = built.model.visual.preprocess_cfg
-    transform = train_transform(built.model_cfg["vision_cfg"]["image_size"], pp["mean"], pp["std"], cfg)
+    size = built.model_cfg["vision_cfg"]["image_size"]
+    image_size = max(size) if isinstance(size, (list, tuple)) else int(size)
+    transform = train_transform(image_size, pp["mean"], pp["std"], cfg)
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
     )
@@ -225,6 +227,7 @@ def _train(
         built.tokenizer,
         seed=config.seed,
         rank=info.rank,
+        image_size=image_size,
         per_epoch=per_epoch,
         start=step * cfg.accum_steps,
         stop=p.total_steps * cfg.accum_steps,
