@@ -39,10 +39,14 @@ def _config(tmp_path, **train):
         "log_every_steps": 5,
         **train,
     }
-    body = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items())
+    body = "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items())
     path = tmp_path / "t.toml"
     path.write_text('extends = "demo"\n[train]\n' + body)
     return path
+
+
+def _toml(value):
+    return str(value).lower() if isinstance(value, bool) else repr(value).replace("'", '"')
 
 
 def _losses(run):
@@ -58,7 +62,7 @@ def work(demo_run, tmp_path):
 
 
 def test_a_tiny_model_learns_and_its_checkpoint_loads_in_stock_open_clip(work, tmp_path):
-    cfg = _config(tmp_path, max_steps=120, batch_size=32, save_every_steps=60)
+    cfg = _config(tmp_path, max_steps=120, batch_size=32, save_every_steps=60, tensorboard=True)
     result = invoke("train", str(cfg), "-w", str(work), "--run", "tiny")
     assert result.exit_code == 0, result.output
     run = work / "runs" / "tiny"
@@ -70,6 +74,7 @@ def test_a_tiny_model_learns_and_its_checkpoint_loads_in_stock_open_clip(work, t
     assert meta["finished"] and meta["steps_done"] == 120 and meta["samples_seen"] == 3840
     assert meta["dataset"].startswith("samples.parquet:")
     assert (run / "loss.png").stat().st_size > 1000
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000060.pt", "step_00000120.pt"]
 
     # kgclip's own embeddings from the last checkpoint ...

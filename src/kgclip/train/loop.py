@@ -210,6 +210,8 @@ def _train(
         },
     }
     log = _Log(run_dir / "log.csv", info.main, resume_at=step if state is not None else None)
+    if cfg.tensorboard and info.main:
+        log.board = _board(run_dir / "tensorboard")
     say = console.print if info.main else _quiet
     say(
         f"train: {built.name} on {p.samples:,} samples in {len(shards)} shard(s), global batch "
@@ -262,6 +264,8 @@ def _train(
             )
             seen = {"steps_done": step, "samples_seen": step * p.global_batch, "samples_skipped": skipped}
             _write_meta(run_dir, {**meta, **seen})
+    if log.board is not None:
+        log.board.close()
     if info.main:
         checkpoint.save_weights(run_dir, model)
         done = {
@@ -358,6 +362,7 @@ class _Log:
         self.path, self.enabled = path, enabled
         self.last: dict[str, float] = {}
         self.window = [0.0, 0.0, 0.0]  # samples, data time, step time since the last progress line
+        self.board: Any = None  # a TensorBoard SummaryWriter when asked for
         if not enabled:
             return
         kept: list[list[str]] = []
@@ -399,6 +404,9 @@ class _Log:
         self.window[2] += batch_time
         if not self.enabled:
             return
+        if self.board is not None:
+            for name in LOG_COLUMNS[3:]:
+                self.board.add_scalar(f"train/{name}", values[name], step)
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow([values[c] for c in LOG_COLUMNS])
             fh.flush()
@@ -419,6 +427,16 @@ class _Log:
         fig.tight_layout()
         fig.savefig(out, dpi=100, metadata={"Software": None})
         plt.close(fig)
+
+
+def _board(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainError(
+            "[train] tensorboard = true needs the tensorboard package: pip install tensorboard"
+        ) from None
+    return SummaryWriter(str(folder))
 
 
 def _progress(step: int, p: Plan, log: _Log, began: float, first: int) -> None:
