@@ -188,3 +188,49 @@ def test_config_errors_are_one_clear_line(work, tmp_path):
     assert existing.exit_code == 0
     again = invoke("train", str(_config(tmp_path, max_steps=1)), "-w", str(work), "--run", "once")
     assert again.exit_code == 2 and "continue it with --resume" in again.output
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"precision": "bf16"},
+        {"precision": "fp16"},
+        {"grad_checkpointing": True},
+        {"patch_dropout": 0.5},
+        {"image_size": 32},
+        {"loss": "siglip"},
+        {"loss": "multi_positive", "accum_steps": 2},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_each_option_trains(work, tmp_path, options):
+    cfg = _config(tmp_path, max_steps=2, batch_size=8, **options)
+    result = invoke("train", str(cfg), "-w", str(work), "--run", "opt")
+    assert result.exit_code == 0, result.output
+    losses = [loss for _, loss, _ in _losses(work / "runs" / "opt")]
+    assert len(losses) == 2 and all(0 < loss < 100 for loss in losses)
+    if "image_size" in options:
+        shipped = orjson.loads((work / "runs" / "opt" / "open_clip_config.json").read_bytes())
+        assert shipped["model_cfg"]["vision_cfg"]["image_size"] == 32
+    if options.get("loss") == "siglip":
+        state = checkpoint.load(work / "runs" / "opt" / "checkpoints" / "step_00000002.pt")
+        assert "logit_bias" in state["state_dict"]
+
+
+def test_fine_tuning_starts_from_the_given_checkpoint(work, tmp_path):
+    base = _config(tmp_path, max_steps=40, batch_size=32)
+    assert invoke("train", str(base), "-w", str(work), "--run", "base").exit_code == 0
+    trained = work / "runs" / "base" / "checkpoints" / "step_00000040.pt"
+    tuned_dir = tmp_path / "tuned"
+    tuned_dir.mkdir()
+    tuned = _config(tuned_dir, max_steps=1, batch_size=32, pretrained=str(trained), warmup_epochs=0)
+    assert invoke("train", str(tuned), "-w", str(work), "--run", "tuned").exit_code == 0
+    scratch_dir = tmp_path / "scratch"
+    scratch_dir.mkdir()
+    scratch = _config(scratch_dir, max_steps=1, batch_size=32, warmup_epochs=0)
+    assert invoke("train", str(scratch), "-w", str(work), "--run", "scratch").exit_code == 0
+    (_, from_checkpoint, _), (_, from_scratch, _) = (
+        _losses(work / "runs" / "tuned")[0],
+        _losses(work / "runs" / "scratch")[0],
+    )
+    assert from_checkpoint < from_scratch - 0.2  # the first step already sees the trained weights
