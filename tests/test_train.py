@@ -200,6 +200,7 @@ def test_config_errors_are_one_clear_line(work, tmp_path):
         {"image_size": 32},
         {"loss": "siglip"},
         {"loss": "multi_positive", "accum_steps": 2},
+        {"compile": True},  # about 40 s of compiling on two cores
     ],
     ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
 )
@@ -212,8 +213,9 @@ def test_each_option_trains(work, tmp_path, options):
     if "image_size" in options:
         shipped = orjson.loads((work / "runs" / "opt" / "open_clip_config.json").read_bytes())
         assert shipped["model_cfg"]["vision_cfg"]["image_size"] == 32
+    state = checkpoint.load(work / "runs" / "opt" / "checkpoints" / "step_00000002.pt")
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["state_dict"])  # open_clip's keys
     if options.get("loss") == "siglip":
-        state = checkpoint.load(work / "runs" / "opt" / "checkpoints" / "step_00000002.pt")
         assert "logit_bias" in state["state_dict"]
 
 
