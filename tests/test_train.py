@@ -1,6 +1,7 @@
 """`kgclip train` end to end on the demo shards with the bundled tiny model (torch; runs serially)."""
 
 import csv
+import io
 import os
 import shutil
 import signal
@@ -236,3 +237,40 @@ def test_fine_tuning_starts_from_the_given_checkpoint(work, tmp_path):
         _losses(work / "runs" / "scratch")[0],
     )
     assert from_checkpoint < from_scratch - 0.2  # the first step already sees the trained weights
+
+
+def test_plain_webdataset_shards_train_on_their_txt_captions(work, tmp_path):
+    """Shards of another tool (img2dataset writes KEY.jpg, KEY.txt and its own KEY.json)."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for n in range(2):
+        with tarfile.open(plain / f"{n:05d}.tar", "w") as tar:
+            for i in range(12):
+                image = io.BytesIO()
+                Image.new("RGB", (96, 80), (20 * i, 100, 200 - 10 * i)).save(image, "JPEG")
+                for ext, data in (
+                    ("jpg", image.getvalue()),
+                    ("txt", f"a photo number {i}".encode()),
+                    ("json", orjson.dumps({"caption": "x", "url": f"http://e.org/{i}.jpg"})),
+                ):
+                    info = tarfile.TarInfo(f"{n:05d}{i:04d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    cfg = _config(tmp_path, max_steps=3, batch_size=8)
+    result = invoke("train", str(cfg), "-w", str(work), "--run", "plain", "--data", str(plain))
+    assert result.exit_code == 0, result.output
+    meta = orjson.loads((work / "runs" / "plain" / "run.json").read_bytes())
+    assert meta["samples"] == 24 and meta["dataset"].startswith("shards:") and meta["shards"] == 2
+
+
+def test_resume_refuses_other_settings(work, tmp_path):
+    first = _config(tmp_path, max_steps=2, batch_size=8)
+    assert invoke("train", str(first), "-w", str(work), "--run", "r").exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = _config(other, max_steps=4, batch_size=16)
+    got = invoke("train", str(changed), "-w", str(work), "--run", "r", "--resume")
+    assert got.exit_code == 2 and "was started with other batch_size" in got.output
+    longer = _config(other, max_steps=4, batch_size=8)  # a longer run is fine
+    assert invoke("train", str(longer), "-w", str(work), "--run", "r", "--resume").exit_code == 0
+    assert [s for s, _, _ in _losses(work / "runs" / "r")] == [1, 2, 3, 4]

@@ -34,6 +34,7 @@ from kgclip.config import TrainConfig
 from kgclip.train.captions import Caption, CaptionSampler, caption_of
 from kgclip.train.errors import DataError
 from kgclip.train.loss import entity_labels
+from kgclip.workdir import file_digest
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -93,11 +94,10 @@ def _count_in_tar(path: str) -> int:
 def fingerprint(shards: list[str], workdir: Path | None) -> str:
     """What the run was trained on: the harvest's samples.parquet digest, or the shard names and sizes."""
     samples = workdir / "samples.parquet" if workdir is not None else None
-    h = hashlib.sha256()
     own = workdir is not None and all(Path(s).parent == workdir / "shards" for s in shards)
     if own and samples is not None and samples.is_file():
-        h.update(samples.read_bytes())
-        return "samples.parquet:" + h.hexdigest()[:16]
+        return "samples.parquet:" + file_digest(samples)
+    h = hashlib.sha256()
     for s in shards:
         h.update(f"{Path(s).name}:{Path(s).stat().st_size}\0".encode())
     return "shards:" + h.hexdigest()[:16]

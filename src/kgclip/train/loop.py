@@ -155,6 +155,7 @@ def _train(
         if found is None:
             raise TrainError(f"--resume: no checkpoint under {ckpt_dir}")
         state = checkpoint.load(found)
+        _same_run(run_dir, config)
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise TrainError(f"{run_dir} exists; continue it with --resume, or name another run with --run")
     shards = shard_list(data or cfg.data, workdir or run_dir)
@@ -279,6 +280,27 @@ def _train(
         _write_meta(run_dir, {**meta, **done})
         log.plot(run_dir / "loss.png")
     return run_dir
+
+
+RESUME_KEYS = ("model", "batch_size", "accum_steps", "loss", "image_size", "data")
+
+
+def _same_run(run_dir: Path, config: Config) -> None:
+    """A resumed run continues the run that was started: settings that shape its data order and
+    model must match the ones it was started with (its length and cadences may change)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    before = orjson.loads(path.read_bytes())
+    now = config.model_dump(mode="json")
+    changed = [k for k in RESUME_KEYS if before.get("train", {}).get(k) != now["train"].get(k)]
+    if before.get("seed") != now["seed"]:
+        changed.append("seed")
+    if changed:
+        raise TrainError(
+            f"--resume: {run_dir} was started with other {', '.join(changed)}; resume it with its own "
+            "settings, or start a new run with --run"
+        )
 
 
 def _take(batches: Iterator[Batch], n: int, device: torch.device) -> list[Batch]:
