@@ -141,13 +141,20 @@ def _caption(image: Path, caption: Path, roots: list[str]) -> str | Skipped:
     problem = local_problem(image, roots)
     if problem is not None:
         return Skipped(str(image), problem)
-    try:
-        text = read_text(caption)
-    except NotRegularFile:
-        return Skipped(str(caption), "not_a_regular_file")
-    except OSError as exc:
-        return Skipped(str(caption), f"unreadable: {exc.strerror}")
+    text = _sidecar(caption)
+    if isinstance(text, Skipped):
+        return text
     return Skipped(str(image), "no_caption") if text is None else text
+
+
+def _sidecar(path: Path) -> str | Skipped | None:
+    """A sidecar file's text (None when there is none), or why it cannot be read."""
+    try:
+        return read_text(path)
+    except NotRegularFile:
+        return Skipped(str(path), "not_a_regular_file")
+    except OSError as exc:
+        return Skipped(str(path), f"unreadable: {exc.strerror}")
 
 
 def _category(path: Path, root: Path) -> str:
@@ -206,12 +213,9 @@ def folder(root: Path) -> Iterator[CorpusItem | Skipped]:
 
 
 def _sidecar_meta(path: Path) -> dict[str, str] | Skipped:
-    try:
-        text = read_text(path)
-    except NotRegularFile:
-        return Skipped(str(path), "not_a_regular_file")
-    except OSError as exc:
-        return Skipped(str(path), f"unreadable: {exc.strerror}")
+    text = _sidecar(path)
+    if isinstance(text, Skipped):
+        return text
     if text is None:
         return {}
     try:
