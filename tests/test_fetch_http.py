@@ -745,19 +745,19 @@ def test_a_stalling_url_does_not_make_the_others_on_its_host_time_out(server):
 
 def test_a_request_queued_for_a_busy_host_leaves_global_slots_to_idle_hosts(server):
     """Host slot first, then a global one: with two global slots and a.test busy, b.test's request is
-    the second the server sees, not the last."""
+    among the first two the server sees, not the last. (Which of a0 and b arrives first is a race.)"""
     srv, _ = server
     port = srv.server_address[1]
     urls = [f"http://a.test:{port}/wait/a{i}?s=0.3" for i in range(4)] + [f"http://b.test:{port}/wait/b?s=0"]
     resolver = table_resolver({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]})
     results = fetch_all(urls, policy(per_host_concurrency=1, global_concurrency=2), resolver=resolver)
     assert all(r.ok for r in results)
-    assert srv.state["arrivals"][:2] == [("a.test", "/wait/a0"), ("b.test", "/wait/b")]
+    assert sorted(srv.state["arrivals"][:2]) == [("a.test", "/wait/a0"), ("b.test", "/wait/b")]
 
 
 def test_the_callers_body_window_is_taken_only_when_the_hosts_turn_comes(server):
     """The fetch stage bounds bodies in memory with a window; URLs queued for a busy host must not
-    fill it while an idle host's URL waits. With a window of 1, b.test is the second request seen,
+    fill it while an idle host's URL waits. With a window of 1, b.test is among the first two requests seen,
     and the window is held on return exactly for results with a body."""
     srv, _ = server
     port = srv.server_address[1]
@@ -782,7 +782,7 @@ def test_the_callers_body_window_is_taken_only_when_the_hosts_turn_comes(server)
     results, left = run(go())
     assert [r.ok for r in results] == [True] * 5 + [False]
     assert left == 1  # every unit came back, the failed URL's included
-    assert srv.state["arrivals"][:2] == [("a.test", "/wait/a0"), ("b.test", "/wait/b")]
+    assert sorted(srv.state["arrivals"][:2]) == [("a.test", "/wait/a0"), ("b.test", "/wait/b")]  # order: a race
 
 
 def test_waiting_too_long_for_a_slot_is_a_queue_timeout_with_nothing_sent(server):
