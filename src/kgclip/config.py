@@ -538,6 +538,16 @@ class CurateConfig(Section):
         description="keep only these licence families or identifiers (cc0, pdm, cc-by, cc-by-sa, "
         "unknown, ...); empty = keep all",
     )
+    val_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="hold out about this share of the pictures (by a hash of their pixels) in val/ for "
+        "evaluation; they never reach the training shards. 0 = no held-out split",
+    )
+    val_max: int = Field(
+        default=5000, ge=0, description="at most this many held-out pictures (COCO's 5k test set); 0 = no cap"
+    )
 
 
 class NounCaptionWeights(Section):

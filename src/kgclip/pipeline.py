@@ -142,7 +142,7 @@ STAGES: tuple[Stage, ...] = (
         "kgclip.curate.stage",
         ("curate", "seed", "name"),
         ("entities", "types", "queries", "search", "fetch"),
-        ("samples.parquet", "rejected.parquet", "shards/sizes.json", "card/README.md"),
+        ("samples.parquet", "rejected.parquet", "shards/sizes.json", "val/sizes.json", "card/README.md"),
         external=("decontam_fingerprint",),
     ),
 )

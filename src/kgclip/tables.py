@@ -290,6 +290,7 @@ class Sample:
     attribution: str | None
     caption: str
     phash: int | None = None  # of the kept picture; the near-duplicate and decontamination key
+    split: str = "train"  # "train": in shards/; "val": held out in val/ (curate.val_fraction)
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -309,6 +310,7 @@ class Sample:
             ("attribution", STR),
             ("caption", STR),
             ("phash", I64),
+            ("split", STR),
         ]
     )
 

@@ -103,6 +103,7 @@ def write_card(
             or "none (no decontamination index configured, or no match)"
         ),
         f"- dropped by balancing: {stats.get('balanced_out', 0):,}",
+        _split_line(stats.get("split", {})),
         "",
         "Rejected items, by reason (`rejected.parquet` lists each with its detail):",
         "",
@@ -111,6 +112,16 @@ def write_card(
         "",
     ]
     atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())
+
+
+def _split_line(split: dict[str, int]) -> str:
+    held = split.get("val", 0)
+    if not held:
+        return "- held out for evaluation: none (`[curate] val_fraction` is 0)"
+    return (
+        f"- held out for evaluation: {held:,} pictures in `val/` (never in the training shards); "
+        f"{split.get('train', 0):,} in `shards/` for training"
+    )
 
 
 def _ranked(counts: Counter[str], limit: int | None = None) -> list[tuple[str, int]]:

@@ -21,6 +21,7 @@ from kgclip.curate.decontam import drop_eval_copies
 from kgclip.curate.dedup import Group, group_duplicates
 from kgclip.curate.licences import filter_licences
 from kgclip.curate.shards import PartReader, write_shard, write_sizes
+from kgclip.curate.split import TRAIN, VAL, held_out
 from kgclip.fetch.stage import PARTS
 from kgclip.pipeline import PipelineError, StageContext, StageResult
 from kgclip.progress import console, meter
@@ -38,6 +39,7 @@ from kgclip.tables import (
 from kgclip.workdir import Workdir, digest_of, fsync_dir
 
 SHARDS = "shards"
+VAL_DIR = "val"
 CARD = "card"
 
 
@@ -75,46 +77,19 @@ def run(ctx: StageContext) -> StageResult:
     )
     counts["balanced_out"] = len(balanced.dropped)
 
-    shard_dir = ctx.path(SHARDS)
-    # The new shards are written beside the old ones and swapped in whole at the end: a failed or
-    # interrupted run leaves the previous shards as they were.
-    new_dir = ctx.path(f".{SHARDS}.new")
-    _clear_own(new_dir)
-    new_dir.mkdir(parents=True)
-    samples: list[Sample] = []
-    sizes: dict[str, int] = {}
+    held = held_out((g.pixel_sha256 for g in groups), cfg.val_fraction, cfg.val_max)
     reader = PartReader(ctx.path(PARTS))
-    n_shards = (len(groups) + cfg.samples_per_shard - 1) // cfg.samples_per_shard
     try:
-        with meter("curate: writing shards", len(groups)) as m:
-            for s in range(n_shards):
-                chunk = groups[s * cfg.samples_per_shard : (s + 1) * cfg.samples_per_shard]
-                name = f"{cfg.shard_prefix}-{s:05d}.tar"
-                first = s * cfg.samples_per_shard
-                made = [_sample(f"{first + i:09d}", name, g, queries) for i, g in enumerate(chunk)]
-                members = (
-                    (
-                        sm.key,
-                        _stored(reader, g),
-                        sm.caption,
-                        _sample_json(sm, g, queries, entities, types, query_types),
-                    )
-                    for sm, g in zip(made, chunk, strict=True)
-                )
-                sizes[name] = write_shard(new_dir / name, members)
-                samples.extend(made)
-                m.advance(len(chunk))
-        write_sizes(new_dir / "sizes.json", sizes)
-    except BaseException:
-        _clear_own(new_dir)
-        raise
+        writer = Writer(ctx, reader, queries, entities, types, query_types)
+        samples, sizes = _write_splits(ctx, writer, groups, held)
     finally:
         reader.close()
-    _swap_in(new_dir, shard_dir)
+    shard_dir = ctx.path(SHARDS)
 
     write_records(ctx.path("samples.parquet"), samples, Sample)
     write_records(ctx.path("rejected.parquet"), rejected, Rejected)
     stats = _stats(ok, counts, samples, rejected, entities)
+    stats["split"] = {split: sum(n.values()) for split, n in sizes.items()}
     write_card(
         ctx.path(CARD),
         ctx.config.name,
@@ -126,9 +101,86 @@ def run(ctx: StageContext) -> StageResult:
         queries,
         balanced.entity_counts_before,
     )
-    _print_summary(stats, shard_dir, sizes)
-    summary = f"{len(samples):,} samples in {len(sizes)} shards under {shard_dir}"
+    _print_summary(stats, shard_dir, sizes[TRAIN])
+    summary = f"{len(samples):,} samples in {len(sizes[TRAIN])} shards under {shard_dir}"
+    if sizes[VAL]:
+        summary += f", {stats['split'][VAL]:,} of them held out under {ctx.path(VAL_DIR)}"
     return StageResult(len(samples), stats, summary)
+
+
+def _write_splits(
+    ctx: StageContext, writer: Writer, groups: list[Group], held: set[str]
+) -> tuple[list[Sample], dict[str, dict[str, int]]]:
+    """Training shards under shards/, held-out ones under val/; the samples in key order and each
+    split's sizes. Both folders are swapped in only once both are written."""
+    cfg = ctx.config.curate
+    # Keys number every picture in pixel-hash order, whichever split it lands in: a picture keeps
+    # its key when the split changes, and without a split the keys are those of a harvest without one.
+    keyed = [(f"{i:09d}", g) for i, g in enumerate(groups)]
+    splits = {
+        TRAIN: (SHARDS, cfg.shard_prefix, [kg for kg in keyed if kg[1].pixel_sha256 not in held]),
+        VAL: (VAL_DIR, f"{cfg.shard_prefix}-val", [kg for kg in keyed if kg[1].pixel_sha256 in held]),
+    }
+    samples: list[Sample] = []
+    sizes: dict[str, dict[str, int]] = {}
+    try:
+        with meter("curate: writing shards", len(groups)) as m:
+            for split, (folder, prefix, members) in splits.items():
+                made, sizes[split] = writer.split(folder, prefix, split, members, m)
+                samples.extend(made)
+    except BaseException:
+        for folder, _, _ in splits.values():
+            _clear_own(ctx.path(f".{folder}.new"))
+        raise
+    for folder, _, _ in splits.values():
+        _swap_in(ctx.path(f".{folder}.new"), ctx.path(folder))
+    return sorted(samples, key=lambda s: s.key), sizes
+
+
+class Writer:
+    """Writes one split's samples as shards into a fresh `.FOLDER.new`, swapped in by the caller
+    once every split is written: a failed or interrupted run leaves the previous shards as they were."""
+
+    def __init__(
+        self,
+        ctx: StageContext,
+        reader: PartReader,
+        queries: dict[str, Query],
+        entities: dict[str, Entity],
+        types: dict[str, NaturalType],
+        query_types: dict[str, NaturalType],
+    ) -> None:
+        self.ctx, self.reader = ctx, reader
+        self.queries, self.entities, self.types, self.query_types = queries, entities, types, query_types
+
+    def split(
+        self, folder: str, prefix: str, split: str, keyed: list[tuple[str, Group]], m: Any
+    ) -> tuple[list[Sample], dict[str, int]]:
+        """The split's samples and its `sizes.json` (written even when empty: it is a stage output)."""
+        per_shard = self.ctx.config.curate.samples_per_shard
+        new_dir = self.ctx.path(f".{folder}.new")
+        _clear_own(new_dir)
+        new_dir.mkdir(parents=True)
+        samples: list[Sample] = []
+        sizes: dict[str, int] = {}
+        for first in range(0, len(keyed), per_shard):
+            chunk = keyed[first : first + per_shard]
+            name = f"{prefix}-{first // per_shard:05d}.tar"
+            made = [_sample(key, name, g, self.queries, split) for key, g in chunk]
+            members = (
+                (
+                    sm.key,
+                    _stored(self.reader, g),
+                    sm.caption,
+                    _sample_json(sm, g, self.queries, self.entities, self.types, self.query_types),
+                )
+                for sm, (_, g) in zip(made, chunk, strict=True)
+            )
+            sizes[name] = write_shard(new_dir / name, members)
+            samples.extend(made)
+            m.advance(len(chunk))
+        write_sizes(new_dir / "sizes.json", sizes)
+        return samples, sizes
 
 
 def _stored(reader: PartReader, g: Group) -> bytes:
@@ -149,7 +201,7 @@ def _clear_own(path: Path) -> None:
 
 
 def _swap_in(new_dir: Path, shard_dir: Path) -> None:
-    old_dir = shard_dir.with_name(f".{SHARDS}.old")
+    old_dir = shard_dir.with_name(f".{shard_dir.name}.old")
     _clear_own(old_dir)
     if shard_dir.exists():
         shard_dir.rename(old_dir)
@@ -172,7 +224,7 @@ def decontam_fingerprint(config: Config, workdir: Workdir) -> str | None:
     )
 
 
-def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample:
+def _sample(key: str, shard: str, g: Group, queries: dict[str, Query], split: str) -> Sample:
     licence, attribution = g.licence()  # of the kept pixels (curate/dedup.py)
     query_texts = [queries[q].text for q in g.query_ids() if q in queries]
     alt = g.alt_texts()
@@ -194,6 +246,7 @@ def _sample(key: str, shard: str, g: Group, queries: dict[str, Query]) -> Sample
         attribution=attribution,
         caption=caption,
         phash=g.phash,
+        split=split,
     )
 
 
