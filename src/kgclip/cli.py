@@ -499,6 +499,38 @@ def corpus_search(
         console.print(Text.assemble(f"{rank:3d}. {found.alt_text}  ", (found.url, "dim")))
 
 
+@app.command()
+@friendly
+def report(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="run folders (their eval/), results folders or results JSON files")
+    ],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="where report.md, report.csv and the plots go")
+    ] = Path("report"),
+    evalset: Annotated[
+        str | None,
+        typer.Option("--set", help="an evaluation set (wds:PATH, ...): show its most confused class pairs"),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="confused pairs shown per result")] = 8,
+) -> None:
+    """A table across runs, checkpoints and benchmarks (markdown and CSV), with plots."""
+    from kgclip.eval.report import ReportError, collect, write_report
+    from kgclip.eval.sets import EvalSetError
+
+    try:
+        results, ignored = collect(inputs)
+        chosen = None
+        if evalset is not None:
+            from kgclip.eval.open import open_set
+
+            chosen = open_set(evalset)
+        written = write_report(results, out, chosen, top, ignored)
+    except (ReportError, EvalSetError) as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"report: {len(results)} results; {len(written)} files in {out} (open {written[0]})")
+
+
 @config_app.command("list")
 def config_list() -> None:
     """Names of the bundled configs."""
