@@ -9,6 +9,10 @@ retraining or replacing a checkpoint can never serve stale embeddings.
 
 from __future__ import annotations
 
+import logging
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,9 +143,10 @@ def _assemble(
     preprocess: dict[str, Any] | None = None,
 ) -> EvalModel:
     try:
-        model, _, transform = open_clip.create_model_and_transforms(
-            arch, load_weights=False, output_dict=True, **(preprocess or {})
-        )
+        with _quiet_open_clip():
+            model, _, transform = open_clip.create_model_and_transforms(
+                arch, load_weights=False, output_dict=True, **(preprocess or {})
+            )
     except (RuntimeError, ValueError, FileNotFoundError) as exc:
         raise ModelError(f"model {display}: {exc}") from None
     _load_weights(model, weights, display)
@@ -159,24 +164,42 @@ def _assemble(
     )
 
 
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """open_clip warns "initialized randomly" at every build without weights; ours come right after."""
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
 def _load_weights(model: torch.nn.Module, weights: Path, display: str) -> None:
     """open_clip's loader, with a state dict for another architecture named as such."""
     try:
         open_clip.load_checkpoint(model, str(weights))
-    except RuntimeError as exc:
-        text = str(exc)
-        if "state_dict" not in text and "size" not in text:
-            raise ModelError(f"{weights}: not a readable checkpoint ({text.splitlines()[0][:200]})") from None
+    except (RuntimeError, AssertionError) as exc:  # open_clip asserts on a resized positional embedding
         raise ModelError(
-            f"{weights}: a checkpoint for another model than {display} ({_mismatch(text)}); give the "
-            "model it was trained as with --model"
+            f"{weights}: a checkpoint for another model than {display} ({_mismatch(model, weights, exc)}); "
+            "give the model it was trained as with --model"
         ) from None
-    except (ValueError, KeyError, EOFError, OSError, AttributeError) as exc:
+    except (ValueError, KeyError, EOFError, OSError, AttributeError, pickle.UnpicklingError) as exc:
         raise ModelError(f"{weights}: not a readable checkpoint ({exc})") from None
 
 
-def _mismatch(text: str) -> str:
-    """The first concrete difference from torch's load_state_dict message, e.g. a size mismatch."""
-    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
-    first = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else text)
-    return first[:240]
+def _mismatch(model: torch.nn.Module, weights: Path, exc: BaseException) -> str:
+    """The first tensor whose shape differs, or the first missing or extra one, in a few words."""
+    try:
+        theirs = open_clip.factory.load_state_dict(str(weights))
+    except (RuntimeError, ValueError, KeyError, EOFError, OSError, pickle.UnpicklingError):
+        return f"not a readable checkpoint: {str(exc).splitlines()[0][:200]}"
+    ours = model.state_dict()
+    for key, tensor in ours.items():
+        if key in theirs and tuple(theirs[key].shape) != tuple(tensor.shape):
+            return f"{key} is {list(theirs[key].shape)} in the checkpoint, {list(tensor.shape)} in the model"
+    missing = [k for k in ours if k not in theirs]
+    extra = [k for k in theirs if k not in ours]
+    if missing or extra:
+        return f"{len(missing)} tensors missing (e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]})"
+    return str(exc).splitlines()[0][:200]
