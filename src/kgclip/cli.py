@@ -257,6 +257,10 @@ def _train(cfg: Config, workdir: Path, run: str, *, resume: bool = False, data: 
     return run_training(cfg, workdir / "runs" / run, workdir=workdir, data=data, resume=resume)
 
 
+EVAL_NAMES = "class-name style(s): name, lemma, lemmas, common, scientific, taxonomic, scicom"
+EVAL_PROMPTS = "prompt set(s): set (the set's own), none, openai_imagenet, simple_imagenet, inat, cub, a file"
+
+
 @app.command("eval")
 @friendly
 def eval_(
@@ -265,31 +269,26 @@ def eval_(
     ],
     sets: Annotated[list[str], typer.Option("--set", help="an evaluation set: wds:PATH (repeatable)")],
     model: Annotated[
-        str | None, typer.Option("--model", help="architecture of a checkpoint file or tag: a bundled, open_clip "
-                                 "or JSON model")
+        str | None, typer.Option("--model", help="a checkpoint's or tag's model: bundled, open_clip or JSON")
     ] = None,
-    names: Annotated[
-        list[str] | None, typer.Option("--names", help="class-name style(s): name, lemma, lemmas, common, "
-                                       "scientific, taxonomic, scicom")
-    ] = None,
-    prompts: Annotated[
-        list[str] | None, typer.Option("--prompts", help="prompt set(s): set (the set's own), none, "
-                                       "openai_imagenet, simple_imagenet, inat, cub, or a template file")
-    ] = None,
+    names: Annotated[list[str] | None, typer.Option("--names", help=EVAL_NAMES)] = None,
+    prompts: Annotated[list[str] | None, typer.Option("--prompts", help=EVAL_PROMPTS)] = None,
     workdir: Annotated[
         Path | None, typer.Option("--workdir", "-w", help="a harvest whose entities give class names")
     ] = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="results folder (a run's: RUN/eval)")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="results folder (a run's: RUN/eval)")] = (
+        None
+    ),
     cache: Annotated[
-        Path | None, typer.Option("--cache", help="embedding cache (RUN/eval/cache, else ~/.cache/kgclip/eval)")
+        Path | None, typer.Option("--cache", help="embedding cache: RUN/eval/cache or ~/.cache/kgclip/eval")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="image-decoding processes (default: CPUs - 1)")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda if any)")] = (
-        None
-    ),
+    device: Annotated[
+        str | None, typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda if there is one)")
+    ] = None,
 ) -> None:
     """Zero-shot classification of a model on evaluation sets; CLIP_benchmark-shaped JSON results."""
     try:
@@ -313,7 +312,7 @@ def eval_(
         batch_size=batch_size,
         workers=default_workers() if workers is None else workers,
     )
-    where = f"{loaded.run} at step {loaded.step:,}" if loaded.run and loaded.step is not None else loaded.pretrained
+    where = loaded.pretrained if loaded.step is None else f"{loaded.run} at step {loaded.step:,}"
     console.print(f"eval: {loaded.name} ({where}) on {loaded.device}")
     found = evaluate(loaded, sets, opts)
     console.print(table(found))

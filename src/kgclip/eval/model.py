@@ -201,5 +201,5 @@ def _mismatch(model: torch.nn.Module, weights: Path, exc: BaseException) -> str:
     missing = [k for k in ours if k not in theirs]
     extra = [k for k in theirs if k not in ours]
     if missing or extra:
-        return f"{len(missing)} tensors missing (e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]})"
+        return f"{len(missing)} tensors missing ({missing[:1]}...), {len(extra)} unexpected ({extra[:1]}...)"
     return str(exc).splitlines()[0][:200]

@@ -56,9 +56,9 @@ def table(results: Sequence[dict[str, Any]]) -> Table:
     """One row per result: acc1 and acc5 with chance beside them; the best-over-prompts rows marked."""
     t = Table(title="zero-shot classification")
     for column in ("set", "names", "prompts", "images", "classes", "acc1 (chance)", "acc5 (chance)"):
-        t.add_column(column, justify="right" if column in ("images", "classes") else "left")
-    t.add_column("mean per-class recall", justify="right")
-    t.add_column("fallback names", justify="right")
+        t.add_column(column, justify="right" if column in ("images", "classes") else "left", overflow="fold")
+    t.add_column("mean per-class recall", justify="right", overflow="fold")
+    t.add_column("fallback names", justify="right", overflow="fold")
     for r in results:
         k = r["kgclip"]
         prompts = f"best over prompts: {k['prompts']}" if k["best_over_prompts"] else k["prompts"]

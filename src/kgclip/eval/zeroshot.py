@@ -31,7 +31,7 @@ def classifier(m: EvalModel, texts: Sequence[Sequence[str]], cache: Path) -> np.
 def class_means(embedded: np.ndarray, counts: Sequence[int]) -> np.ndarray:
     """Average consecutive runs of rows (`counts[c]` rows for class c), then normalise each mean."""
     ends = np.cumsum(counts)
-    means = np.stack([embedded[end - n : end].mean(axis=0) for n, end in zip(counts, ends)])
+    means = np.stack([embedded[end - n : end].mean(axis=0) for n, end in zip(counts, ends, strict=True)])
     return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
 
 
