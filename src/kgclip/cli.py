@@ -42,6 +42,8 @@ def friendly(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from kgclip.curate.decontam import DecontamError
+        from kgclip.eval.classtexts import ClassTextsError
+        from kgclip.eval.sets import EvalSetError
         from kgclip.kg.merge import BridgeError
         from kgclip.kg.wikidata.dump import DumpError
         from kgclip.kg.wikidata.sparql import SparqlError
@@ -71,6 +73,8 @@ def friendly(fn: F) -> F:
             DecontamError,
             WorkdirError,
             TrainError,
+            EvalSetError,
+            ClassTextsError,
         )
         try:
             return fn(*args, **kwargs)
@@ -251,6 +255,68 @@ def _train(cfg: Config, workdir: Path, run: str, *, resume: bool = False, data: 
         raise UserError(f"--run {run!r}: use letters, digits, '.', '_' and '-'")
     Workdir(workdir).create()
     return run_training(cfg, workdir / "runs" / run, workdir=workdir, data=data, resume=resume)
+
+
+EVAL_NAMES = "class-name style(s): name, lemma, lemmas, common, scientific, taxonomic, scicom"
+EVAL_PROMPTS = "prompt set(s): set (the set's own), none, openai_imagenet, simple_imagenet, inat, cub, a file"
+
+
+@app.command("eval")
+@friendly
+def eval_(
+    model_or_run: Annotated[
+        str, typer.Argument(help="a run folder (WORKDIR/runs/NAME), a checkpoint file, or a pretrained tag")
+    ],
+    sets: Annotated[list[str], typer.Option("--set", help="an evaluation set: wds:PATH (repeatable)")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="a checkpoint's or tag's model: bundled, open_clip or JSON")
+    ] = None,
+    names: Annotated[list[str] | None, typer.Option("--names", help=EVAL_NAMES)] = None,
+    prompts: Annotated[list[str] | None, typer.Option("--prompts", help=EVAL_PROMPTS)] = None,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", "-w", help="a harvest whose entities give class names")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="results folder (a run's: RUN/eval)")] = (
+        None
+    ),
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="embedding cache: RUN/eval/cache or ~/.cache/kgclip/eval")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="image-decoding processes (default: CPUs - 1)")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda if there is one)")
+    ] = None,
+) -> None:
+    """Zero-shot classification of a model on evaluation sets; CLIP_benchmark-shaped JSON results."""
+    try:
+        from kgclip.eval.model import load_model
+        from kgclip.eval.run import EvalOptions, default_workers, evaluate, folders
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "torchvision", "open_clip"):
+            raise
+        raise UserError(
+            f"kgclip eval needs torch and open_clip ({exc.name} is missing): run `bash scripts/setup.sh`"
+        ) from None
+    from kgclip.eval.results import table
+
+    loaded = load_model(model_or_run, model, device)
+    opts = EvalOptions(
+        names=names or ("name",),
+        prompts=prompts or ("set",),
+        workdir=workdir,
+        out=out,
+        cache=cache,
+        batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
+    )
+    where = loaded.pretrained if loaded.step is None else f"{loaded.run} at step {loaded.step:,}"
+    console.print(f"eval: {loaded.name} ({where}) on {loaded.device}")
+    found = evaluate(loaded, sets, opts)
+    console.print(table(found))
+    console.print(f"eval: {len(found)} result file(s) in {folders(loaded, opts)[0]}")
 
 
 @app.command()

@@ -1,0 +1,81 @@
+"""Results: one JSON per (set, name style, prompt set) in CLIP_benchmark's shape, and the table.
+
+The top level is exactly CLIP_benchmark's (`dataset`, `model`, `pretrained`, `task`, `metrics`,
+`language`), so `clip_benchmark build *.json` aggregates kgclip's files with its own; everything
+kgclip adds sits under `kgclip`. NaN (acc5 with fewer than 5 classes) is written as `NaN`, as
+CLIP_benchmark's `json.dump` writes it. "Best over prompts" is never a plain row: it is its own file
+and row, with `best_over_prompts: true` and the winning prompt set named.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from kgclip.workdir import atomic_write_bytes
+
+LANGUAGE = "en"
+BEST = "best-over-prompts"
+HEADLINE = ("acc1", "acc5", "mean_per_class_recall")
+
+
+def file_name(result: dict[str, Any]) -> str:
+    """`{dataset}_{names}_{prompts}_{model}_en_{task}.json`, each part safe as a file name."""
+    k = result["kgclip"]
+    prompts = BEST if k["best_over_prompts"] else k["prompts"]
+    parts = (result["dataset"], k["names"], prompts, result["model"], result["language"], result["task"])
+    return "_".join(_safe(str(p)) for p in parts) + ".json"
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", part).strip("-") or "x"
+
+
+def write(result: dict[str, Any], folder: Path) -> Path:
+    path = folder / file_name(result)
+    atomic_write_bytes(path, (json.dumps(result, indent=1) + "\n").encode())
+    return path
+
+
+def best_over_prompts(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The result with the highest acc1 among one (set, name style)'s prompt sets, labelled as such."""
+    winner = max(results, key=lambda r: r["metrics"]["acc1"])  # the first of equals: the order asked
+    best = json.loads(json.dumps(winner))
+    best["kgclip"]["best_over_prompts"] = True
+    best["kgclip"]["compared_prompts"] = [r["kgclip"]["prompts"] for r in results]
+    return best
+
+
+def table(results: Sequence[dict[str, Any]]) -> Table:
+    """One row per result: acc1 and acc5 with chance beside them; the best-over-prompts rows marked."""
+    t = Table(title="zero-shot classification")
+    for column in ("set", "names", "prompts", "images", "classes", "acc1 (chance)", "acc5 (chance)"):
+        t.add_column(column, justify="right" if column in ("images", "classes") else "left", overflow="fold")
+    t.add_column("mean per-class recall", justify="right", overflow="fold")
+    t.add_column("fallback names", justify="right", overflow="fold")
+    for r in results:
+        k = r["kgclip"]
+        prompts = f"best over prompts: {k['prompts']}" if k["best_over_prompts"] else k["prompts"]
+        m, chance = r["metrics"], k["chance"]
+        t.add_row(
+            r["dataset"],
+            k["names"],
+            prompts,
+            f"{k['images']:,}",
+            f"{k['classes']:,}",
+            f"{_pct(m['acc1'])} ({_pct(chance['acc1'])})",
+            f"{_pct(m['acc5'])} ({_pct(chance['acc5'])})",
+            _pct(m["mean_per_class_recall"]),
+            str(k["fallback_names"]),
+        )
+    return t
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
