@@ -674,6 +674,17 @@ class TrainConfig(Section):
     log_every_steps: int = Field(default=10, ge=1)
     tensorboard: bool = False
     threads: int = Field(default=0, ge=0, description="torch CPU threads per process; 0 = torch's default")
+    eval_sets: list[str] = Field(
+        default_factory=list,
+        description="evaluation sets to validate on during training (specs as `kgclip eval --set`)",
+    )
+    eval_every_steps: int = Field(
+        default=0, ge=0, description="validate every N steps and at the end (rank 0); 0 = never"
+    )
+    eval_names: list[str] = Field(default_factory=lambda: ["name"], description="class-name styles")
+    eval_prompts: list[str] = Field(
+        default_factory=lambda: ["set"], description="prompt sets (`set`: the set's own templates)"
+    )
     captions: CaptionsConfig = Field(default_factory=CaptionsConfig)
 
 

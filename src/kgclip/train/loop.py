@@ -39,7 +39,8 @@ from kgclip.train.data import (
 )
 from kgclip.train.errors import TrainError
 from kgclip.train.loss import make_loss
-from kgclip.train.models import build, open_clip_config
+from kgclip.train.models import Built, build, open_clip_config
+from kgclip.train.validate import Validator
 from kgclip.workdir import atomic_path, atomic_write_bytes
 
 LOG_COLUMNS = (
@@ -159,6 +160,7 @@ def _train(
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise TrainError(f"{run_dir} exists; continue it with --resume, or name another run with --run")
     shards = shard_list(data or cfg.data, workdir or run_dir)
+    Validator.check_sets(cfg)
     p = plan(cfg, count_samples(shards), info.world)
 
     torch.manual_seed(config.seed + info.rank)
@@ -217,6 +219,7 @@ def _train(
         },
     }
     log = _Log(run_dir / "log.csv", info.main, resume_at=step if state is not None else None)
+    validator = _validator(cfg, run_dir, workdir, built, device, info, step if state is not None else None)
     if cfg.tensorboard and info.main:
         log.board = _board(run_dir / "tensorboard")
     say = console.print if info.main else _quiet
@@ -271,6 +274,8 @@ def _train(
             )
             seen = {"steps_done": step, "samples_seen": step * p.global_batch, "samples_skipped": skipped}
             _write_meta(run_dir, {**meta, **seen})
+        if validator is not None and validator.due(step, p.total_steps):
+            validator.run(model, step, step * p.global_batch)
     if log.board is not None:
         log.board.close()
     if info.main:
@@ -286,6 +291,25 @@ def _train(
         _write_meta(run_dir, {**meta, **done})
         log.plot(run_dir / "loss.png")
     return run_dir
+
+
+def _validator(
+    cfg: TrainConfig,
+    run_dir: Path,
+    workdir: Path | None,
+    built: Built,
+    device: torch.device,
+    info: Dist,
+    resume_at: int | None,
+) -> Validator | None:
+    """Rank 0's validator when `[train]` asks for one; a note when sets are named but never due."""
+    if not info.main:
+        return None
+    if cfg.eval_sets and not cfg.eval_every_steps:
+        console.print("train: [train] eval_sets are set but eval_every_steps is 0: no validation")
+    if not Validator.wanted(cfg):
+        return None
+    return Validator(cfg, run_dir, workdir, built, device, resume_at)
 
 
 RESUME_KEYS = ("model", "batch_size", "accum_steps", "loss", "image_size", "data")
