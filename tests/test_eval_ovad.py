@@ -18,6 +18,7 @@ from PIL import Image
 
 from kgclip.eval.ovad import (
     MISSING,
+    NO_IMAGE_ID,
     SMALL,
     UNREADABLE,
     Attribute,
@@ -241,6 +242,16 @@ def test_unreadable_image_is_skipped_and_counted(ovad_root: Path) -> None:
     result = evaluate_ovad(ovad_root, towers.images, towers.text)
     assert result["skipped"][UNREADABLE] == 2  # b3 and b4
     assert result["boxes"] == 4
+
+
+def test_annotation_for_an_unlisted_image_is_skipped_and_counted(ovad_root: Path) -> None:
+    json_path = ovad_root / "ovad/ovad2000.json"
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    data["annotations"][0]["image_id"] = 999  # b1
+    json_path.write_text(json.dumps(data), encoding="utf-8")
+    assert load_ovad(ovad_root).skipped[NO_IMAGE_ID] == 1
+    towers = FakeTowers()
+    assert evaluate_ovad(ovad_root, towers.images, towers.text)["boxes"] == 5
 
 
 def test_missing_and_malformed_input_name_the_problem(tmp_path: Path) -> None:

@@ -69,7 +69,6 @@ class Attribute:
 class Box:
     """One ground-truth box to crop: its image, integer x, y, w, h and labels by attribute id."""
 
-    ann_id: int
     image: Path
     xywh: tuple[int, int, int, int]
     labels: np.ndarray  # int8: 1 positive, 0 negative, -1 unknown
@@ -179,7 +178,7 @@ def _boxes(
     boxes: list[Box] = []
     missing: set[Path] = set()
     for i, ann in enumerate(data["annotations"]):
-        ann_id, image_id, xywh, area, labels = _annotation(ann, f"{path}: annotations[{i}]", n_attributes)
+        image_id, xywh, area, labels = _annotation(ann, f"{path}: annotations[{i}]", n_attributes)
         if area < min_area:
             skipped[SMALL] += 1
             continue
@@ -193,7 +192,7 @@ def _boxes(
                 missing.add(image)
                 log.warning("OVAD: %s is missing; its boxes are skipped", image)
             continue
-        boxes.append(Box(ann_id, image, xywh, labels))
+        boxes.append(Box(image, xywh, labels))
     return boxes, skipped
 
 
@@ -210,19 +209,22 @@ def _image_files(images: list, path: Path) -> dict[int, str]:
 
 def _annotation(
     ann: object, where: str, n_attributes: int
-) -> tuple[int, int, tuple[int, int, int, int], float, np.ndarray]:
+) -> tuple[int, tuple[int, int, int, int], float, np.ndarray]:
+    """Image id, truncated box, COCO area and labels of one annotation, checked."""
+    if not isinstance(ann, dict):
+        raise EvalSetError(f"{where}: not a JSON object")
     try:
-        bbox = [float(v) for v in ann["bbox"]]  # type: ignore[index]
-        ann_id, image_id, area = int(ann["id"]), int(ann["image_id"]), float(ann["area"])  # type: ignore[index]
-        labels = np.asarray(ann["att_vec"], dtype=np.int64)  # type: ignore[index]
+        bbox = [float(v) for v in ann["bbox"]]
+        image_id, area = int(ann["image_id"]), float(ann["area"])
+        labels = np.asarray(ann["att_vec"], dtype=np.int64)
     except (KeyError, TypeError, ValueError) as exc:
-        raise EvalSetError(f"{where}: needs id, image_id, bbox, area and att_vec ({exc!r})") from exc
+        raise EvalSetError(f"{where}: needs image_id, bbox, area and att_vec ({exc!r})") from exc
     if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
         raise EvalSetError(f"{where}: bbox {bbox} is not four finite numbers x, y, w, h")
     if labels.shape != (n_attributes,) or not np.isin(labels, (-1, 0, 1)).all():
         raise EvalSetError(f"{where}: att_vec must hold {n_attributes} values of 1, 0 or -1")
     x, y, w, h = (int(v) for v in bbox)  # truncated, as the benchmark's int(x), int(y), int(w), int(h)
-    return ann_id, image_id, (x, y, w, h), area, labels.astype(np.int8)
+    return image_id, (x, y, w, h), area, labels.astype(np.int8)
 
 
 def attribute_prompts(attribute: Attribute, prompts: str = "all", object_word: bool = False) -> list[str]:
