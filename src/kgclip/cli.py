@@ -42,6 +42,7 @@ def friendly(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from kgclip.curate.decontam import DecontamError
+        from kgclip.eval.sets import EvalSetError
         from kgclip.kg.merge import BridgeError
         from kgclip.kg.wikidata.dump import DumpError
         from kgclip.kg.wikidata.sparql import SparqlError
@@ -71,6 +72,7 @@ def friendly(fn: F) -> F:
             DecontamError,
             WorkdirError,
             TrainError,
+            EvalSetError,
         )
         try:
             return fn(*args, **kwargs)
@@ -429,6 +431,32 @@ def _texts_summary(sampler: Any, key: str, files: dict[str, bytes]) -> list[str]
         f"{key}  alt texts: {len(meta['alt_texts'])}{first}; queries: {queries or 'none'} ({examples})",
         "  chances: " + (", ".join(f"{k} {v:.0%}" for k, v in shares) or "none"),
     ]
+
+
+@app.command("export-eval")
+@friendly
+def export_eval(
+    spec: Annotated[
+        str, typer.Argument(help="an evaluation set: wds:, folder:, imagenet:, cub:, ... (docs/eval-sets.md)")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="the CLIP_benchmark wds folder to write")],
+    split: Annotated[str, typer.Option("--split", help="the split name to write it under")] = "test",
+) -> None:
+    """Write an evaluation set as a CLIP_benchmark wds folder (with kgclip's class metadata)."""
+    from kgclip.eval.open import open_set
+    from kgclip.eval.wds import write_wds
+
+    evalset = open_set(spec)
+    count = write_wds(evalset, out, split)
+    classes = f" of {len(evalset.classes):,} classes" if evalset.classes else ""
+    console.print(f"wrote {count:,} images{classes} of {evalset.name} to {out / split}")
+    for line in evalset.skipped[:20]:
+        console.print(f"  left out: {line}")
+    if len(evalset.skipped) > 20:
+        console.print(f"  … and {len(evalset.skipped) - 20:,} more left out")
+    console.print(
+        f"CLIP_benchmark reads it as: --dataset wds/{evalset.name} --dataset_root {out} --split {split}"
+    )
 
 
 @corpus_app.command("index")
