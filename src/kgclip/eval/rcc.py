@@ -107,14 +107,14 @@ class RccFile:
         if node in self._seen or depth > MAX_DEPTH:
             raise RccError(f"{self.path}: tree record {node} is reached twice or too deep (a corrupt tree)")
         self._seen.add(node)
-        at = self._tree + node * self._record
-        name_offset, flags = self._unpack(">IH", at, f"tree record {node}")
+        record = self._slice(self._tree + node * self._record, self._record, f"tree record {node}")
+        name_offset, flags = struct.unpack(">IH", record[:6])
         path = "" if node == 0 else f"{parent}/{self._name(name_offset)}"
         if not flags & DIRECTORY:
-            country, language, data_offset = self._unpack(">HHI", at + 6, f"tree record {node}")
+            country, language, data_offset = struct.unpack(">HHI", record[6:14])
             self.entries.setdefault(path, RccEntry(path, flags, data_offset, country, language))
             return
-        count, first = self._unpack(">II", at + 6, f"tree record {node}")
+        count, first = struct.unpack(">II", record[6:14])
         for child in range(first, first + count):
             self._walk(child, path, depth + 1)
 
