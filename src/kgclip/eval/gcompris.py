@@ -118,7 +118,7 @@ def gcompris_set(rcc_dir: Path = RCC_DIR, photos: list[Photo] | None = None) -> 
     stats = [(name, (rcc_dir / name).stat().st_size, (rcc_dir / name).stat().st_mtime_ns) for name in paths]
 
     def items() -> Iterator[Item]:
-        opened = _open_bundles(rcc_dir, paths)  # re-read per pass: a set is never held in memory
+        opened = _open_bundles(rcc_dir, paths)  # read when the images are wanted, not when listed
         for photo, label in zip(photos, labels, strict=True):
             bundle = opened[photo.rcc]
             yield Item(_key(photo), _reader(bundle, photo.resource), label=label)
