@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(wordnet-base wordnet-sense-index tuxpaint-stamps-default)
+DEBIAN_PACKAGES=(wordnet-base wordnet-sense-index tuxpaint-stamps-default gcompris-qt-data)
 LOCK=requirements/train.txt
 case "${1:-}" in
   --dev) LOCK=requirements/dev.txt ;;

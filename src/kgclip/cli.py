@@ -24,9 +24,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 corpus_app = typer.Typer(no_args_is_help=True, help="Build and query local image-text corpora.")
 config_app = typer.Typer(no_args_is_help=True, help="Bundled configs.")
 decontam_app = typer.Typer(no_args_is_help=True, help="Keep evaluation images out of the training set.")
+evalset_app = typer.Typer(no_args_is_help=True, help="Build evaluation sets from local sources.")
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(decontam_app, name="decontam")
 app.add_typer(config_app, name="config")
+app.add_typer(evalset_app, name="evalset")
 
 F = TypeVar("F", bound=Callable[..., Any])
 RESOLVED_CONFIG = "config.json"
@@ -497,6 +499,32 @@ def _texts_summary(sampler: Any, key: str, files: dict[str, bytes]) -> list[str]
     ]
 
 
+@app.command("export-eval")
+@friendly
+def export_eval(
+    spec: Annotated[
+        str, typer.Argument(help="an evaluation set: wds:, folder:, imagenet:, cub:, ... (docs/eval-sets.md)")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="the CLIP_benchmark wds folder to write")],
+    split: Annotated[str, typer.Option("--split", help="the split name to write it under")] = "test",
+) -> None:
+    """Write an evaluation set as a CLIP_benchmark wds folder (with kgclip's class metadata)."""
+    from kgclip.eval.open import open_set
+    from kgclip.eval.wds import write_wds
+
+    evalset = open_set(spec)
+    count = write_wds(evalset, out, split)
+    classes = f" of {len(evalset.classes):,} classes" if evalset.classes else ""
+    console.print(f"wrote {count:,} images{classes} of {evalset.name} to {out / split}")
+    for line in evalset.skipped[:20]:
+        console.print(f"  left out: {line}")
+    if len(evalset.skipped) > 20:
+        console.print(f"  … and {len(evalset.skipped) - 20:,} more left out")
+    console.print(
+        f"CLIP_benchmark reads it as: --dataset wds/{evalset.name} --dataset_root {out} --split {split}"
+    )
+
+
 @corpus_app.command("index")
 @friendly
 def corpus_index(
@@ -541,6 +569,50 @@ def decontam_index(
         console.print(f"  unreadable, not indexed: {item}")
     if len(report.unreadable) > 20:
         console.print(f"  … and {len(report.unreadable) - 20:,} more unreadable")
+
+
+@evalset_app.command("gcompris")
+@friendly
+def evalset_gcompris(
+    out: Annotated[Path, typer.Option("-o", "--out", help="the CLIP_benchmark wds folder to write")],
+    rcc_dir: Annotated[
+        Path, typer.Option("--rcc-dir", help="GCompris' Qt resource files (Debian: gcompris-qt-data)")
+    ] = Path("/usr/share/gcompris-qt/rcc"),
+    disjoint_from: Annotated[
+        str | None,
+        typer.Option("--disjoint-from", help="a config whose [search.corpus] images must not be in the set"),
+    ] = None,
+) -> None:
+    """The real animal photos of GCompris, labelled with WordNet synsets, as a zero-shot set."""
+    from kgclip.eval.gcompris import load_mapping, write_gcompris
+
+    count = write_gcompris(out, rcc_dir)
+    classes = len({p.wnid for p in load_mapping()})
+    console.print(f"wrote {count} photos in {classes} classes to {out} (licences in {out}/LICENSES.md)")
+    if disjoint_from is not None:
+        _check_disjoint(out, disjoint_from)
+
+
+def _check_disjoint(out: Path, config: str) -> None:
+    from kgclip.eval.gcompris import corpus_images, disjointness
+    from kgclip.fetch.images import ImageOptions
+
+    cfg = load(config)
+    corpus = cfg.search.corpus
+    if corpus is None or corpus.source is None:
+        raise UserError(f"{config}: no [search.corpus] source to compare with")
+    images, skipped = corpus_images(corpus.source, corpus.importer)
+    result = disjointness(out, images, cfg.curate.decontam_distance, ImageOptions.from_config(cfg.fetch))
+    console.print(
+        f"disjointness from {config}'s corpus {corpus.source}: {result.compared:,} images compared "
+        f"(the importer skips {skipped:,}, the fetch stage rejects {len(result.rejected)}) with "
+        f"{result.indexed} set images; {len(result.matches)} within {result.distance} bits "
+        f"(the nearest pair is {result.nearest} bits apart)"
+    )
+    for corpus_image, set_image, bits in result.matches:
+        console.print(f"  copy: {corpus_image} ~ {set_image} ({bits} bits)")
+    if result.matches:
+        raise typer.Exit(1)
 
 
 @corpus_app.command("search")
