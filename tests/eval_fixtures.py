@@ -106,7 +106,8 @@ def trained_tiny(folder: Path, steps: int = 60, seed: int = 0) -> Path:
     model, _, transform = open_clip.create_model_and_transforms(name, output_dict=True)
     tokenizer = open_clip.get_tokenizer(name)
     rows = [(label, 500_000 + label * 100 + i) for label in range(len(CLASSES)) for i in range(16)]
-    images = torch.stack([transform(Image.open(io.BytesIO(shape_png(lb, s))).convert("RGB")) for lb, s in rows])
+    pictures = [Image.open(io.BytesIO(shape_png(lb, s))).convert("RGB") for lb, s in rows]
+    images = torch.stack([transform(p) for p in pictures])
     texts = tokenizer([f"a photo of a {CLASSES[lb]}." for lb, _ in rows])
     loss_fn = open_clip.loss.ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
