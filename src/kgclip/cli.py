@@ -497,6 +497,32 @@ def _texts_summary(sampler: Any, key: str, files: dict[str, bytes]) -> list[str]
     ]
 
 
+@app.command("export-eval")
+@friendly
+def export_eval(
+    spec: Annotated[
+        str, typer.Argument(help="an evaluation set: wds:, folder:, imagenet:, cub:, ... (docs/eval-sets.md)")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="the CLIP_benchmark wds folder to write")],
+    split: Annotated[str, typer.Option("--split", help="the split name to write it under")] = "test",
+) -> None:
+    """Write an evaluation set as a CLIP_benchmark wds folder (with kgclip's class metadata)."""
+    from kgclip.eval.open import open_set
+    from kgclip.eval.wds import write_wds
+
+    evalset = open_set(spec)
+    count = write_wds(evalset, out, split)
+    classes = f" of {len(evalset.classes):,} classes" if evalset.classes else ""
+    console.print(f"wrote {count:,} images{classes} of {evalset.name} to {out / split}")
+    for line in evalset.skipped[:20]:
+        console.print(f"  left out: {line}")
+    if len(evalset.skipped) > 20:
+        console.print(f"  … and {len(evalset.skipped) - 20:,} more left out")
+    console.print(
+        f"CLIP_benchmark reads it as: --dataset wds/{evalset.name} --dataset_root {out} --split {split}"
+    )
+
+
 @corpus_app.command("index")
 @friendly
 def corpus_index(

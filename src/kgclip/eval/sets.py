@@ -46,7 +46,11 @@ class Item:
 
 @dataclass(frozen=True)
 class EvalSet:
-    """A named set. `items` yields in a fixed order; `templates` are the set's own prompts, if any."""
+    """A named set. `items` yields in a fixed order; `templates` are the set's own prompts, if any.
+
+    `skipped` names what a reader left out while listing, so results can count it beside the images
+    that fail to decode later.
+    """
 
     name: str
     task: str
@@ -55,6 +59,7 @@ class EvalSet:
     fingerprint: str
     source: str
     templates: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # "file: reason" for each image the reader could not list (FIFO, missing)
 
     def __post_init__(self) -> None:
         if self.task not in (CLASSIFICATION, RETRIEVAL):

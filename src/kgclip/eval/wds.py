@@ -172,7 +172,11 @@ def write_wds(evalset: EvalSet, out: Path, split: str = "test", max_count: int =
     items = iter(evalset.items())
     count = shard = 0
     while True:
-        written = _write_shard(tmp / split / f"{shard}.tar", items, count, max_count, evalset.task)
+        try:
+            written = _write_shard(tmp / split / f"{shard}.tar", items, count, max_count, evalset.task)
+        except EvalSetError:
+            shutil.rmtree(tmp)  # a half-written folder is never left behind
+            raise
         if written == 0:
             break
         count += written
@@ -192,7 +196,7 @@ def _write_shard(path: Path, items: Iterator[Item], start: int, max_count: int, 
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
         for item in items:
             key = f"s{start + written:07d}"
-            ext, data = _image_member(item.read())
+            ext, data = _image_member(item)
             add_member(tar, f"{key}.{ext}", data)
             if task == CLASSIFICATION:
                 add_member(tar, f"{key}.cls", str(item.label).encode())
@@ -210,7 +214,12 @@ def _jsonable(c: ClassInfo) -> dict:
     return row
 
 
-def _image_member(data: bytes) -> tuple[str, bytes]:
+def _image_member(item: Item) -> tuple[str, bytes]:
+    """The item's image as a member CLIP_benchmark reads; an unreadable one is an error naming its key."""
+    try:
+        data = item.read()
+    except OSError as exc:
+        raise EvalSetError(f"{item.key}: cannot read ({exc})") from None
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = (im.format or "").lower()
@@ -220,7 +229,7 @@ def _image_member(data: bytes) -> tuple[str, bytes]:
             im.save(buf, format="webp", lossless=True)
             return "webp", buf.getvalue()
     except (OSError, SyntaxError, ValueError) as exc:
-        raise EvalSetError(f"an image cannot be decoded ({exc})") from None
+        raise EvalSetError(f"{item.key}: the image cannot be decoded ({exc}); remove or replace it") from None
 
 
 def _swap(tmp: Path, out: Path) -> None:
