@@ -3,6 +3,7 @@ and the errors for bad input (torch; run under the shared torch lock)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tarfile
@@ -13,12 +14,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from eval_fixtures import CLASSES, add_corrupt, tiny_checkpoint, write_shapes
+from eval_fixtures import CLASSES, TEMPLATES, add_corrupt, shapes_set, tiny_checkpoint, write_shapes
 from kgclip.cli import app
 from kgclip.eval.embed import image_embeddings
+from kgclip.eval.metrics import classification_metrics
 from kgclip.eval.model import load_model
 from kgclip.eval.run import EvalOptions, evaluate
-from kgclip.eval.wds import read_wds
+from kgclip.eval.sets import ClassInfo
+from kgclip.eval.wds import read_wds, write_wds
 from kgclip.eval.zeroshot import class_means, classifier
 from kgclip.progress import console
 from kgclip.train.errors import ModelError
@@ -180,3 +183,31 @@ def test_the_classifier_averages_normalised_text_embeddings(weights, tmp_path):
         for c, per in enumerate(texts):
             e = torch.nn.functional.normalize(m.model.encode_text(m.tokenizer(per)), dim=-1).mean(0)
             np.testing.assert_allclose(got[c], (e / e.norm()).numpy(), atol=1e-5)
+
+
+def test_a_set_with_a_taxonomy_gets_summed_and_direct_rank_accuracy(weights, tmp_path):
+    base = shapes_set(per_class=3)
+    classes = [ClassInfo(c, taxonomy={"genus": c.split()[0], "species": c}) for c in CLASSES]
+    write_wds(dataclasses.replace(base, classes=classes), tmp_path / "taxa")
+    m = load_model(str(weights), "kgclip-tiny", "cpu")
+    opts = EvalOptions(prompts=("set",), out=tmp_path / "out", cache=tmp_path / "cache")
+    (row,) = evaluate(m, [f"wds:{tmp_path / 'taxa'}"], opts)
+    ranks = row["kgclip"]["ranks"]
+    assert set(ranks) == {"genus", "species"}
+    # direct: the four colour names classified on the same images, computed here independently
+    emb = image_embeddings(m, read_wds(tmp_path / "taxa"), tmp_path / "cache")
+    colours = sorted({c.split()[0] for c in CLASSES})
+    weights_ = classifier(m, [[t.replace("{c}", c) for t in TEMPLATES] for c in colours], tmp_path / "c2")
+    colour_of = np.array([colours.index(c.split()[0]) for c in CLASSES])
+    direct = classification_metrics(100 * emb.features @ weights_.T, colour_of[emb.labels], colours)
+    assert ranks["genus"]["direct"]["acc1"] == pytest.approx(direct["acc1"])
+    assert ranks["genus"]["direct"]["mean_per_class_recall"] == pytest.approx(direct["mean_per_class_recall"])
+    # summed: the species probabilities at the model's temperature, added up per colour
+    logits = 100 * emb.features @ classifier(m, [[t.replace("{c}", c) for t in TEMPLATES] for c in CLASSES],
+                                             tmp_path / "c3").T
+    p = np.exp(m.logit_scale / 100 * (logits - logits.max(axis=1, keepdims=True)))
+    p /= p.sum(axis=1, keepdims=True)
+    per_colour = np.stack([p[:, colour_of == i].sum(axis=1) for i in range(len(colours))], axis=1)
+    hits = per_colour.argmax(axis=1) == colour_of[emb.labels]
+    assert ranks["genus"]["summed"]["acc1"] == pytest.approx(hits.mean())
+    assert ranks["species"]["summed"]["acc1"] == pytest.approx(row["metrics"]["acc1"])

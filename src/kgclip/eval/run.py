@@ -14,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kgclip import __version__
 from kgclip.eval import results
 from kgclip.eval.classtexts import ClassTexts, KGNames, class_texts
 from kgclip.eval.embed import DEFAULT_CACHE, ImageEmbeddings, image_embeddings
 from kgclip.eval.metrics import chance, classification_metrics
 from kgclip.eval.model import EvalModel
+from kgclip.eval.open import open_set
+from kgclip.eval.ranks import complete_ranks, rank_groups, rank_metrics, rank_view, topk_metrics
 from kgclip.eval.sets import CLASSIFICATION, EvalSet, EvalSetError
-from kgclip.eval.wds import read_wds
-from kgclip.eval.zeroshot import classifier, scores
+from kgclip.eval.zeroshot import classifier, probabilities, scores
 from kgclip.progress import console
 
 
@@ -42,14 +45,6 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def open_spec(spec: str) -> EvalSet:
-    """An evaluation set from its command-line spec (`wds:PATH`)."""
-    kind, sep, where = spec.partition(":")
-    if sep and kind == "wds":
-        return read_wds(Path(where).expanduser())
-    raise EvalSetError(f"--set {spec!r}: expected wds:PATH (a CLIP_benchmark wds folder)")
-
-
 def folders(m: EvalModel, opts: EvalOptions) -> tuple[Path, Path]:
     """(results folder, cache folder): a run keeps both under RUN/eval; otherwise -o is needed."""
     out = opts.out or (m.run / "eval" if m.run is not None else None)
@@ -65,7 +60,7 @@ def evaluate(m: EvalModel, specs: Sequence[str], opts: EvalOptions) -> list[dict
     kg = KGNames.load(opts.workdir)
     done: list[dict[str, Any]] = []
     for spec in specs:
-        evalset = open_spec(spec)
+        evalset = open_set(spec)
         for found in evaluate_set(m, evalset, kg, opts, cache):
             results.write(found, out)
             done.append(found)
@@ -92,17 +87,43 @@ def evaluate_set(
         for prompts in opts.prompts:
             t0 = time.perf_counter()
             texts = class_texts(evalset, style, prompts, kg)
-            metrics = classification_metrics(
-                scores(emb.features, classifier(m, texts.texts, cache)),
-                emb.labels,
-                [c.name for c in evalset.classes],
-            )
+            logits = scores(emb.features, classifier(m, texts.texts, cache))
+            metrics = classification_metrics(logits, emb.labels, [c.name for c in evalset.classes])
+            ranks = _ranks(m, evalset, emb, logits, style, prompts, kg, cache)
             seconds = embed_seconds + time.perf_counter() - t0
             per_prompt.append(_result(m, evalset, emb, texts, metrics, seconds, emb.cached))
+            if ranks:
+                per_prompt[-1]["kgclip"]["ranks"] = ranks
         found += per_prompt
         if len(per_prompt) > 1:
             found.append(results.best_over_prompts(per_prompt))
     return found
+
+
+def _ranks(
+    m: EvalModel,
+    evalset: EvalSet,
+    emb: ImageEmbeddings,
+    logits: np.ndarray,
+    style: str,
+    prompts: str,
+    kg: KGNames,
+    cache: Path,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """For a set with a taxonomy: each complete rank scored by summing the species probabilities per
+    rank value, and by classifying the rank's names directly (the same images, no new embedding)."""
+    ranks = complete_ranks(evalset.classes)
+    if not ranks:
+        return {}
+    summed = rank_metrics(probabilities(logits, m.logit_scale), emb.labels, evalset.classes, ranks)
+    out = {}
+    for rank in ranks:
+        view = rank_view(evalset, rank)  # its classes only: its images are ours, relabelled
+        texts = class_texts(view, style, prompts, kg)
+        direct = scores(emb.features, classifier(m, texts.texts, cache))
+        labels = rank_groups(evalset.classes, rank).group_of[emb.labels]
+        out[rank] = {"summed": summed[rank], "direct": topk_metrics(direct, labels)}
+    return out
 
 
 def _result(
