@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from kgclip.cli import app
 from kgclip.eval.report import ReportError, collect, curves, write_report
 from kgclip.eval.sets import CLASSIFICATION, ClassInfo, EvalSet, Item
+from kgclip.eval.wds import write_wds
 
 COLOURS = {"crow": (200, 20, 20), "raven": (20, 200, 20), "rook": (20, 20, 200)}
 
@@ -123,7 +124,7 @@ def test_duplicates_are_kept_once(inputs, tmp_path):
     assert len(same) == 1
 
 
-def _evalset():
+def _evalset(unreadable=True):
     classes = [ClassInfo(n) for n in COLOURS]
 
     def image(colour):
@@ -132,7 +133,8 @@ def _evalset():
         return buf.getvalue()
 
     def items():
-        yield Item("bad", lambda: b"not an image", label=0)
+        if unreadable:  # the class's next image is shown instead
+            yield Item("bad", lambda: b"not an image", label=0)
         for i, colour in enumerate(COLOURS.values()):
             yield Item(f"k{i}", lambda c=colour: image(c), label=i)
 
@@ -151,6 +153,19 @@ def test_confused_pairs_show_the_sets_own_images(tmp_path):
         near = (np.abs(pixels - np.array(colour)).sum(axis=1) < 30).sum()
         assert near > 500, name
     assert f"]({confused[0].name})" in (tmp_path / "out/report.md").read_text()
+
+
+def test_cli_draws_confused_pairs_from_a_set_spec(tmp_path):
+    write_wds(_evalset(unreadable=False), tmp_path / "birds")
+    put(tmp_path / "res", "birds.json", result("birds", 0.3, classes=3, confused=[["crow", "raven", 7]]))
+    out = tmp_path / "out"
+    args = ["report", str(tmp_path / "res"), "-o", str(out), "--set", f"wds:{tmp_path / 'birds'}"]
+    got = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert got.exit_code == 0, got.output
+    assert len(list(out.glob("confused_*.png"))) == 1
+    args[-1] = f"wds:{tmp_path / 'nowhere'}"
+    bad = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert bad.exit_code == 2 and "nowhere" in bad.output
 
 
 def test_bad_inputs_are_named(tmp_path):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from eval_fixtures import write_shapes
 from kgclip.cli import app
 from kgclip.eval.model import load_model
+from kgclip.eval.report import collect, curves
 from kgclip.eval.run import EvalOptions, evaluate
 
 STEPS, BATCH = 4, 8
@@ -94,6 +95,11 @@ def test_validation_every_n_steps_matches_kgclip_eval_and_leaves_training_unchan
             recall = r["kgclip"]["per_class_recall"]
             assert mine["kgclip"]["per_class_recall"] == pytest.approx(recall, abs=1e-6)
     assert not list((run / "eval").glob(".cache-*"))  # the temporary embeddings are gone
+
+    # `kgclip report RUN` reads them: one point per evaluation against samples seen
+    acc1 = {int(r["step"]): float(r["value"]) for r in rows if (r["prompts"], r["metric"]) == ("set", "acc1")}
+    _, series, _ = curves(collect([run])[0])["shapes [name/set]"]
+    assert series == {"v": [(2 * BATCH, acc1[2]), (4 * BATCH, acc1[4])]}
 
     _train(_config(tmp_path, "plain"), work, "plain")
     assert _losses(run) == _losses(work / "runs" / "plain")  # validation changed nothing in training

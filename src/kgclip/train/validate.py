@@ -21,7 +21,8 @@ import torch
 
 from kgclip.config import TrainConfig
 from kgclip.eval.model import EvalModel
-from kgclip.eval.run import EvalOptions, evaluate, open_spec
+from kgclip.eval.open import open_set
+from kgclip.eval.run import EvalOptions, evaluate
 from kgclip.progress import console
 from kgclip.train import checkpoint
 from kgclip.train.models import Built
@@ -52,7 +53,7 @@ class Validator:
         after hours of training, and leaves no run to --resume."""
         if Validator.wanted(cfg):
             for spec in cfg.eval_sets:
-                open_spec(spec)
+                open_set(spec)
 
     @staticmethod
     def wanted(cfg: TrainConfig) -> bool:
