@@ -4,7 +4,8 @@ Both classify the same CLIP_benchmark wds folder (synthetic photos: coloured sha
 backgrounds, 320x240 JPEG, 8 classes, 3 templates) with the same checkpoint (a bundled model trained
 briefly on other such photos, saved as an open_clip `local-dir:` folder), batch size and
 decoding-worker count, one tool after the other (never two torch processes at once), each in a
-fresh process with a fresh embedding cache (kgclip is timed computing, not reading its cache). CPU: both in fp32
+fresh process with a fresh embedding cache (kgclip is timed computing, not reading its
+cache). CPU: both in fp32
 (CLIP_benchmark `--no_amp`); CUDA: both under autocast (kgclip bf16, CLIP_benchmark its default).
 
 Printed: the conditions, per round each tool's wall time (start-up included) and images/s, the
