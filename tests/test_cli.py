@@ -1,6 +1,7 @@
 """The command line: each command, and clear one-line errors with exit code 2."""
 
 import csv
+import json
 
 import pytest
 from PIL import Image
@@ -98,8 +99,18 @@ def test_demo_reuses_with_keep_describes_the_shards_and_trains(demo_copy):
     with open(demo_copy / "runs" / "demo" / "log.csv", newline="") as fh:
         losses = [float(r["loss"]) for r in csv.DictReader(fh)]
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 0.3  # its loss falls
+    # then zero-shot on GCompris' photos: every (names, prompts) pair and the best over prompts
+    assert "Evaluating demo zero-shot on GCompris' animal photos" in result.output
+    run = demo_copy / "runs" / "demo"
+    found = [json.loads(p.read_text()) for p in sorted((run / "eval").glob("*.json"))]
+    assert len(found) == 6 and {r["dataset"] for r in found} == {"gcompris"}
+    assert sum(r["kgclip"]["best_over_prompts"] for r in found) == 2
+    assert all(r["kgclip"]["images"] == 84 and r["kgclip"]["classes"] == 70 for r in found)
+    assert all(r["kgclip"]["chance"]["acc1"] == pytest.approx(1 / 70) for r in found)
+    assert (run / "report" / "report.md").is_file() and list((run / "report").glob("confused_*.png"))
     again = invoke("demo", "-w", str(demo_copy), "--keep")
     assert "is trained already (--keep)" in again.output
+    assert "84 images read from the cache" in again.output  # the same pair again: no embedding
 
 
 def test_demo_refuses_to_clear_a_foreign_folder(tmp_path):

@@ -359,8 +359,8 @@ def demo(
         int | None, typer.Option("--train-steps", min=0, help="training steps (0: harvest only)")
     ] = None,
 ) -> None:
-    """Harvest the embedded offline default (WordNet living things x Tux Paint stamps), then train a
-    tiny CLIP model on it."""
+    """Harvest the embedded offline default (WordNet living things x Tux Paint stamps), train a tiny
+    CLIP model on it, and evaluate it zero-shot on real animal photos it never saw."""
     from kgclip.workdir import Workdir
 
     wd = Workdir(workdir)
@@ -406,10 +406,11 @@ def _train_demo(cfg: Config, workdir: Path, steps: int | None, keep: bool) -> No
         meta = runs / name / "run.json"
         if keep and meta.is_file() and orjson.loads(meta.read_bytes()).get("finished"):
             console.print(f"\ndemo: {runs / name} is trained already (--keep)")
+            _eval_demo(workdir, runs / name)
             return
         if keep and any((runs / name / "checkpoints").glob("step_*.pt")):
             console.print(f"\ndemo: resuming the unfinished run {runs / name}")
-            _train(cfg, workdir, name, resume=True)
+            _eval_demo(workdir, _train(cfg, workdir, name, resume=True))
             return
         n += 1
         name = f"demo-{n}"
@@ -417,6 +418,40 @@ def _train_demo(cfg: Config, workdir: Path, steps: int | None, keep: bool) -> No
     run_dir = _train(cfg, workdir, name)
     console.print(
         f"Run folder: {run_dir} (log.csv, loss.png, checkpoints/; open_clip loads it as local-dir:{run_dir})"
+    )
+    _eval_demo(workdir, run_dir)
+
+
+DEMO_NAMES = ("name", "lemmas")  # the set's class names; WordNet's lemmas as an ensemble
+DEMO_PROMPTS = ("none", "openai_imagenet")
+
+
+def _eval_demo(workdir: Path, run_dir: Path) -> None:
+    """Zero-shot on real photos the demo never trained on (GCompris' animals, disjoint from the Tux
+    Paint corpus), with chance beside every number, then a report with plots."""
+    from kgclip.eval.gcompris import RCC_DIR, write_gcompris
+    from kgclip.eval.model import load_model
+    from kgclip.eval.report import collect, write_report
+    from kgclip.eval.results import table
+    from kgclip.eval.run import EvalOptions, default_workers, evaluate
+    from kgclip.eval.wds import read_wds
+
+    if not RCC_DIR.is_dir():
+        console.print(f"\ndemo: evaluation skipped: no {RCC_DIR} (apt-get install gcompris-qt-data)")
+        return
+    photos = workdir / "evalsets" / "gcompris"
+    if not (photos / "test" / "nshards.txt").is_file():
+        write_gcompris(photos)
+    spec = f"wds:{photos}"
+    console.print(f"\nEvaluating {run_dir.name} zero-shot on GCompris' animal photos ({photos}):")
+    opts = EvalOptions(names=DEMO_NAMES, prompts=DEMO_PROMPTS, workers=min(1, default_workers()))
+    found = evaluate(load_model(str(run_dir)), [spec], opts)
+    console.print(table(found))
+    results, ignored = collect([run_dir])
+    written = write_report(results, run_dir / "report", read_wds(photos), top=6, ignored=ignored)
+    console.print(
+        f"Report: {written[0]} (plots beside it). Again, from the embedding cache: "
+        f"kgclip eval {run_dir} --set {spec} --names lemmas --prompts openai_imagenet"
     )
 
 
