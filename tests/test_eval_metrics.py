@@ -86,3 +86,16 @@ def test_best_over_prompts_is_its_own_labelled_result():
     text = console.export_text()
     assert "best over prompts: openai_imagenet" in text
     assert "40.00% (25.00%)" in text and "n/a (n/a)" in text
+
+
+def test_the_table_names_set_size_and_shows_fallbacks_only_when_there_are_some():
+    with_fallbacks = _result("none", 0.2)
+    console = Console(width=200, record=True)
+    console.print(table([with_fallbacks]))
+    text = console.export_text()
+    assert "cub/test (10, 4)" in text and "fallback names" in text
+    clean = _result("none", 0.2)
+    clean["kgclip"]["fallback_names"] = 0
+    console = Console(width=200, record=True)
+    console.print(table([clean]))
+    assert "fallback names" not in console.export_text()

@@ -53,27 +53,28 @@ def best_over_prompts(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(results: Sequence[dict[str, Any]]) -> Table:
-    """One row per result: acc1 and acc5 with chance beside them; the best-over-prompts rows marked."""
+    """One row per result: acc1 and acc5 with chance beside them; the best-over-prompts rows marked.
+    The fallback column appears only when some class lacked its style's name."""
     t = Table(title="zero-shot classification")
-    for column in ("set", "names", "prompts", "images", "classes", "acc1 (chance)", "acc5 (chance)"):
-        t.add_column(column, justify="right" if column in ("images", "classes") else "left", overflow="fold")
-    t.add_column("mean per-class recall", justify="right", overflow="fold")
-    t.add_column("fallback names", justify="right", overflow="fold")
+    fallbacks = any(r["kgclip"]["fallback_names"] for r in results)
+    for column in ("set (images, classes)", "names", "prompts", "acc1 (chance)", "acc5 (chance)"):
+        t.add_column(column, overflow="fold")
+    t.add_column("mean class recall", justify="right", overflow="fold")
+    if fallbacks:
+        t.add_column("fallback names", justify="right", overflow="fold")
     for r in results:
         k = r["kgclip"]
         prompts = f"best over prompts: {k['prompts']}" if k["best_over_prompts"] else k["prompts"]
         m, chance = r["metrics"], k["chance"]
-        t.add_row(
-            r["dataset"],
+        row = [
+            f"{r['dataset']} ({k['images']:,}, {k['classes']:,})",
             k["names"],
             prompts,
-            f"{k['images']:,}",
-            f"{k['classes']:,}",
             f"{_pct(m['acc1'])} ({_pct(chance['acc1'])})",
             f"{_pct(m['acc5'])} ({_pct(chance['acc5'])})",
             _pct(m["mean_per_class_recall"]),
-            str(k["fallback_names"]),
-        )
+        ]
+        t.add_row(*row, *([str(k["fallback_names"])] if fallbacks else []))
     return t
 
 
