@@ -500,7 +500,7 @@ def test_options_come_from_the_end_and_unknown_ones_are_named(tmp_path: Path) ->
 
 
 def test_ovad_is_sent_to_the_eval_runner(tmp_path: Path) -> None:
-    with pytest.raises(EvalSetError, match=r"evaluate it with `kgclip eval CHECKPOINT ovad:ROOT`"):
+    with pytest.raises(EvalSetError, match=r"`kgclip eval MODEL --set ovad:ROOT` scores"):
         open_set(f"ovad:{tmp_path}")
 
 

@@ -269,12 +269,18 @@ def eval_(
     model_or_run: Annotated[
         str, typer.Argument(help="a run folder (WORKDIR/runs/NAME), a checkpoint file, or a pretrained tag")
     ],
-    sets: Annotated[list[str], typer.Option("--set", help="an evaluation set: wds:PATH (repeatable)")],
+    sets: Annotated[
+        list[str],
+        typer.Option("--set", help="a set: wds:PATH, harvest:WORKDIR, ovad:ROOT, ... (repeatable)"),
+    ],
     model: Annotated[
         str | None, typer.Option("--model", help="a checkpoint's or tag's model: bundled, open_clip or JSON")
     ] = None,
     names: Annotated[list[str] | None, typer.Option("--names", help=EVAL_NAMES)] = None,
     prompts: Annotated[list[str] | None, typer.Option("--prompts", help=EVAL_PROMPTS)] = None,
+    ovad_prompts: Annotated[
+        str, typer.Option("--ovad-prompts", help="OVAD's prompt set: none, a, the, photo or all (every one)")
+    ] = "all",
     workdir: Annotated[
         Path | None, typer.Option("--workdir", "-w", help="a harvest whose entities give class names")
     ] = None,
@@ -292,7 +298,7 @@ def eval_(
         str | None, typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda if there is one)")
     ] = None,
 ) -> None:
-    """Zero-shot classification of a model on evaluation sets; CLIP_benchmark-shaped JSON results."""
+    """Zero-shot classification, retrieval and OVAD attribute mAP of a model; CLIP_benchmark-shaped JSON."""
     try:
         from kgclip.eval.model import load_model
         from kgclip.eval.run import EvalOptions, default_workers, evaluate, folders
@@ -302,7 +308,7 @@ def eval_(
         raise UserError(
             f"kgclip eval needs torch and open_clip ({exc.name} is missing): run `bash scripts/setup.sh`"
         ) from None
-    from kgclip.eval.results import table
+    from kgclip.eval.results import tables
 
     loaded = load_model(model_or_run, model, device)
     opts = EvalOptions(
@@ -313,11 +319,13 @@ def eval_(
         cache=cache,
         batch_size=batch_size,
         workers=default_workers() if workers is None else workers,
+        ovad_prompts=ovad_prompts,
     )
     where = loaded.pretrained if loaded.step is None else f"{loaded.run} at step {loaded.step:,}"
     console.print(f"eval: {loaded.name} ({where}) on {loaded.device}")
     found = evaluate(loaded, sets, opts)
-    console.print(table(found))
+    for shown in tables(found):
+        console.print(shown)
     console.print(f"eval: {len(found)} result file(s) in {folders(loaded, opts)[0]}")
 
 

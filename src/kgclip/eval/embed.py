@@ -196,8 +196,7 @@ def _compute(m: EvalModel, evalset: EvalSet, batch_size: int, workers: int) -> I
             skipped += batch["skipped"]
             if not batch["keys"]:
                 continue
-            out = m.model.encode_image(batch["images"].to(m.device, non_blocking=True))
-            feats.append(F.normalize(out.float(), dim=-1).cpu())
+            feats.append(_encode_pixels(m, batch["images"]))
             keys += batch["keys"]
             labels += batch["labels"]
             texts += batch["texts"]
@@ -210,6 +209,19 @@ def _compute(m: EvalModel, evalset: EvalSet, batch_size: int, workers: int) -> I
         skipped=skipped,
         seconds=time.perf_counter() - began,
     )
+
+
+def _encode_pixels(m: EvalModel, pixels: torch.Tensor) -> torch.Tensor:
+    """Unit-length float32 image features on the CPU (called under inference_mode and autocast)."""
+    out = m.model.encode_image(pixels.to(m.device, non_blocking=True))
+    return F.normalize(out.float(), dim=-1).cpu()
+
+
+def encode_pil(m: EvalModel, images: Sequence[Image.Image]) -> np.ndarray:
+    """[N, D] features of images already in memory (OVAD's box crops), as one batch: the caller
+    batches, through the same eval transform, precision and normalisation as a set's images."""
+    with torch.inference_mode(), autocast(m.device):
+        return _encode_pixels(m, torch.stack([m.transform(im.convert("RGB")) for im in images])).numpy()
 
 
 def text_embeddings(m: EvalModel, texts: Sequence[str], cache: Path, *, batch_size: int = 256) -> np.ndarray:

@@ -3,7 +3,8 @@
 Specs: `wds:PATH[,split=test]`, `folder:PATH[,names=FILE]`, `imagenet:ROOT`, `imagenet-lt:ROOT`,
 `imagenet-ot:ROOT`, `imagenet-organisms:ROOT` (the subsets take `wordnet=DIR`), `inat2021:ROOT[,split=val]`,
 `cub:ROOT[,split=test]`, `rare-species:ROOT`, `harvest:WORKDIR` (the harvest's held-out split, read by
-kgclip.eval.harvest_set) and `ovad:ROOT` (not an EvalSet: `kgclip eval` scores it itself). Options
+kgclip.eval.harvest_set) and `ovad:ROOT[,prompts=SET]` (not an EvalSet: `kgclip eval` resolves the spec
+and scores OVAD itself; opening it as a set is an error saying so). Options
 come after the path as `,key=value`; keyword arguments give defaults to the kinds that take them,
 and the spec's own options override them.
 """
@@ -64,10 +65,10 @@ def _harvest(path: Path) -> EvalSet:
     return open_harvest(path)
 
 
-def _ovad(path: Path) -> EvalSet:
+def _ovad(path: Path, prompts: str | None = None) -> EvalSet:
     raise EvalSetError(
-        f"ovad:{path} is an attribute benchmark, not a classification or retrieval set: "
-        "evaluate it with `kgclip eval CHECKPOINT ovad:ROOT`, which scores OVAD's box-oracle mAP"
+        f"ovad:{path} is OVAD's attribute benchmark, not a classification or retrieval set, so it cannot "
+        "be used here: `kgclip eval MODEL --set ovad:ROOT` scores its box-oracle mAP"
     )
 
 
@@ -83,11 +84,12 @@ KINDS: dict[str, tuple[Callable[..., EvalSet], tuple[str, ...]]] = {
     "cub": (_cub, ("split",)),
     "rare-species": (_rare_species, ()),
     "harvest": (_harvest, ()),
-    "ovad": (_ovad, ()),
+    "ovad": (_ovad, ("prompts",)),
 }
 USAGE = (
     "wds:PATH, folder:PATH[,names=FILE], imagenet:ROOT, imagenet-lt:ROOT, imagenet-ot:ROOT, "
-    "imagenet-organisms:ROOT, inat2021:ROOT, cub:ROOT, rare-species:ROOT, harvest:WORKDIR, ovad:ROOT"
+    "imagenet-organisms:ROOT, inat2021:ROOT, cub:ROOT, rare-species:ROOT, harvest:WORKDIR, "
+    "ovad:ROOT[,prompts=all]"
 )
 
 
@@ -107,16 +109,23 @@ def parse_spec(spec: str) -> tuple[str, Path, dict[str, str]]:
     return kind, Path(path).expanduser(), options
 
 
-def open_set(spec: str, **opts: str) -> EvalSet:
-    """The EvalSet a spec names; an unknown kind or spec option is an EvalSetError saying what is accepted.
-
-    Keyword options a kind does not take are ignored, so a caller can give one default to every spec.
-    """
+def resolve(spec: str, **opts: str | None) -> tuple[str, Path, dict[str, str]]:
+    """(kind, path, options) with the keyword defaults the kind takes under the spec's own options;
+    an unknown spec option is an EvalSetError saying what the kind accepts."""
     kind, path, options = parse_spec(spec)
-    opener, accepted = KINDS[kind]
+    accepted = KINDS[kind][1]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) or "no options"
         raise EvalSetError(f"{spec!r}: {kind} takes {takes}, not {', '.join(unknown)}")
     defaults = {k: v for k, v in opts.items() if k in accepted and v is not None}
-    return opener(path, **(defaults | options))
+    return kind, path, defaults | options
+
+
+def open_set(spec: str, **opts: str | None) -> EvalSet:
+    """The EvalSet a spec names; an unknown kind or spec option is an EvalSetError saying what is accepted.
+
+    Keyword options a kind does not take are ignored, so a caller can give one default to every spec.
+    """
+    kind, path, options = resolve(spec, **opts)
+    return KINDS[kind][0](path, **options)

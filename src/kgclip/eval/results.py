@@ -18,11 +18,13 @@ from typing import Any
 
 from rich.table import Table
 
+from kgclip.eval.sets import CLASSIFICATION, RETRIEVAL
 from kgclip.workdir import atomic_write_bytes
 
 LANGUAGE = "en"
 BEST = "best-over-prompts"
 HEADLINE = ("acc1", "acc5", "mean_per_class_recall")
+OVAD = "ovad_attributes"  # the task of an OVAD result (CLIP_benchmark has no such task)
 
 
 def file_name(result: dict[str, Any]) -> str:
@@ -52,9 +54,16 @@ def best_over_prompts(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
+def tables(results: Sequence[dict[str, Any]]) -> list[Table]:
+    """One table per task among `results`, in the order the tasks first appear."""
+    makers = {CLASSIFICATION: table, RETRIEVAL: retrieval_table, OVAD: ovad_table}
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    return [makers[task]([r for r in results if r["task"] == task]) for task in tasks]
+
+
 def table(results: Sequence[dict[str, Any]]) -> Table:
-    """One row per result: acc1 and acc5 with chance beside them; the best-over-prompts rows marked.
-    The fallback column appears only when some class lacked its style's name."""
+    """One row per classification result: acc1 and acc5 with chance beside them; the best-over-prompts
+    rows marked. The fallback column appears only when some class lacked its style's name."""
     t = Table(title="zero-shot classification")
     fallbacks = any(r["kgclip"]["fallback_names"] for r in results)
     for column in ("set (images, classes)", "names", "prompts", "acc1 (chance)", "acc5 (chance)"):
@@ -76,6 +85,36 @@ def table(results: Sequence[dict[str, Any]]) -> Table:
         ]
         t.add_row(*row, *([str(k["fallback_names"])] if fallbacks else []))
     return t
+
+
+def retrieval_table(results: Sequence[dict[str, Any]]) -> Table:
+    """One row per retrieval result: every recall@k with chance beside it."""
+    t = Table(title="zero-shot retrieval (recall@k; text->image is image retrieval)")
+    metrics = list(dict.fromkeys(m for r in results for m in r["metrics"]))
+    for column in ("set", "images", "texts", *metrics):
+        t.add_column(column, justify="left" if column == "set" else "right", overflow="fold")
+    for r in results:
+        k = r["kgclip"]
+        cells = [_with_chance(r["metrics"].get(m), k["chance"].get(m)) for m in metrics]
+        t.add_row(r["dataset"], f"{k['images']:,}", f"{k['texts']:,}", *cells)
+    return t
+
+
+def ovad_table(results: Sequence[dict[str, Any]]) -> Table:
+    """One row per OVAD result: mAP and the head/medium/tail means with chance beside them."""
+    t = Table(title="OVAD attributes (box-oracle mAP)")
+    metrics = list(dict.fromkeys(m for r in results for m in r["metrics"]))
+    for column in ("set", "prompts", "boxes", *metrics):
+        t.add_column(column, justify="right" if column == "boxes" else "left", overflow="fold")
+    for r in results:
+        k = r["kgclip"]
+        cells = [_with_chance(r["metrics"].get(m), k["chance"].get(m)) for m in metrics]
+        t.add_row(r["dataset"], k["prompts"], f"{k['boxes']:,}", *cells)
+    return t
+
+
+def _with_chance(value: float | None, chance: float | None) -> str:
+    return f"{_pct(value)} ({_pct(chance)})"
 
 
 def _pct(value: float) -> str:

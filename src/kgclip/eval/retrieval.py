@@ -75,3 +75,21 @@ def _image_to_text_best_positions(sim: np.ndarray, text_image: np.ndarray) -> np
         own = text_image[None, :] == np.arange(lo, lo + len(block))[:, None]
         best[lo : lo + len(block)] = np.where(own, positions, NEVER).min(axis=1)
     return best
+
+
+def retrieval_chance(texts_per_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """What a random ranking scores, under `retrieval_recall`'s names.
+
+    Text -> image: a text's one image among the top k of n images, k / n (at most 1). Image ->
+    text: at least one of the image's t texts among the top k of all T texts, 1 - C(T - t, k) / C(T, k),
+    averaged over the images (k / n again when every image has the same number of texts).
+    """
+    counts = np.asarray(texts_per_image, dtype=np.int64)
+    n_images, n_texts = len(counts), int(counts.sum())
+    chance = {}
+    for k in ks:
+        chance[f"image_retrieval_recall@{k}"] = min(1.0, k / n_images)
+        j = np.arange(min(k, n_texts))[None, :]
+        none_found = np.prod(np.clip(n_texts - counts[:, None] - j, 0, None) / (n_texts - j), axis=1)
+        chance[f"text_retrieval_recall@{k}"] = float(np.mean(np.where(counts > 0, 1.0 - none_found, 0.0)))
+    return chance

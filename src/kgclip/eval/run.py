@@ -1,8 +1,10 @@
-"""The evaluation runner: sets x name styles x prompt sets for one model, results written and returned.
+"""The evaluation runner: every set's task for one model, results written and returned.
 
-Each set's images are embedded once (or read from the cache); every (name style, prompt set) then
-costs only its class texts and a matrix product. With more than one prompt set, each (set, name
-style) also gets its best-over-prompts result, written as its own, labelled file.
+Three tasks. Classification: each set's images are embedded once (or read from the cache); every
+(name style, prompt set) then costs only its class texts and a matrix product, and with more than one
+prompt set each (set, name style) also gets its best-over-prompts result, its own labelled file.
+Retrieval (`harvest:`, a retrieval wds folder): the images' own texts, used raw, one result per set.
+OVAD (`ovad:ROOT`, not an EvalSet): box-oracle attribute mAP with the model's towers as encoders.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import numpy as np
 from kgclip import __version__
 from kgclip.eval import results
 from kgclip.eval.classtexts import ClassTexts, KGNames, class_texts
-from kgclip.eval.embed import DEFAULT_CACHE, ImageEmbeddings, image_embeddings
+from kgclip.eval.embed import DEFAULT_CACHE, ImageEmbeddings, encode_pil, image_embeddings, text_embeddings
 from kgclip.eval.metrics import chance, classification_metrics
 from kgclip.eval.model import EvalModel
-from kgclip.eval.open import open_set
+from kgclip.eval.open import open_set, resolve
+from kgclip.eval.ovad import evaluate_ovad
 from kgclip.eval.ranks import complete_ranks, rank_groups, rank_metrics, rank_view, topk_metrics
-from kgclip.eval.sets import CLASSIFICATION, EvalSet, EvalSetError
+from kgclip.eval.retrieval import retrieval_chance, retrieval_recall
+from kgclip.eval.sets import CLASSIFICATION, RETRIEVAL, EvalSet, EvalSetError
 from kgclip.eval.zeroshot import classifier, probabilities, scores
 from kgclip.progress import console
 
@@ -38,6 +42,10 @@ class EvalOptions:
     cache: Path | None = None  # embedding cache; a run's default is RUN/eval/cache
     batch_size: int = 128
     workers: int = 0
+    ovad_prompts: str = "all"  # OVAD's own prompt sets (ovad.PROMPT_SETS); a spec's prompts= overrides it
+
+OVAD_METRICS = ("mAP", "head", "medium", "tail")
+RAW_TEXTS = ("texts", "none")  # a retrieval result's (names, prompts): the set's own texts, no templates
 
 
 def default_workers() -> int:
@@ -60,8 +68,12 @@ def evaluate(m: EvalModel, specs: Sequence[str], opts: EvalOptions) -> list[dict
     kg = KGNames.load(opts.workdir)
     done: list[dict[str, Any]] = []
     for spec in specs:
-        evalset = open_set(spec)
-        for found in evaluate_set(m, evalset, kg, opts, cache):
+        kind, path, options = resolve(spec, prompts=opts.ovad_prompts)
+        if kind == "ovad":
+            found_here = [_ovad(m, path, options["prompts"], opts, cache)]
+        else:
+            found_here = evaluate_set(m, open_set(spec), kg, opts, cache)
+        for found in found_here:
             results.write(found, out)
             done.append(found)
     return done
@@ -70,8 +82,8 @@ def evaluate(m: EvalModel, specs: Sequence[str], opts: EvalOptions) -> list[dict
 def evaluate_set(
     m: EvalModel, evalset: EvalSet, kg: KGNames, opts: EvalOptions, cache: Path
 ) -> list[dict[str, Any]]:
-    if evalset.task != CLASSIFICATION:
-        raise EvalSetError(f"{evalset.source}: a {evalset.task} set; kgclip eval classifies (zero-shot)")
+    if evalset.task not in (CLASSIFICATION, RETRIEVAL):
+        raise EvalSetError(f"{evalset.source}: a {evalset.task} set, which kgclip eval does not score")
     began = time.perf_counter()
     emb = image_embeddings(m, evalset, cache, batch_size=opts.batch_size, workers=opts.workers)
     if not emb.keys:
@@ -81,6 +93,8 @@ def evaluate_set(
     say = "read from the cache" if emb.cached else f"embedded at {emb.images_per_second:,.0f} images/s"
     skipped = f", {len(emb.skipped)} unreadable skipped" if emb.skipped else ""
     console.print(f"eval: {evalset.name}: {len(emb.keys):,} images {say}{skipped}")
+    if evalset.task == RETRIEVAL:
+        return [_retrieval(m, evalset, emb, cache, embed_seconds)]
     found: list[dict[str, Any]] = []
     for style in opts.names:
         per_prompt = []
@@ -98,6 +112,48 @@ def evaluate_set(
         if len(per_prompt) > 1:
             found.append(results.best_over_prompts(per_prompt))
     return found
+
+
+def _retrieval(
+    m: EvalModel, evalset: EvalSet, emb: ImageEmbeddings, cache: Path, embed_seconds: float
+) -> dict[str, Any]:
+    """CLIP_benchmark's recall@k both ways, each image's texts used as they are (no templates)."""
+    t0 = time.perf_counter()
+    counts = [len(texts) for texts in emb.texts]
+    flat = [text for texts in emb.texts for text in texts]
+    if not flat:
+        raise EvalSetError(f"{evalset.source}: a retrieval set whose images have no texts")
+    text_image = np.repeat(np.arange(len(counts)), counts)
+    sim = emb.features @ text_embeddings(m, flat, cache).T
+    metrics = retrieval_recall(sim, text_image)
+    seconds = embed_seconds + time.perf_counter() - t0
+    extra = {
+        "images": len(emb.keys),
+        "texts": len(flat),
+        "skipped": {"unreadable": len(emb.skipped)},
+        "chance": retrieval_chance(counts),
+        "set_source": evalset.source,
+        "set_fingerprint": evalset.fingerprint,
+        "embeddings_cached": emb.cached,
+        "images_per_second": round(emb.images_per_second, 1),
+    }
+    return _shaped(m, evalset.name, RETRIEVAL, metrics, RAW_TEXTS, seconds, extra)
+
+
+def _ovad(m: EvalModel, root: Path, prompts: str, opts: EvalOptions, cache: Path) -> dict[str, Any]:
+    """OVAD's box-oracle mAP, the crops through the model's eval transform, the prompts its text tower."""
+    t0 = time.perf_counter()
+    found = evaluate_ovad(
+        root,
+        lambda crops: encode_pil(m, crops),
+        lambda texts: text_embeddings(m, texts, cache),
+        prompts=prompts,
+        batch_size=opts.batch_size,
+    )
+    console.print(f"eval: ovad: {found['boxes']:,} boxes of {found['images']:,} images, prompts {prompts}")
+    metrics = {k: found.pop(k) for k in OVAD_METRICS}
+    found["set_source"] = f"ovad:{root}"
+    return _shaped(m, "ovad", results.OVAD, metrics, ("synonyms", prompts), time.perf_counter() - t0, found)
 
 
 def _ranks(
@@ -135,35 +191,56 @@ def _result(
     seconds: float,
     cached: bool,
 ) -> dict[str, Any]:
-    """CLIP_benchmark's result object plus kgclip's fields (issue13.md's agreed shape)."""
+    """A classification result: the headline metrics, and per-class recall and confusions to read it."""
     n_classes = len(evalset.classes)
+    extra = {
+        "images": len(emb.keys),
+        "skipped": {"unreadable": len(emb.skipped)},
+        "classes": n_classes,
+        "chance": chance(n_classes),
+        "fallback_names": texts.fallbacks,
+        "set_source": evalset.source,
+        "set_fingerprint": evalset.fingerprint,
+        "embeddings_cached": cached,
+        "images_per_second": round(emb.images_per_second, 1),
+        "per_class_recall": metrics["per_class_recall"],
+        "confused": metrics["confused"],
+    }
+    headline = {k: metrics[k] for k in results.HEADLINE}
+    return _shaped(m, evalset.name, evalset.task, headline, (texts.style, texts.prompts), seconds, extra)
+
+
+def _shaped(
+    m: EvalModel,
+    dataset: str,
+    task: str,
+    metrics: dict[str, Any],
+    names_prompts: tuple[str, str],
+    seconds: float,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """CLIP_benchmark's result object plus kgclip's fields (issue13.md's agreed shape), any task."""
+    names, prompts = names_prompts
+    model = {
+        "run": str(m.run) if m.run is not None else None,
+        "step": m.step,
+        "samples_seen": m.samples_seen,
+        "model_digest": m.digest,
+        "seconds": round(seconds, 3),
+    }
     return {
-        "dataset": evalset.name,
+        "dataset": dataset,
         "model": m.name,
         "pretrained": m.pretrained,
-        "task": evalset.task,
-        "metrics": {k: metrics[k] for k in results.HEADLINE},
+        "task": task,
+        "metrics": metrics,
         "language": results.LANGUAGE,
         "kgclip": {
             "version": __version__,
-            "names": texts.style,
-            "prompts": texts.prompts,
+            "names": names,
+            "prompts": prompts,
             "best_over_prompts": False,
-            "images": len(emb.keys),
-            "skipped": {"unreadable": len(emb.skipped)},
-            "classes": n_classes,
-            "chance": chance(n_classes),
-            "fallback_names": texts.fallbacks,
-            "run": str(m.run) if m.run is not None else None,
-            "step": m.step,
-            "samples_seen": m.samples_seen,
-            "set_source": evalset.source,
-            "set_fingerprint": evalset.fingerprint,
-            "model_digest": m.digest,
-            "embeddings_cached": cached,
-            "seconds": round(seconds, 3),
-            "images_per_second": round(emb.images_per_second, 1),
-            "per_class_recall": metrics["per_class_recall"],
-            "confused": metrics["confused"],
+            **extra,
+            **model,
         },
     }
