@@ -108,6 +108,9 @@ def test_demo_reuses_with_keep_describes_the_shards_and_trains(demo_copy):
     assert all(r["kgclip"]["images"] == 84 and r["kgclip"]["classes"] == 70 for r in found)
     assert all(r["kgclip"]["chance"]["acc1"] == pytest.approx(1 / 70) for r in found)
     assert (run / "report" / "report.md").is_file() and list((run / "report").glob("confused_*.png"))
+    # validated a third of the way, two thirds and at the end: the report's curve has three points
+    assert sorted(p.name for p in (run / "eval").glob("step_*")) == [f"step_{s:08d}" for s in (40, 80, 120)]
+    assert "| demo@40 |" in (run / "report" / "report.md").read_text()
     again = invoke("demo", "-w", str(demo_copy), "--keep")
     assert "is trained already (--keep)" in again.output
     assert "84 images read from the cache" in again.output  # the same pair again: no embedding

@@ -233,6 +233,12 @@ def train(
     cfg = load(config)
     if steps is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": steps})})
+    photos = _demo_evalset(workdir)
+    if photos is not None:  # validation during training gives the report its curve
+        every = max(1, (cfg.train.max_steps or 1) // 3)
+        checks = {"eval_sets": [f"wds:{photos}"], "eval_every_steps": every, "eval_names": ["lemmas"]}
+        checks["eval_prompts"] = ["openai_imagenet"]
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=checks)})
     run_dir = _train(cfg, workdir, run or _run_name(cfg), resume=resume, data=data)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         console.print(f"train: done; run folder {run_dir}")
@@ -408,17 +414,23 @@ def _train_demo(cfg: Config, workdir: Path, steps: int | None, keep: bool) -> No
         return
     if steps is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": steps})})
+    photos = _demo_evalset(workdir)
+    if photos is not None:  # validation during training gives the report its curve
+        every = max(1, (cfg.train.max_steps or 1) // 3)
+        checks = {"eval_sets": [f"wds:{photos}"], "eval_every_steps": every, "eval_names": ["lemmas"]}
+        checks["eval_prompts"] = ["openai_imagenet"]
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=checks)})
     runs = workdir / "runs"
     name, n = "demo", 1
     while (runs / name).exists():
         meta = runs / name / "run.json"
         if keep and meta.is_file() and orjson.loads(meta.read_bytes()).get("finished"):
             console.print(f"\ndemo: {runs / name} is trained already (--keep)")
-            _eval_demo(workdir, runs / name)
+            _eval_demo(runs / name, photos)
             return
         if keep and any((runs / name / "checkpoints").glob("step_*.pt")):
             console.print(f"\ndemo: resuming the unfinished run {runs / name}")
-            _eval_demo(workdir, _train(cfg, workdir, name, resume=True))
+            _eval_demo(_train(cfg, workdir, name, resume=True), photos)
             return
         n += 1
         name = f"demo-{n}"
@@ -427,29 +439,37 @@ def _train_demo(cfg: Config, workdir: Path, steps: int | None, keep: bool) -> No
     console.print(
         f"Run folder: {run_dir} (log.csv, loss.png, checkpoints/; open_clip loads it as local-dir:{run_dir})"
     )
-    _eval_demo(workdir, run_dir)
+    _eval_demo(run_dir, photos)
 
 
 DEMO_NAMES = ("name", "lemmas")  # the set's class names; WordNet's lemmas as an ensemble
 DEMO_PROMPTS = ("none", "openai_imagenet")
 
 
-def _eval_demo(workdir: Path, run_dir: Path) -> None:
+def _demo_evalset(workdir: Path) -> Path | None:
+    """GCompris' photos as a wds folder in the demo's workdir, built once; None without the package."""
+    from kgclip.eval.gcompris import RCC_DIR, write_gcompris
+
+    if not RCC_DIR.is_dir():
+        console.print(f"\ndemo: evaluation skipped: no {RCC_DIR} (apt-get install gcompris-qt-data)")
+        return None
+    photos = workdir / "evalsets" / "gcompris"
+    if not (photos / "test" / "nshards.txt").is_file():
+        write_gcompris(photos)
+    return photos
+
+
+def _eval_demo(run_dir: Path, photos: Path | None) -> None:
     """Zero-shot on real photos the demo never trained on (GCompris' animals, disjoint from the Tux
     Paint corpus), with chance beside every number, then a report with plots."""
-    from kgclip.eval.gcompris import RCC_DIR, write_gcompris
     from kgclip.eval.model import load_model
     from kgclip.eval.report import collect, write_report
     from kgclip.eval.results import table
     from kgclip.eval.run import EvalOptions, default_workers, evaluate
     from kgclip.eval.wds import read_wds
 
-    if not RCC_DIR.is_dir():
-        console.print(f"\ndemo: evaluation skipped: no {RCC_DIR} (apt-get install gcompris-qt-data)")
+    if photos is None:
         return
-    photos = workdir / "evalsets" / "gcompris"
-    if not (photos / "test" / "nshards.txt").is_file():
-        write_gcompris(photos)
     spec = f"wds:{photos}"
     console.print(f"\nEvaluating {run_dir.name} zero-shot on GCompris' animal photos ({photos}):")
     opts = EvalOptions(names=DEMO_NAMES, prompts=DEMO_PROMPTS, workers=min(1, default_workers()))

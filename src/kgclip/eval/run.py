@@ -44,6 +44,7 @@ class EvalOptions:
     workers: int = 0
     ovad_prompts: str = "all"  # OVAD's own prompt sets (ovad.PROMPT_SETS); a spec's prompts= overrides it
 
+
 OVAD_METRICS = ("mAP", "head", "medium", "tail")
 RAW_TEXTS = ("texts", "none")  # a retrieval result's (names, prompts): the set's own texts, no templates
 
