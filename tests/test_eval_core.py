@@ -211,3 +211,21 @@ def test_a_set_with_a_taxonomy_gets_summed_and_direct_rank_accuracy(weights, tmp
     hits = per_colour.argmax(axis=1) == colour_of[emb.labels]
     assert ranks["genus"]["summed"]["acc1"] == pytest.approx(hits.mean())
     assert ranks["species"]["summed"]["acc1"] == pytest.approx(row["metrics"]["acc1"])
+
+
+def test_on_the_cpu_the_model_leaves_a_core_to_each_decoding_worker(monkeypatch):
+    from kgclip.eval import embed
+
+    monkeypatch.setattr(embed.os, "cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with embed._threads_beside(1, torch.device("cpu")):
+            assert torch.get_num_threads() == 3
+        with embed._threads_beside(0, torch.device("cpu")):
+            assert torch.get_num_threads() == 4  # no workers: every core computes
+        with embed._threads_beside(6, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 4  # given back
+    finally:
+        torch.set_num_threads(before)

@@ -12,8 +12,10 @@ instead of running the image tower.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -191,7 +193,7 @@ def _compute(m: EvalModel, evalset: EvalSet, batch_size: int, workers: int) -> I
     texts: list[list[str]] = []
     skipped: list[str] = []
     began = time.perf_counter()
-    with torch.inference_mode(), autocast(m.device):
+    with torch.inference_mode(), autocast(m.device), _threads_beside(workers, m.device):
         for batch in loader:
             skipped += batch["skipped"]
             if not batch["keys"]:
@@ -209,6 +211,19 @@ def _compute(m: EvalModel, evalset: EvalSet, batch_size: int, workers: int) -> I
         skipped=skipped,
         seconds=time.perf_counter() - began,
     )
+
+
+@contextlib.contextmanager
+def _threads_beside(workers: int, device: torch.device) -> Iterator[None]:
+    """On the CPU, the model's threads leave a core to each decoding worker while they run side by
+    side: oversubscribed cores make both wait (measured in benchmarks/eval_vs_clip_benchmark.py)."""
+    before = torch.get_num_threads()
+    if device.type == "cpu" and workers:
+        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _encode_pixels(m: EvalModel, pixels: torch.Tensor) -> torch.Tensor:
