@@ -89,27 +89,30 @@ def table(results: Sequence[dict[str, Any]]) -> Table:
 
 def retrieval_table(results: Sequence[dict[str, Any]]) -> Table:
     """One row per retrieval result: every recall@k with chance beside it."""
-    t = Table(title="zero-shot retrieval (recall@k; text->image is image retrieval)")
-    metrics = list(dict.fromkeys(m for r in results for m in r["metrics"]))
-    for column in ("set", "images", "texts", *metrics):
-        t.add_column(column, justify="left" if column == "set" else "right", overflow="fold")
-    for r in results:
-        k = r["kgclip"]
-        cells = [_with_chance(r["metrics"].get(m), k["chance"].get(m)) for m in metrics]
-        t.add_row(r["dataset"], f"{k['images']:,}", f"{k['texts']:,}", *cells)
-    return t
+    title = "zero-shot retrieval (recall@k; text->image is image retrieval)"
+    return _metric_table(title, results, ("images", "texts"))
 
 
 def ovad_table(results: Sequence[dict[str, Any]]) -> Table:
     """One row per OVAD result: mAP and the head/medium/tail means with chance beside them."""
-    t = Table(title="OVAD attributes (box-oracle mAP)")
+    return _metric_table("OVAD attributes (box-oracle mAP)", results, ("prompts", "boxes"))
+
+
+def _metric_table(title: str, results: Sequence[dict[str, Any]], fields: tuple[str, ...]) -> Table:
+    """The set, the given `kgclip` fields (numbers right-aligned), then every metric with its chance."""
+    t = Table(title=title)
     metrics = list(dict.fromkeys(m for r in results for m in r["metrics"]))
-    for column in ("set", "prompts", "boxes", *metrics):
-        t.add_column(column, justify="right" if column == "boxes" else "left", overflow="fold")
+    t.add_column("set", overflow="fold")
+    for key in fields:
+        numeric = bool(results) and isinstance(results[0]["kgclip"][key], int)
+        t.add_column(key, justify="right" if numeric else "left", overflow="fold")
+    for m in metrics:
+        t.add_column(m, overflow="fold")
     for r in results:
         k = r["kgclip"]
+        given = [f"{k[key]:,}" if isinstance(k[key], int) else str(k[key]) for key in fields]
         cells = [_with_chance(r["metrics"].get(m), k["chance"].get(m)) for m in metrics]
-        t.add_row(r["dataset"], k["prompts"], f"{k['boxes']:,}", *cells)
+        t.add_row(r["dataset"], *given, *cells)
     return t
 
 
