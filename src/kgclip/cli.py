@@ -233,12 +233,6 @@ def train(
     cfg = load(config)
     if steps is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": steps})})
-    photos = _demo_evalset(workdir)
-    if photos is not None:  # validation during training gives the report its curve
-        every = max(1, (cfg.train.max_steps or 1) // 3)
-        checks = {"eval_sets": [f"wds:{photos}"], "eval_every_steps": every, "eval_names": ["lemmas"]}
-        checks["eval_prompts"] = ["openai_imagenet"]
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=checks)})
     run_dir = _train(cfg, workdir, run or _run_name(cfg), resume=resume, data=data)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         console.print(f"train: done; run folder {run_dir}")
