@@ -270,3 +270,15 @@ def test_entities_table_errors(tmp_path):
     pq.write_table(pa.table({"wordnet": ["n02084071"], "name": ["dog"]}), tmp_path / "entities.parquet")
     with pytest.raises(ClassTextsError, match=r"not an entities table .*aliases"):
         KGNames.load(tmp_path)
+
+
+def test_default_prompts_are_the_sets_own_else_the_openai_templates():
+    from kgclip.eval.classtexts import load_templates
+    from kgclip.eval.sets import CLASSIFICATION, ClassInfo, EvalSet
+
+    def evalset(templates: tuple[str, ...]) -> EvalSet:
+        return EvalSet("s", CLASSIFICATION, [ClassInfo("cat")], lambda: iter(()), "fp", "here", templates)
+
+    assert load_templates("default", evalset(("a {c} here.",))) == ("set", ("a {c} here.",))
+    label, templates = load_templates("default", evalset(()))
+    assert label == "openai_imagenet" and len(templates) == 80

@@ -260,7 +260,10 @@ def _train(cfg: Config, workdir: Path, run: str, *, resume: bool = False, data: 
 
 
 EVAL_NAMES = "class-name style(s): name, lemma, lemmas, common, scientific, taxonomic, scicom"
-EVAL_PROMPTS = "prompt set(s): set (the set's own), none, openai_imagenet, simple_imagenet, inat, cub, a file"
+EVAL_PROMPTS = (
+    "prompt set(s): default (the set's own, else openai_imagenet), set, none, openai_imagenet, "
+    "simple_imagenet, inat, cub, a file"
+)
 
 
 @app.command("eval")
@@ -313,7 +316,7 @@ def eval_(
     loaded = load_model(model_or_run, model, device)
     opts = EvalOptions(
         names=names or ("name",),
-        prompts=prompts or ("set",),
+        prompts=prompts or ("default",),
         workdir=workdir,
         out=out,
         cache=cache,

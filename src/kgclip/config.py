@@ -683,7 +683,8 @@ class TrainConfig(Section):
     )
     eval_names: list[str] = Field(default_factory=lambda: ["name"], description="class-name styles")
     eval_prompts: list[str] = Field(
-        default_factory=lambda: ["set"], description="prompt sets (`set`: the set's own templates)"
+        default_factory=lambda: ["default"],
+        description="prompt sets (`default`: the set's own templates, else the 80 OpenAI ones)",
     )
     captions: CaptionsConfig = Field(default_factory=CaptionsConfig)
 

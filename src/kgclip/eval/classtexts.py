@@ -24,7 +24,8 @@ from kgclip.kg.wordnet import UnknownSynset, WordNet, open_wordnet
 from kgclip.kg.wordnet_select import query_string
 
 STYLES = ("name", "lemma", "lemmas", "common", "scientific", "taxonomic", "scicom")
-PROMPT_SETS = ("none", "openai_imagenet", "simple_imagenet", "inat", "cub", "set")
+PROMPT_SETS = ("none", "openai_imagenet", "simple_imagenet", "inat", "cub", "default", "set")
+DEFAULT_FALLBACK = "openai_imagenet"  # what `default` means for a set without templates (CLIP_benchmark's)
 PLACEHOLDER = "{c}"
 ENTITIES_FILE = "entities.parquet"
 _ENTITY_COLUMNS = ("wordnet", "name", "aliases", "wikidata", "taxon_name", "common_names")
@@ -117,10 +118,14 @@ def read_entities(path: Path) -> dict[str, KGEntry]:
 
 
 def load_templates(prompts: str, evalset: EvalSet | None = None) -> tuple[str, tuple[str, ...]]:
-    """(label, templates) of a prompt set: a bundled name, `set` (the set's own), or a template file.
+    """(label, templates) of a prompt set: a bundled name, `set` (the set's own), `default` (the set's
+    own if it has any, else the 80 OpenAI templates, as CLIP_benchmark falls back to ImageNet's), or a
+    template file. The label names what was used, so `default` never appears in a result.
 
     Bundled names win over a file of the same name in the current folder.
     """
+    if prompts == "default":
+        prompts = "set" if evalset is not None and evalset.templates else DEFAULT_FALLBACK
     if prompts == "set":
         return "set", _set_templates(evalset)
     if prompts in PROMPT_SETS:

@@ -36,7 +36,7 @@ from kgclip.progress import console
 @dataclass
 class EvalOptions:
     names: Sequence[str] = ("name",)
-    prompts: Sequence[str] = ("set",)
+    prompts: Sequence[str] = ("default",)
     workdir: Path | None = None  # a harvest whose entities.parquet adds KG names
     out: Path | None = None  # results folder; a run's default is RUN/eval
     cache: Path | None = None  # embedding cache; a run's default is RUN/eval/cache
