@@ -43,6 +43,7 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kgclip.audit import AuditError
         from kgclip.curate.decontam import DecontamError
         from kgclip.eval.classtexts import ClassTextsError
         from kgclip.eval.sets import EvalSetError
@@ -77,6 +78,7 @@ def friendly(fn: F) -> F:
             TrainError,
             EvalSetError,
             ClassTextsError,
+            AuditError,
         )
         try:
             return fn(*args, **kwargs)
@@ -727,6 +729,47 @@ def report(
     except (ReportError, EvalSetError) as exc:
         raise UserError(str(exc)) from None
     console.print(f"report: {len(results)} results; {len(written)} files in {out} (open {written[0]})")
+
+
+@app.command()
+@friendly
+def audit(
+    workdir: Annotated[Path, typer.Argument(help="work directory of a harvest")],
+    sample: Annotated[
+        int | None, typer.Option("--sample", min=1, help="draw this many (picture, entity) links to mark")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="the draw's seed")] = 0,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="the audit CSV to write (--sample)")] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="where the pictures go (default: OUT-STEM_images/)")
+    ] = None,
+    exclude: Annotated[
+        list[Path] | None, typer.Option("--exclude", help="an earlier audit CSV: do not draw its links again")
+    ] = None,
+    score: Annotated[
+        Path | None, typer.Option("--score", help="a marked audit CSV: report precision on WORKDIR")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the score as JSON")] = None,
+) -> None:
+    """Draw (picture, entity) links for a person to mark correct or wrong, or score the marks."""
+    from kgclip import audit as audit_mod
+
+    if (sample is None) == (score is None):
+        raise UserError("give either --sample N (with -o audit.csv) or --score audit.csv")
+    if sample is not None:
+        if out is None:
+            raise UserError("--sample needs -o audit.csv")
+        written, population = audit_mod.draw(workdir, sample, seed, out, exclude or [], images)
+        console.print(
+            f"audit: {written} of {population} links (seed {seed}) in {out}; mark each correct or wrong"
+        )
+        return
+    assert score is not None
+    result = audit_mod.score(workdir, score)
+    for line in audit_mod.describe(result):
+        typer.echo(line)
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2))
 
 
 @config_app.command("list")
