@@ -95,7 +95,7 @@ def draw(
     _refuse_marked(out)
     skip = {row["link_id"] for path in exclude for row in read_csv(path)}
     population = [link for link in links(read_samples(workdir)) if link.id not in skip]
-    chosen = random.Random(seed).sample(population, min(n, len(population)))
+    chosen = choose(population, n, seed)
     entities = {e.id: e for e in read_records(workdir / "entities.parquet", Entity)}
     queries = {q.query_id: q for q in read_records(workdir / "queries.parquet", Query)}
     images = images if images is not None else out.with_name(f"{out.stem}_images")
@@ -110,6 +110,12 @@ def draw(
         rows.append(_row(link, entities, queries, meta, _relative(picture, out.parent)))
     write_csv(out, rows)
     return len(rows), len(population)
+
+
+def choose(population: list[Link], n: int, seed: int) -> list[Link]:
+    """`n` links drawn uniformly without replacement: each link, not each picture, is equally likely,
+    so a picture linked to three entities is three times as likely to appear as one linked to one."""
+    return random.Random(seed).sample(population, min(n, len(population)))
 
 
 def _refuse_marked(out: Path) -> None:
@@ -296,10 +302,14 @@ class Score:
         }
 
 
-def score(workdir: Path, audit: Path) -> Score:
-    """Score the marks of `audit`; the links are looked up in `workdir` by link id, so the audit of
-    an earlier harvest scores a later one ("after") on the same set."""
-    existing = {link.id for link in links(read_samples(workdir))}
+def link_ids(workdir: Path) -> set[str]:
+    """The ids of every link a harvest has now."""
+    return {link.id for link in links(read_samples(workdir))}
+
+
+def score(audit: Path, existing: set[str]) -> Score:
+    """Score the marks of `audit`; each link is looked up in `existing` (`link_ids` of a work
+    directory) by id, so the audit of an earlier harvest scores a later one ("after") on the same set."""
     result = Score()
     for row in read_csv(audit):
         result.rows += 1

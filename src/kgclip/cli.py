@@ -765,7 +765,7 @@ def audit(
         )
         return
     assert score is not None
-    result = audit_mod.score(workdir, score)
+    result = audit_mod.score(score, audit_mod.link_ids(workdir))
     for line in audit_mod.describe(result):
         typer.echo(line)
     if json_out is not None:
