@@ -35,7 +35,7 @@ DATA = Path(__file__).parent / "data" / "audit"
 HAND_AUDIT = DATA / "demo-before-seed1.csv"
 DOCS = Path(__file__).parents[1] / "docs" / "audit.md"
 
-# sample key -> (entities, query kind of each): one picture has three entities, the others one
+# sample key -> its entities: one picture has three, the others one
 HARVEST = {
     "000000000": ["wn:koala", "wn:marsupial", "wn:mammal"],
     "000000001": ["wn:apple"],
