@@ -285,3 +285,66 @@ def test_hand_audit_scores_as_docs_state():
     assert (result["correct"], result["correct"] + result["wrong"]) == (correct, total)
     assert round(100 * result["precision"], 1) == percent
 
+
+
+# --- the card's "Ambiguous queries" section -----------------------------------------------------
+
+
+def _card(tmp_path: Path, queries_path: Path) -> str:
+    from kgclip.curate.card import ambiguity_summary, write_card
+
+    summary = ambiguity_summary(queries_path, tmp_path / "rejects" / "queries.parquet")
+    write_card(tmp_path / "card", "t", [], [], {}, {}, {}, {}, Counter(), summary)
+    return (tmp_path / "card" / "README.md").read_text()
+
+
+def test_card_says_when_the_harvest_recorded_no_ambiguity(tmp_path):
+    path = tmp_path / "queries.parquet"
+    write_records(path, [Query("q1", "entity", "chess", "wn:chess", None, QueryParams())], Query)
+    card = _card(tmp_path, path)
+    assert "## Ambiguous queries\n\nNot recorded: this harvest's `queries.parquet` has no `ambiguity`" in card
+
+
+def test_card_counts_ambiguous_queries_by_decision_with_examples(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kgclip.tables import Rejected
+
+    rows = [
+        ("hobby falcon", "hobby", "out_of_domain", "qualified", ["wn:n00431125 hobby: a pastime"]),
+        ("chess grass", "chess", "out_of_domain", "qualified", ["wn:n00502415 chess: a board game"]),
+        ("koala", None, "none", "unambiguous", []),
+        ("lion", None, "none", "unambiguous", []),
+        ("drum", None, "both", "kept", ["wn:n03249569 drum: a percussion instrument"]),
+    ]
+    schema = Query.SCHEMA
+    for name, typ in (("original_text", pa.string()), ("ambiguity", pa.string()), ("decision", pa.string()),
+                      ("senses", pa.list_(pa.string()))):  # fmt: skip
+        schema = schema.append(pa.field(name, typ))
+    table = pa.Table.from_pylist(
+        [
+            {"query_id": f"q{i}", "kind": "entity", "text": t, "entity_id": "wn:x", "attribute": None,
+             "params": {"or_terms": [], "exclude_terms": [], "photo_only": False},
+             "original_text": o, "ambiguity": a, "decision": d, "senses": s}
+            for i, (t, o, a, d, s) in enumerate(rows)
+        ],
+        schema=schema,
+    )  # fmt: skip
+    pq.write_table(table, tmp_path / "queries.parquet")
+    (tmp_path / "rejects").mkdir()
+    write_records(
+        tmp_path / "rejects" / "queries.parquet",
+        [
+            Rejected("queries", "wn:giant", "ambiguous", "'giant' also names: a very large person"),
+            Rejected("queries", "wn:box", "homonym", "'box' goes to box.n.01"),
+        ],
+        Rejected,
+    )
+    card = _card(tmp_path, tmp_path / "queries.parquet")
+    assert "3 of 5 kept queries name something else too; 1 were dropped for it (ambiguous 1)" in card
+    assert "| entity | out_of_domain | qualified | 2 |" in card
+    assert "| entity | none | unambiguous | 2 |" in card and "| entity | both | kept | 1 |" in card
+    assert "- 'chess' → 'chess grass' (also: wn:n00502415 chess: a board game)" in card
+    assert "- ambiguous: 'giant' also names: a very large person" in card
+    assert "box.n.01" not in card  # an in-domain homonym that went to the first synset is not counted here

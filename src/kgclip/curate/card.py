@@ -3,7 +3,8 @@
 Everything on the card is computed from the curate stage's own tables, so it always describes the
 shards beside it: counts per root, natural type and entity (with a histogram of pictures per
 entity and the per-entity counts before and after balancing in `entity_counts.csv`), text kinds,
-licences, every rejection reason, and the duplicate and decontamination figures.
+licences, every rejection reason, the duplicate and decontamination figures, and how the query
+builder handled names that mean more than one thing (`ambiguity_summary`, from the queries tables).
 
 The card is byte-identical for identical inputs in any process: every ranking breaks ties by key
 (`_ranked`), never by insertion order, which for counts gathered from sets follows the per-process
@@ -14,13 +15,62 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kgclip.tables import Entity, NaturalType, Query, Rejected, Sample
+import pyarrow.parquet as pq
+
+from kgclip.tables import Entity, NaturalType, Query, Rejected, Sample, read_records
 from kgclip.workdir import atomic_path, atomic_write_bytes
 
 TOP = 20
+EXAMPLES = 5
+AMBIGUITY_COLUMNS = ("kind", "text", "original_text", "ambiguity", "decision", "senses")
+DROPPED_AMBIGUOUS = ("ambiguous", "judged_not_in_domain")  # rejects/queries.parquet reasons
+
+
+@dataclass
+class Ambiguity:
+    """What the queries stage recorded about ambiguous query strings; `recorded` is False for a
+    harvest made before it recorded any (queries.parquet has no `ambiguity` column)."""
+
+    recorded: bool
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (kind, ambiguity, decision)
+    examples: list[str] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)  # by reason
+    dropped_examples: list[str] = field(default_factory=list)
+
+
+def ambiguity_summary(queries_path: Path, rejects_path: Path) -> Ambiguity:
+    """Counts by query kind, ambiguity and decision from the queries table's own columns (read
+    directly, so a harvest made before the columns existed still gets a card that says so), and
+    the queries dropped as ambiguous from the queries stage's rejects."""
+    names = pq.read_schema(queries_path).names
+    if "ambiguity" not in names:
+        return Ambiguity(recorded=False)
+    rows = pq.read_table(queries_path, columns=[c for c in AMBIGUITY_COLUMNS if c in names]).to_pylist()
+    found = Ambiguity(recorded=True)
+    for r in rows:
+        found.counts[(r["kind"], r["ambiguity"] or "none", r.get("decision") or "")] += 1
+    qualified = sorted(
+        (r for r in rows if r.get("original_text")), key=lambda r: (r["original_text"], r["text"])
+    )
+    found.examples = [_example(r) for r in qualified[:EXAMPLES]]
+    if rejects_path.is_file():
+        dropped = sorted(
+            (r for r in read_records(rejects_path, Rejected) if r.reason in DROPPED_AMBIGUOUS),
+            key=lambda r: (r.reason, r.detail, r.item),
+        )
+        found.dropped = Counter(r.reason for r in dropped)
+        found.dropped_examples = [f"{r.reason}: {r.detail}" for r in dropped[:EXAMPLES]]
+    return found
+
+
+def _example(row: dict[str, Any]) -> str:
+    senses = row.get("senses") or []
+    others = f" (also: {'; '.join(senses[:2])})" if senses else ""
+    return f"{row['original_text']!r} → {row['text']!r}{others}"
 
 
 def write_card(
@@ -33,6 +83,7 @@ def write_card(
     types: dict[str, NaturalType],
     queries: dict[str, Query],
     counts_before: Counter[str],
+    ambiguity: Ambiguity | None = None,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     per_entity = Counter(e for s in samples for e in s.entity_ids)
@@ -86,6 +137,7 @@ def write_card(
         _table(["query kind", "sample-query pairs"], _ranked(kinds)),
         "Every sample's JSON also carries its entities' names, aliases, descriptions and natural type.",
         "",
+        *_ambiguity_lines(ambiguity or Ambiguity(recorded=False)),
         "## Licences",
         "",
         _table(["licence", "pictures"], _ranked(licences)),
@@ -112,6 +164,37 @@ def write_card(
         "",
     ]
     atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())
+
+
+def _ambiguity_lines(a: Ambiguity) -> list[str]:
+    """The card's "Ambiguous queries" section: a name that also means something else (outside the
+    selected roots, or another selected entity) finds pictures of that other thing."""
+    lines = ["## Ambiguous queries", ""]
+    if not a.recorded:
+        lines += [
+            "Not recorded: this harvest's `queries.parquet` has no `ambiguity` column (it was made "
+            "before the queries stage checked names for other meanings).",
+            "",
+        ]
+        return lines
+    ambiguous = sum(n for (_, amb, _), n in a.counts.items() if amb != "none")
+    lines += [
+        f"{ambiguous:,} of {sum(a.counts.values()):,} kept queries name something else too; "
+        f"{sum(a.dropped.values()):,} were dropped for it"
+        + (f" ({', '.join(f'{k} {v:,}' for k, v in sorted(a.dropped.items()))})" if a.dropped else "")
+        + ". Queries by kind, ambiguity and decision (`queries.parquet`; dropped ones in "
+        "`rejects/queries.parquet`):",
+        "",
+        _table(
+            ["query kind", "ambiguity", "decision", "queries"],
+            [(*key, n) for key, n in sorted(a.counts.items(), key=lambda kv: (-kv[1], kv[0]))],
+        ),
+    ]
+    if a.examples:
+        lines += ["Qualified, for example:", ""] + [f"- {e}" for e in a.examples] + [""]
+    if a.dropped_examples:
+        lines += ["Dropped, for example:", ""] + [f"- {e}" for e in a.dropped_examples] + [""]
+    return lines
 
 
 def _split_line(split: dict[str, int]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from kgclip.config import Config
 from kgclip.curate.balance import balance
-from kgclip.curate.card import write_card
+from kgclip.curate.card import ambiguity_summary, write_card
 from kgclip.curate.decontam import drop_eval_copies
 from kgclip.curate.dedup import Group, group_duplicates
 from kgclip.curate.licences import filter_licences
@@ -100,6 +100,7 @@ def run(ctx: StageContext) -> StageResult:
         types,
         queries,
         balanced.entity_counts_before,
+        ambiguity_summary(ctx.path("queries.parquet"), ctx.path("rejects/queries.parquet")),
     )
     _print_summary(stats, shard_dir, sizes[TRAIN])
     summary = f"{len(samples):,} samples in {len(sizes[TRAIN])} shards under {shard_dir}"
