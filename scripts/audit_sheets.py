@@ -1,7 +1,7 @@
 """Contact sheets for marking an audit CSV by eye: 12 pictures a page, each with its row number,
 caption, linked entity and the entity's gloss written under it.
 
-    python benchmarks/audit_sheets.py tests/data/audit/demo-before-seed1.csv /tmp/sheets
+    python scripts/audit_sheets.py tests/data/audit/demo-before-seed1.csv /tmp/sheets
 
 Looking at one picture at a time is slow; a sheet shows twelve links at once, and doubtful ones are
 then opened alone (the `image` column). Used for the hand audit in docs/audit.md.
