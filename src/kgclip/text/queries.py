@@ -27,6 +27,7 @@ from kgclip.tables import (
     write_records,
 )
 from kgclip.text.filter import kept_ids
+from kgclip.text.judge import judge_stage
 
 
 def query_id(kind: str, text: str, params: QueryParams) -> str:
@@ -191,6 +192,11 @@ def run(ctx: StageContext) -> StageResult:
     types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
     attributes = list(read_records(ctx.path("attributes.parquet"), Attribute))
     queries, rejects = build(Inputs(entities, types, attributes), ctx.config.queries)
+    judge_stats = {}
+    if ctx.config.queries.judge.enabled:
+        judged = judge_stage(ctx, queries)
+        queries, judge_stats = judged.kept, {"judge": judged.stats}
+        rejects = sorted(rejects + judged.rejected, key=lambda r: (r.item, r.detail))
     write_records(ctx.path("queries.parquet"), queries, Query)
     write_records(ctx.path("rejects/queries.parquet"), rejects, Rejected)
     per_kind = Counter(q.kind for q in queries)
@@ -199,6 +205,7 @@ def run(ctx: StageContext) -> StageResult:
         "per_kind": dict(per_kind),
         "entities_with_queries": len({q.entity_id for q in queries if q.entity_id}),
         "rejects": dict(Counter(r.reason for r in rejects)),
+        **judge_stats,
     }
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(per_kind.items()))
     summary = f"{len(queries):,} queries ({kinds}) for {stats['entities_with_queries']:,} entities"
