@@ -26,9 +26,9 @@ def asked(body: dict) -> str:
 
 
 def respond(body: dict) -> str:
-    """A stand-in model: toys and flags are what a search engine returns for those words."""
+    """A stand-in model: toys, flags and heraldic griffins are what a search engine returns."""
     text = asked(body).lower()
-    if "toy" in text or "flag" in text:
+    if "toy" in text or "flag" in text or text == "griffon":
         return json.dumps({"in_domain": False, "reason": "a search returns toys and flags"})
     return json.dumps({"in_domain": True, "reason": "a dog"})
 
@@ -61,12 +61,13 @@ def judged(tmp_path_factory):
         harvest(config, wd, only="queries")
         first = srv.count
         prompt = srv.requests[0].body["messages"][0]["content"]
+        texts = {asked(r.body) for r in srv.requests}
         harvest(config, wd, only="queries")
-        yield wd, first, srv.count - first, prompt
+        yield wd, first, srv.count - first, prompt, texts
 
 
 def test_verdicts_are_applied(judged):
-    wd, _, _, _ = judged
+    wd, _, _, _, _ = judged
     queries = list(read_records(wd.path("queries.parquet"), Query))
     texts = {q.text for q in queries}
     assert "toy poodle" not in texts and "dog flag" not in texts
@@ -77,7 +78,8 @@ def test_verdicts_are_applied(judged):
         if r.reason == "judged_not_in_domain"
     ]
     assert {r.detail.split("'")[1] for r in rejects} >= {"toy poodle", "dog flag"}
-    assert all(r.detail.endswith(": a search returns toys and flags [llm:test-model]") for r in rejects)
+    assert all(": a search returns toys and flags [llm:test-model]" in r.detail for r in rejects)
+    assert {q.decision for q in queries} == {"judged_yes"}  # every kind is judged by default
     stats = wd.load_manifest()["queries"].stats
     judge = stats["judge"]
     assert judge["verdicts"]["not_in_domain"] == len({r.detail.split("'")[1] for r in rejects})
@@ -86,14 +88,30 @@ def test_verdicts_are_applied(judged):
     assert stats["queries"] == len(queries)
 
 
+def test_the_judge_reads_the_strings_after_the_kg_rules(judged):
+    """It runs after the ambiguity step: it sees "boxer dog", never the bare "boxer", and keeps
+    that step's record (original_text, senses) in the query and in the reject's detail."""
+    wd, _, _, _, texts = judged
+    assert "boxer dog" in texts and "boxer" not in texts
+    queries = {q.text: q for q in read_records(wd.path("queries.parquet"), Query)}
+    boxer = queries["boxer dog"]
+    assert (boxer.original_text, boxer.ambiguity, boxer.decision) == ("boxer", "out_of_domain", "judged_yes")
+    assert "griffon" not in queries
+    (griffon,) = [
+        r for r in read_records(wd.path("rejects/queries.parquet"), Rejected) if "'griffon'" in r.detail
+    ]
+    assert griffon.detail.startswith("'griffon' for wn:")
+    assert "[llm:test-model]; also n02112497 griffon: breed of various very small" in griffon.detail
+
+
 def test_the_prompt_names_the_roots_and_the_query(judged):
-    _, _, _, prompt = judged
+    _, _, _, prompt, _ = judged
     assert "this domain: dog (a member of the genus Canis" in prompt
     assert re.search(r'^Query: "[^"]+"$', prompt, flags=re.M)
 
 
 def test_a_rerun_is_answered_from_the_cache(judged):
-    wd, first, second, _ = judged
+    wd, first, second, _, _ = judged
     stats = wd.load_manifest()["queries"].stats["judge"]
     assert first == stats["texts"] > 300  # one request per distinct text
     assert second == 0
@@ -168,9 +186,12 @@ def test_kinds_not_configured_pass_unjudged(tmp_path):
     with ChatServer(responder=verdicts_for, api_key=None) as srv:
         got = judge(srv, tmp_path, kinds=["entity"])
         assert sorted(asked(r.body) for r in srv.requests) == ["hobby", "hobby falcon"]
-    assert [q.text for q in got.kept] == ["hobby falcon", "toy dog"]
+    assert [(q.text, q.decision) for q in got.kept] == [
+        ("hobby falcon", "judged_yes"),
+        ("toy dog", "unambiguous"),
+    ]
     assert [(r.item, r.reason, r.detail) for r in got.rejected] == [
-        (QUERIES[0].query_id, "judged_not_in_domain", "'hobby': pastimes [llm:test-model]")
+        (QUERIES[0].query_id, "judged_not_in_domain", "'hobby' for e1: pastimes [llm:test-model]")
     ]
 
 

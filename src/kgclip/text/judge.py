@@ -5,14 +5,17 @@ This is what the authors did for LivingThings-10M with their living_yes / living
 (method.md §6). It runs inside the queries stage after the KG rules, so it judges the final,
 possibly qualified strings; the KG rules stay the offline default and the judge is off unless
 `[queries.judge] enabled = true`. Each distinct text is one cached request (cache/llm.sqlite), so
-a rerun or another config with the same strings sends nothing. A text judged not in the domain
-drops its queries to rejects/queries.parquet (`judged_not_in_domain`, with the model's reason); a
-text without a valid answer keeps its queries, and the stage stats count and name it.
+a rerun or another config with the same strings sends nothing. A text judged in the domain marks
+its queries `decision = "judged_yes"` (original_text and senses stay as the KG rules set them);
+one judged not in the domain drops its queries to rejects/queries.parquet (`judged_not_in_domain`,
+with the model's reason and the senses); a text without a valid answer keeps its queries as they
+were, and the stage stats count and name it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,12 +26,13 @@ from pydantic import BaseModel, ConfigDict
 from kgclip.config import QueryJudgeConfig
 from kgclip.pipeline import StageContext
 from kgclip.progress import meter
-from kgclip.tables import Entity, Query, Rejected, read_records
+from kgclip.tables import Entity, Query, Rejected
 from kgclip.text.llm import LLM, InvalidAnswer, LLMCache, Usage
 from kgclip.text.prompting import entity_line, prompt
 
 REASON_CHARS = 160  # a reason is a few words; a rambling one is cut, not refused
 EXAMPLES = 20  # texts without a verdict named in the stats
+JUDGED_YES = "judged_yes"  # Query.decision of a query the model judged in the domain
 
 
 class Verdict(BaseModel):
@@ -97,16 +101,27 @@ async def judge_texts(
 def apply(
     queries: list[Query], judgements: dict[str, Judgement], kinds: list[str], label: str
 ) -> tuple[list[Query], list[Rejected]]:
-    """Drop the judged kinds' queries whose text was judged not in the domain; order is kept."""
+    """Drop the judged kinds' queries whose text was judged not in the domain and mark those
+    judged in it (`decision = "judged_yes"`); the others pass as they are. Order is kept."""
     kept, rejected = [], []
     for q in queries:
         verdict = judgements.get(q.text) if q.kind in kinds else None
-        if verdict is not None and verdict.in_domain is False:
-            detail = f"{q.text!r}: {verdict.reason} [{label}]"
-            rejected.append(Rejected("queries", q.query_id, "judged_not_in_domain", detail))
-        else:
+        if verdict is None or verdict.in_domain is None:
             kept.append(q)
+        elif verdict.in_domain:
+            kept.append(dataclasses.replace(q, decision=JUDGED_YES))
+        else:
+            rejected.append(
+                Rejected("queries", q.query_id, "judged_not_in_domain", reject_detail(q, verdict, label))
+            )
     return kept, rejected
+
+
+def reject_detail(q: Query, verdict: Judgement, label: str) -> str:
+    """`'text' for entity: the model's reason [llm:model]`, then the other senses the KG rules found."""
+    target = f" for {q.entity_id}" if q.entity_id else ""
+    senses = "; also " + " | ".join(q.senses) if q.senses else ""
+    return f"{q.text!r}{target}: {verdict.reason} [{label}]{senses}"
 
 
 def judge_queries(queries: list[Query], cfg: QueryJudgeConfig, domain: str, cache: LLMCache) -> Judged:
@@ -130,10 +145,11 @@ def judge_queries(queries: list[Query], cfg: QueryJudgeConfig, domain: str, cach
     return Judged(kept, rejected, judgements, stats)
 
 
-def judge_stage(ctx: StageContext, queries: list[Query]) -> Judged:
-    """The queries stage's call: the domain from the root entities, the workdir's LLM cache."""
+def judge_stage(ctx: StageContext, queries: list[Query], entities: list[Entity]) -> Judged:
+    """The queries stage's call: the domain from the root entities (of all `entities` selected),
+    the workdir's LLM cache."""
     cfg = ctx.config.queries.judge
-    domain = domain_of(list(read_records(ctx.path("entities.parquet"), Entity)), cfg.domain)
+    domain = domain_of(entities, cfg.domain)
     cache = LLMCache(ctx.path("cache/llm.sqlite"))
     try:
         return judge_queries(queries, cfg, domain, cache)
