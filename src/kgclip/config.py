@@ -243,6 +243,52 @@ class AttributesConfig(Section):
 QueryKind = Literal["entity", "entity_attribute", "type_attribute"]
 
 
+AmbiguityPolicy = Literal["qualify", "drop", "keep"]
+
+
+class AmbiguityConfig(Section):
+    """What to do with a query string that names more than its entity (docs/stages/queries.md)."""
+
+    entity: AmbiguityPolicy = "qualify"
+    entity_attribute: AmbiguityPolicy = "qualify"
+    type_attribute: AmbiguityPolicy = Field(
+        default="keep", description="the natural type is what people call it, and its attribute reads it"
+    )
+    dominant_share: float = Field(
+        default=0.75,
+        gt=0.5,
+        le=1.0,
+        description="a sense with at least this share of the string's SemCor tags is what it means bare",
+    )
+    qualifier_min_names: int = Field(
+        default=10,
+        ge=1,
+        description="an untagged hypernym qualifies when at least this many selected names end with it",
+    )
+
+
+class QueryJudgeConfig(Section):
+    """The optional LLM query judge: does a query string, read as a search engine reads it, name
+    something in the roots? Off by default; the KG rules decide offline (docs/llm.md)."""
+
+    enabled: bool = False
+    llm: LLMConfig | None = None
+    kinds: list[QueryKind] = Field(
+        default_factory=lambda: ["entity", "entity_attribute", "type_attribute"],
+        min_length=1,
+        description="which query kinds are judged; the others pass unjudged",
+    )
+    domain: str | None = Field(
+        default=None, description="the roots in words for the prompt; default: the root entities' names"
+    )
+
+    @model_validator(mode="after")
+    def _llm_given(self) -> QueryJudgeConfig:
+        if self.enabled and self.llm is None:
+            raise ValueError("enabled = true needs a [queries.judge.llm] section")
+        return self
+
+
 class QueriesConfig(Section):
     kinds: list[QueryKind] = Field(default_factory=lambda: ["entity"], min_length=1)
     entities: Literal["leaves", "all"] = Field(
@@ -259,6 +305,8 @@ class QueriesConfig(Section):
         default_factory=dict, description="budget caps, e.g. {type_attribute = 2000}: the most frequent first"
     )
     max_attribute_queries_per_entity: int | None = Field(default=None, ge=1)
+    ambiguity: AmbiguityConfig = Field(default_factory=AmbiguityConfig)
+    judge: QueryJudgeConfig = Field(default_factory=QueryJudgeConfig)
 
 
 class CorpusConfig(Section):

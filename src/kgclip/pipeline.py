@@ -117,9 +117,10 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "queries",
         "kgclip.text.queries",
-        ("queries",),
+        ("queries", "entities.wordnet.path"),
         ("entities", "filter", "types", "attributes"),
         ("queries.parquet", "rejects/queries.parquet"),
+        external=("kgclip.text.categories:harvest_wordnet_fingerprint",),
     ),
     Stage(
         "search",

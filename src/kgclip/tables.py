@@ -159,7 +159,12 @@ class QueryParams:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """One image-search query. `kind` is entity, entity_attribute or type_attribute."""
+    """One image-search query. `kind` is entity, entity_attribute or type_attribute.
+
+    `ambiguity` says whether the string also names something else (none, out_of_domain,
+    in_domain, both), `senses` lists those other senses, and `decision` what was done about it
+    (unambiguous, qualified, kept, ...); `original_text` is the string before a qualifier was added.
+    """
 
     query_id: str
     kind: str
@@ -167,6 +172,10 @@ class Query:
     entity_id: str | None
     attribute: str | None
     params: QueryParams
+    original_text: str | None = None
+    ambiguity: str = "none"
+    decision: str = "unambiguous"
+    senses: list[str] = field(default_factory=list)
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -176,6 +185,10 @@ class Query:
             ("entity_id", STR),
             ("attribute", STR),
             ("params", QUERY_PARAMS),
+            ("original_text", STR),
+            ("ambiguity", STR),
+            ("decision", STR),
+            ("senses", STRS),
         ]
     )
 

@@ -45,7 +45,17 @@ SUBSTANCE_HOLONYM = "#s"
 _WNID = re.compile(r"^n(\d{8})$")
 # A noun sense key (`lemma%1:lexfile:lexid:head:headid`) with a non-zero tag count; one pass
 # over the whole file in C is several times faster than splitting 207k lines in Python.
-_TAGGED_NOUN_SENSE = re.compile(rb"^[^ %\n]+%1:[^ \n]* (\d{8}) \d+ ([1-9]\d*)$", re.MULTILINE)
+_TAGGED_NOUN_SENSE = re.compile(rb"^([^ %\n]+)%1:[^ \n]* (\d{8}) \d+ ([1-9]\d*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Sense:
+    """One noun sense of a lemma: its synset, its 1-based place in the lemma's sense list (index.noun
+    orders senses by frequency) and how often SemCor tagged the lemma with it (index.sense)."""
+
+    offset: int
+    number: int
+    tag_count: int
 
 
 class WordNetNotFound(RuntimeError):
@@ -142,7 +152,8 @@ class WordNet:
         self._index = _read_index(self.folder / "index.noun")
         self._senses: dict[str, tuple[int, ...]] = {}
         self._synsets: dict[int, Synset] = {}
-        self._popularity: dict[int, int] | None = None
+        self._tags: dict[tuple[str, int], int] | None = None
+        self._popularity: dict[int, int] = {}
 
     def synset(self, ref: str | int) -> Synset:
         """A synset by nltk-style name (`dog.n.01`), wnid (`n02084071`), `wn:n02084071` or offset."""
@@ -231,22 +242,46 @@ class WordNet:
             self._senses[lemma] = cached
         return cached
 
+    def lemmas(self) -> list[str]:
+        """Every noun lemma of index.noun (lower-case, underscores for spaces), in file order."""
+        return [key.decode("utf-8") for key in self._index]
+
+    def noun_senses(self, lemma: str) -> tuple[Sense, ...]:
+        """Every noun sense of a lemma (any case; spaces or underscores) in sense order, with the
+        tag count of this lemma in that sense: "flag" names an emblem 31 times, the iris once."""
+        key = lemma.lower().replace(" ", "_")
+        return tuple(
+            Sense(offset, number, self.tag_count(key, offset))
+            for number, offset in enumerate(self.senses(key), start=1)
+        )
+
+    def tag_count(self, lemma: str, offset: int) -> int:
+        """SemCor tag count of one sense key: a lower-cased lemma (underscores) in one synset."""
+        return self._tag_counts().get((lemma, offset), 0)
+
     def popularity(self, offset: int) -> int:
         """SemCor tag count of the synset: the sum over its sense keys in index.sense (0 without it)."""
-        if self._popularity is None:
-            self._popularity = self._read_popularity()
+        self._tag_counts()
         return self._popularity.get(offset, 0)
 
-    def _read_popularity(self) -> dict[int, int]:
+    def _tag_counts(self) -> dict[tuple[str, int], int]:
+        if self._tags is None:
+            self._tags = self._read_tags()
+            for (_, offset), count in self._tags.items():
+                self._popularity[offset] = self._popularity.get(offset, 0) + count
+        return self._tags
+
+    def _read_tags(self) -> dict[tuple[str, int], int]:
         path = self.folder / "index.sense"
         if not path.is_file():
-            self.warnings.append(f"{path} is missing (package wordnet-sense-index): every popularity is 0")
+            self.warnings.append(
+                f"{path} is missing (package wordnet-sense-index): every popularity and tag count is 0"
+            )
             return {}
-        counts: dict[int, int] = {}
-        for offset, count in _TAGGED_NOUN_SENSE.findall(path.read_bytes()):
-            key = int(offset)
-            counts[key] = counts.get(key, 0) + int(count)
-        return counts
+        return {
+            (lemma.decode("utf-8"), int(offset)): int(count)
+            for lemma, offset, count in _TAGGED_NOUN_SENSE.findall(path.read_bytes())
+        }
 
     def hyponym_closure(self, synset: Synset, instances: bool = False) -> Iterator[Synset]:
         """Every synset below `synset` once, depth first in file order (the synset itself excluded)."""

@@ -1,13 +1,17 @@
 """The queries stage: image-search query strings from entities (and, later, attributes).
 
-A query string must point at one entity. When several entities share a name ("crane" the
-bird, "crane" the plant genus), the method gives it to the alphabetically first synset name,
-which puts the `.n.01` sense first; the other claimants keep their remaining names.
+A query string must point at one entity. A string that also names something else, outside
+the selection ("hobby": a pastime) or inside it ("coney": a rabbit and a hyrax), is qualified,
+dropped or kept as `queries.ambiguity` says per kind (text/ambiguity.py). Strings still shared
+after that (kept homonyms, entities without a synset) go, as in the method, to the
+alphabetically first synset name, which puts the `.n.01` sense first; the other claimants keep
+their remaining names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +30,10 @@ from kgclip.tables import (
     read_records,
     write_records,
 )
+from kgclip.text.ambiguity import IN_DOMAIN, NONE, UNAMBIGUOUS, Homonyms
+from kgclip.text.categories import harvest_wordnet
 from kgclip.text.filter import kept_ids
+from kgclip.text.judge import judge_stage
 
 
 def query_id(kind: str, text: str, params: QueryParams) -> str:
@@ -54,30 +61,92 @@ def _homonym_key(entity: Entity) -> str:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What query builders read: the kept entities, their types and their attributes."""
+    """What query builders read: the kept entities, their types and their attributes, and the
+    homonym judge (None: strings are not checked, as for a harvest without WordNet)."""
 
     entities: list[Entity]
     types: dict[str, NaturalType]
     attributes: list[Attribute] = field(default_factory=list)
+    homonyms: Homonyms | None = None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A query string after the ambiguity policy: the Query columns that record the decision."""
+
+    text: str
+    original_text: str | None = None
+    ambiguity: str = NONE
+    decision: str = "unambiguous"
+    senses: list[str] = field(default_factory=list)
+
+    def query(self, kind: str, entity_id: str | None, attribute: str | None, params: QueryParams) -> Query:
+        return Query(
+            query_id(kind, self.text, params),
+            kind,
+            self.text,
+            entity_id,
+            attribute,
+            params,
+            self.original_text,
+            self.ambiguity,
+            self.decision,
+            list(self.senses),
+        )
+
+
+def qualified(text: str, name: str, qualifier: str) -> str:
+    """The qualifier right after the name it tells apart: "hobby falcon", "hobby falcon in flight"."""
+    match = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, flags=re.IGNORECASE)
+    if match is None:
+        return f"{text} {qualifier}"
+    return f"{text[: match.end()]} {qualifier}{text[match.end() :]}"
+
+
+def read_as(
+    kind: str, text: str, name: str, entity: Entity, inp: Inputs, cfg: QueriesConfig
+) -> Reading | Rejected:
+    """Apply the kind's ambiguity policy to `text`, in which `name` names `entity`."""
+    verdict = inp.homonyms.verdict(entity, name) if inp.homonyms is not None else UNAMBIGUOUS
+    if verdict.ambiguity == NONE:
+        return Reading(text)
+    policy = getattr(cfg.ambiguity, kind)
+    # Selected synsets that nothing tells apart (two echidnas) are near kin: the method's rule
+    # (the first synset name takes the string) does less harm than losing the name.
+    unqualifiable_kin = verdict.qualifier is None and verdict.ambiguity == IN_DOMAIN
+    if policy == "keep" or (policy == "qualify" and unqualifiable_kin):
+        return Reading(text, None, verdict.ambiguity, "kept", verdict.senses)
+    if policy == "qualify" and verdict.qualifier is not None:
+        text_q = qualified(text, name, verdict.qualifier)
+        return Reading(text_q, text, verdict.ambiguity, "qualified", verdict.senses)
+    why = "no term in the graph tells it apart; " if policy == "qualify" else ""
+    detail = f"{text!r} ({verdict.ambiguity}): {why}also " + " | ".join(verdict.senses)
+    return Rejected("queries", entity.id, "ambiguous", detail)
 
 
 def entity_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]:
     chosen = [e for e in inp.entities if cfg.entities == "all" or e.is_leaf]
-    claims: dict[str, list[tuple[str, Entity, str]]] = defaultdict(list)
+    claims: dict[str, list[tuple[str, Entity, Reading]]] = defaultdict(list)
+    rejects: list[Rejected] = []
     for entity in sorted(chosen, key=lambda e: e.id):
         for text in _strings(entity, cfg):
-            claims[text.lower()].append((_homonym_key(entity), entity, text))
+            reading = read_as("entity", text, text, entity, inp, cfg)
+            if isinstance(reading, Rejected):
+                rejects.append(reading)
+            else:
+                claims[reading.text.lower()].append((_homonym_key(entity), entity, reading))
     queries: list[Query] = []
-    rejects: list[Rejected] = []
     for claimants in claims.values():
         claimants.sort(key=lambda c: c[0])
-        _, winner, text = claimants[0]
+        _, winner, reading = claimants[0]
         for key, loser, _ in claimants[1:]:
             rejects.append(
-                Rejected("queries", loser.id, "homonym", f"{text!r} goes to {claimants[0][0]}, not {key}")
+                Rejected(
+                    "queries", loser.id, "homonym", f"{reading.text!r} goes to {claimants[0][0]}, not {key}"
+                )
             )
-        params = _entity_params(text, inp.types.get(winner.id), cfg)
-        queries.append(Query(query_id("entity", text, params), "entity", text, winner.id, None, params))
+        params = _entity_params(reading.text, inp.types.get(winner.id), cfg)
+        queries.append(reading.query("entity", winner.id, None, params))
     return queries, rejects
 
 
@@ -105,7 +174,11 @@ def entity_attribute_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Quer
             rejects.append(Rejected("queries", entity.id, "budget_per_entity", attr.query))
             continue
         per_entity[entity.id] += 1
-        text = attr.query
+        reading = _attribute_reading(attr.query, entity, inp, cfg)
+        if isinstance(reading, Rejected):
+            rejects.append(reading)
+            continue
+        text = reading.text
         names = [
             entity.name,
             *entity.aliases,
@@ -114,17 +187,17 @@ def entity_attribute_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Quer
         ]
         or_terms = list(dict.fromkeys(n.lower() for n in names if n and n.lower() not in text.lower()))
         params = QueryParams(or_terms, list(cfg.exclude_terms), cfg.photo_only)
-        queries.append(
-            Query(
-                query_id("entity_attribute", text, params),
-                "entity_attribute",
-                text,
-                entity.id,
-                attr.attribute,
-                params,
-            )
-        )
+        queries.append(reading.query("entity_attribute", entity.id, attr.attribute, params))
     return queries, rejects
+
+
+def _attribute_reading(text: str, entity: Entity, inp: Inputs, cfg: QueriesConfig) -> Reading | Rejected:
+    """The policy applied to the longest of the entity's names in an attribute query, if any is there."""
+    lowered = f" {' '.join(text.lower().split())} "
+    inside = [n for n in (entity.name, *entity.aliases) if f" {n.lower()} " in lowered]
+    if not inside:
+        return Reading(text)
+    return read_as("entity_attribute", text, max(inside, key=len), entity, inp, cfg)
 
 
 PART_CATEGORIES = {"Body parts", "Plant parts", "Parts"}
@@ -144,20 +217,32 @@ def type_attribute_queries(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query]
     """Type-attribute queries counted over all entities, the most frequent first."""
     counts: Counter[tuple[str, str]] = Counter()
     attribute_of: dict[str, str] = {}
+    type_of: dict[str, NaturalType] = {}
     for attr in inp.attributes:
         ntype = inp.types.get(attr.entity_id)
         text = type_attribute_text(attr.attribute, attr.category, ntype.type_name) if ntype else None
         if text is not None:
             counts[(text, ntype.type_name)] += 1  # type: ignore[union-attr]
             attribute_of.setdefault(text, attr.attribute.lower())
+            type_of.setdefault(text, ntype)  # type: ignore[arg-type]
     params = QueryParams([], list(cfg.exclude_terms), cfg.photo_only)
-    queries = [
-        Query(
-            query_id("type_attribute", text, params), "type_attribute", text, None, attribute_of[text], params
-        )
-        for (text, _), _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    ]
-    return queries, []
+    queries: list[Query] = []
+    rejects: list[Rejected] = []
+    for (text, _), _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        reading = _type_reading(text, type_of[text], inp, cfg)
+        if isinstance(reading, Rejected):
+            rejects.append(reading)
+        else:
+            queries.append(reading.query("type_attribute", None, attribute_of[text], params))
+    return queries, rejects
+
+
+def _type_reading(text: str, ntype: NaturalType, inp: Inputs, cfg: QueriesConfig) -> Reading | Rejected:
+    """The policy applied to the type's name, when the type is an entity the judge knows."""
+    type_entity = inp.homonyms.by_id.get(ntype.type_id) if inp.homonyms is not None else None
+    if type_entity is None:
+        return Reading(text)
+    return read_as("type_attribute", text, ntype.type_name, type_entity, inp, cfg)
 
 
 Builder = Callable[[Inputs, QueriesConfig], tuple[list[Query], list[Rejected]]]
@@ -185,12 +270,33 @@ def build(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]
     return list(queries.values()), sorted(rejects, key=lambda r: (r.item, r.detail))
 
 
+def ambiguity_stats(queries: list[Query], rejects: list[Rejected]) -> dict[str, dict[str, int]]:
+    """Per kind, how many queries were found ambiguous and what was done: qualified, kept, dropped."""
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    for q in queries:
+        if q.ambiguity != NONE:
+            out[q.kind][q.ambiguity] += 1
+            out[q.kind][q.decision] += 1
+    dropped = Counter(r.item for r in rejects if r.reason == "ambiguous")
+    if dropped:
+        out["dropped"]["queries"] = sum(dropped.values())
+    return {kind: dict(sorted(c.items())) for kind, c in sorted(out.items())}
+
+
 def run(ctx: StageContext) -> StageResult:
     kept = kept_ids(ctx)
-    entities = [e for e in read_records(ctx.path("entities.parquet"), Entity) if e.id in kept]
+    selected = list(read_records(ctx.path("entities.parquet"), Entity))
+    entities = [e for e in selected if e.id in kept]
     types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
     attributes = list(read_records(ctx.path("attributes.parquet"), Attribute))
-    queries, rejects = build(Inputs(entities, types, attributes), ctx.config.queries)
+    wn = harvest_wordnet(ctx.config)
+    homonyms = Homonyms(wn, selected, types, ctx.config.queries.ambiguity) if wn is not None else None
+    queries, rejects = build(Inputs(entities, types, attributes, homonyms), ctx.config.queries)
+    judge_stats = {}
+    if ctx.config.queries.judge.enabled:
+        judged = judge_stage(ctx, queries, selected)
+        queries, judge_stats = judged.kept, {"judge": judged.stats}
+        rejects = sorted(rejects + judged.rejected, key=lambda r: (r.item, r.detail))
     write_records(ctx.path("queries.parquet"), queries, Query)
     write_records(ctx.path("rejects/queries.parquet"), rejects, Rejected)
     per_kind = Counter(q.kind for q in queries)
@@ -199,6 +305,8 @@ def run(ctx: StageContext) -> StageResult:
         "per_kind": dict(per_kind),
         "entities_with_queries": len({q.entity_id for q in queries if q.entity_id}),
         "rejects": dict(Counter(r.reason for r in rejects)),
+        "ambiguity": ambiguity_stats(queries, rejects),
+        **judge_stats,
     }
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(per_kind.items()))
     summary = f"{len(queries):,} queries ({kinds}) for {stats['entities_with_queries']:,} entities"
