@@ -101,9 +101,14 @@ def test_all_three_query_kinds(llm_run):
     assert "brown dog" in type_attr and "dog tail" in type_attr
     attrs = {(a.entity_id, a.query): a for a in read_records(wd.path("attributes.parquet"), Attribute)}
     entity_attr = [q for q in queries if q.kind == "entity_attribute"]
-    assert len(entity_attr) == len(attrs)
+    rejects = read_records(wd.path("rejects/queries.parquet"), Rejected)
+    dropped = {(r.item, r.detail.split(" (")[0]) for r in rejects if r.reason == "ambiguous"}
+    for entity_id, text in attrs:  # each attribute is a query, or dropped as ambiguous with its reason
+        made = any(q.entity_id == entity_id and text in (q.text, q.original_text) for q in entity_attr)
+        assert made or (entity_id, repr(text)) in dropped, text
+    assert len(entity_attr) + len({d for d in dropped if (d[0], d[1][1:-1]) in attrs}) == len(attrs)
     for q in entity_attr:
-        attr = attrs[(q.entity_id, q.text)]
+        attr = attrs[(q.entity_id, q.original_text or q.text)]
         assert q.attribute == attr.attribute
         assert not any(term in q.text.lower() for term in q.params.or_terms)  # names not already there
 
