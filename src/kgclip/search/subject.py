@@ -100,6 +100,9 @@ ADJECTIVES = _wordset(
     "smooth rough poisonous venomous dangerous friendly hungry sleepy busy lonely common "
     "tropical arctic northern southern eastern western freshwater marine whole single double "
     "native new modern ancient very really quite so too "
+    # places, when a caption writes them in lower case ("A european bear")
+    "european american african asian australian indian chinese japanese mexican canadian "
+    "siberian himalayan alpine "
     # numbers ("a four leaf clover")
     "one two three four five six seven eight nine ten"
 )
