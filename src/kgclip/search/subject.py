@@ -54,9 +54,12 @@ DETERMINERS = _wordset(
     "a an the some any this that these those my your our their his her its another every each "
     "one two three four five six seven eight nine ten twelve several many few"
 )
+# "A pair of cherries", "A photo of a koala": the subject comes after "of".
 PARTITIVES = _wordset(
     "pair couple bunch cluster head string slice piece quarter half cup glass bowl basket bag "
-    "handful group flock herd swarm school pod plant baby"
+    "handful group flock herd swarm school pod plant baby "
+    "photo photograph picture image drawing illustration painting portrait sketch view closeup "
+    "close-up shot snapshot"
 )
 # Words that end the phrase: prepositions, conjunctions that start a clause, verbs and pronouns
 # seen after a caption's subject.
