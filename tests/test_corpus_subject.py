@@ -48,6 +48,7 @@ SUBJECTS = [
     ("A hibiscus flower.", "hibiscus flower", {"hibiscus", "flower", "hibiscus flower"}, set()),
     ("Red plastic flower.", "Red plastic flower", {"plastic flower"}, {"flower", "plastic"}),
     ("A fox cub in snow.", "fox cub", {"fox", "cub", "fox cub"}, {"snow"}),
+    ("A toy fox cub.", "toy fox cub", {"toy fox cub"}, {"fox", "cub", "fox cub"}),
     ("A pair of cherries.", "cherries", {"cherries"}, {"pair"}),
     ("The baby of a gnu.", "gnu", {"gnu"}, {"baby"}),
     ("A baby sheep (a lamb).", "baby sheep", {"sheep", "lamb"}, {"baby"}),
@@ -137,6 +138,13 @@ def test_subject_first_ranks_subject_matches_above_mentions(index):
 
 
 def test_folder_categories_match_only_when_configured(index):
+    corpus = parse({"name": "t", "search": {"corpus": {"source": "/x"}}}).search.corpus
+    assert corpus is not None and (corpus.match, corpus.match_categories) == ("subject", False)
+    backend = CorpusBackend(index)  # the defaults
+    try:
+        assert backend.search_now(q("pet"), 20).results == []
+    finally:
+        backend.close()
     for match in ("subject", "subject_first", "anywhere"):
         assert captions(index, "pet", match) == []
         assert captions(index, "hobby", match) == []

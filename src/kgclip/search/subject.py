@@ -286,7 +286,7 @@ def _keys(phrase: list[Word], initial: int) -> list[str]:
     words = [t for t, _ in tokens]
     head_cap = tokens[-1][1].capitalised and tokens[-1][1].start != initial
     transparent = [_transparent(t, w, head_cap, initial) for t, w in tokens]
-    artefact = next((i for i, t in enumerate(words) if t in ARTEFACTS), None)
+    artefact = any(t in ARTEFACTS for t in words)
     heads = [len(words) - 1]
     while heads[-1] > 0 and words[heads[-1]] in CLASSIFIERS:
         before = heads[-1] - 1  # "hibiscus" of "hibiscus flower"; not "yellow" or "plastic"
@@ -296,10 +296,8 @@ def _keys(phrase: list[Word], initial: int) -> list[str]:
     keys = []
     for n, p in enumerate(heads):
         for j in range(p, -1, -1):
-            if artefact is not None and j > artefact:
-                continue
             classifier = n == 0 and len(heads) > 1  # "flower" of "hibiscus flower": any modifier
-            if j == 0 or (classifier and artefact is None) or all(transparent[:j]):
+            if j == 0 or (classifier and not artefact) or all(transparent[:j]):
                 keys.append(" ".join(words[j : p + 1]))
     return keys
 
