@@ -122,18 +122,18 @@ def photo_corpus(tmp_path_factory) -> Path:
     small.save(tagged, "PNG", pnginfo=info)
     add("zebra_plain.png", "A zebra on the plain.", plain.getvalue())
     add("zebra_tagged.png", "Zebra, re-uploaded.", tagged.getvalue())
-    # bad files, each caption findable by a query
+    # bad files, each caption findable by a query (the lion is each caption's subject)
     buf = io.BytesIO()
     _photo(7).save(buf, "JPEG")
     add("lion_truncated.jpg", "A lion, cut short.", buf.getvalue()[: len(buf.getvalue()) // 2])
     add("lion_empty.jpg", "A lion, empty file.", b"")
-    add("lion_page.jpg", "A lion page.", b"<!doctype html><html><body>Not found</body></html>")
+    add("lion_page.jpg", "A lion, on a web page.", b"<!doctype html><html><body>Not found</body></html>")
     tiny = io.BytesIO()
     Image.new("RGB", (10, 8), "orange").save(tiny, "PNG")
-    add("lion_tiny.png", "A lion icon.", tiny.getvalue())
+    add("lion_tiny.png", "A lion, as a tiny icon.", tiny.getvalue())
     bomb = io.BytesIO()
     Image.new("1", (6000, 6000)).save(bomb, "PNG")
-    add("lion_bomb.png", "A lion poster, enormous.", bomb.getvalue())
+    add("lion_bomb.png", "A lion, on an enormous poster.", bomb.getvalue())
     return src
 
 

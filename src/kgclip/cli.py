@@ -683,12 +683,21 @@ def corpus_search(
     index: Annotated[Path, typer.Argument(help="a corpus index")],
     text: Annotated[str, typer.Argument(help="query text")],
     k: Annotated[int, typer.Option("-k", help="how many results")] = 10,
+    match: Annotated[
+        str, typer.Option("--match", help="subject, subject_first or anywhere ([search.corpus] match)")
+    ] = "subject",
+    categories: Annotated[
+        bool,
+        typer.Option("--categories", help="let folder categories match ([search.corpus] match_categories)"),
+    ] = False,
 ) -> None:
-    """Search a corpus index the way the search stage does."""
-    from kgclip.search.corpus import CorpusBackend
+    """Search a corpus index the way the search stage does; each hit shows what matched."""
+    from kgclip.search.corpus import MATCH_MODES, CorpusBackend
     from kgclip.tables import Query, QueryParams
 
-    backend = CorpusBackend(index)
+    if match not in MATCH_MODES:
+        raise UserError(f"--match must be one of {', '.join(MATCH_MODES)}")
+    backend = CorpusBackend(index, match, categories)
     try:
         outcome = backend.search_now(Query("-", "entity", text, None, None, QueryParams()), k)
     finally:
@@ -696,7 +705,9 @@ def corpus_search(
     if outcome.failure:
         raise UserError(outcome.failure)
     for rank, found in enumerate(outcome.results, start=1):
-        console.print(Text.assemble(f"{rank:3d}. {found.alt_text}  ", (found.url, "dim")))
+        console.print(
+            Text.assemble(f"{rank:3d}. {found.alt_text}  ", (found.url, "dim"), f"  {found.evidence}")
+        )
 
 
 @app.command()

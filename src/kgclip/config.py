@@ -317,6 +317,14 @@ class CorpusConfig(Section):
         default=None, description="build the index from this folder or table if missing"
     )
     importer: Literal["auto", "folder", "table", "tuxpaint"] = "auto"
+    match: Literal["subject", "subject_first", "anywhere"] = Field(
+        default="subject",
+        description="where the query's words must be: the caption's subject (its head noun phrase), "
+        "anywhere in the caption with subject matches first, or anywhere (BM25 order only)",
+    )
+    match_categories: bool = Field(
+        default=False, description="let a folder category (animals/marsupials) match the query too"
+    )
 
     @model_validator(mode="after")
     def _index_or_source(self) -> CorpusConfig:

@@ -207,6 +207,9 @@ class Hit:
     height: int | None
     license: str | None
     attribution: str | None
+    # What matched, as compact JSON {"field": "caption"|"category", "words": [...], "subject": bool}
+    # (the local corpus); None from web backends, which cannot say.
+    evidence: str | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -220,6 +223,7 @@ class Hit:
             ("height", pa.int32()),
             ("license", STR),
             ("attribution", STR),
+            ("evidence", STR),
         ]
     )
 
@@ -304,6 +308,9 @@ class Sample:
     caption: str
     phash: int | None = None  # of the kept picture; the near-duplicate and decontamination key
     split: str = "train"  # "train": in shards/; "val": held out in val/ (curate.val_fraction)
+    # Why each query links this picture: per query with evidence, compact JSON {"query_id",
+    # "entity_id", "backend", "field", "words", "subject"} (Hit.evidence); web hits have none.
+    evidence: list[str] = field(default_factory=list)
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -324,6 +331,7 @@ class Sample:
             ("caption", STR),
             ("phash", I64),
             ("split", STR),
+            ("evidence", STRS),
         ]
     )
 
@@ -370,14 +378,24 @@ def write_records(path: Path, records: Iterable[Any], cls: type) -> int:
 
 
 def read_records(path: Path, cls: type[R]) -> Iterator[R]:
-    """Parquet rows back into records; nested structs become their record types again."""
+    """Parquet rows back into records; nested structs become their record types again.
+
+    A column added since the file was written (one with a default) takes its default, so a table
+    from an earlier version stays readable: columns are added, never renamed."""
     table = pq.read_table(path)
     hints = typing.get_type_hints(cls)
+    names = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name in table.column_names
+        or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    ]
     nested = {
-        name: hint for name, hint in hints.items() if dataclasses.is_dataclass(hint) and name != "SCHEMA"
+        name: hint
+        for name, hint in hints.items()
+        if dataclasses.is_dataclass(hint) and name != "SCHEMA" and name in names
     }
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    maps = [name for name, hint in hints.items() if typing.get_origin(hint) is dict]
+    maps = [name for name, hint in hints.items() if typing.get_origin(hint) is dict and name in names]
     for row in table.select(names).to_pylist():
         for name, sub in nested.items():
             row[name] = sub(**row[name])

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from kgclip.config import Config
 from kgclip.curate.balance import balance
 from kgclip.curate.card import ambiguity_summary, write_card
@@ -248,7 +250,24 @@ def _sample(key: str, shard: str, g: Group, queries: dict[str, Query], split: st
         caption=caption,
         phash=g.phash,
         split=split,
+        evidence=[orjson.dumps(e).decode() for e in _evidence(g, queries)],
     )
+
+
+def _evidence(g: Group, queries: dict[str, Query]) -> list[dict[str, Any]]:
+    """Per query that found this picture, what matched in its best-ranked hit that says
+    (search/corpus.py): which field, which words, and whether they were the caption's subject."""
+    out: dict[str, dict[str, Any]] = {}
+    for hit in g.hits:  # in (query, rank, url) order: the first with evidence is the best
+        if hit.evidence is None or hit.query_id in out or hit.query_id not in queries:
+            continue
+        out[hit.query_id] = {
+            "query_id": hit.query_id,
+            "entity_id": queries[hit.query_id].entity_id,
+            "backend": hit.backend,
+            **orjson.loads(hit.evidence),
+        }
+    return list(out.values())
 
 
 def _type_attribute_types(queries: Iterable[Query], types: dict[str, NaturalType]) -> dict[str, NaturalType]:
@@ -312,6 +331,7 @@ def _sample_json(
         "orig_height": s.orig_height,
         "sha256": s.sha256,
         "phash": None if s.phash is None else f"{s.phash:016x}",
+        "evidence": [orjson.loads(e) for e in s.evidence],
     }
 
 

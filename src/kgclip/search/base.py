@@ -23,6 +23,9 @@ class Found:
     height: int | None = None
     license: str | None = None
     attribution: str | None = None
+    # What matched, as compact JSON {"field", "words", "subject"}: the local corpus says; web
+    # backends cannot know what a service matched and leave it None.
+    evidence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

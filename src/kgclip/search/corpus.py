@@ -26,6 +26,7 @@ from kgclip.localfiles import open_regular
 from kgclip.progress import meter
 from kgclip.search.base import Found, Outcome
 from kgclip.search.importers import CorpusItem, Skipped, corpus_roots, import_source
+from kgclip.search.subject import RULE_VERSION, caption_subject, key_tokens
 from kgclip.tables import Query
 from kgclip.workdir import Workdir, atomic_path, digest_of
 
@@ -33,14 +34,19 @@ SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE items(
     id INTEGER PRIMARY KEY, uri TEXT NOT NULL UNIQUE, text TEXT NOT NULL, category TEXT NOT NULL,
-    license TEXT, attribution TEXT, page_url TEXT, width INTEGER, height INTEGER);
+    license TEXT, attribution TEXT, page_url TEXT, width INTEGER, height INTEGER, subject TEXT NOT NULL);
+CREATE TABLE subject_keys(key TEXT NOT NULL, item_id INTEGER NOT NULL, PRIMARY KEY(key, item_id))
+    WITHOUT ROWID;
 CREATE VIRTUAL TABLE items_fts USING fts5(
     text, category, content='items', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
 CREATE TABLE skipped(path TEXT NOT NULL, reason TEXT NOT NULL);
 """
+# 2: captions' subjects (search/subject.py) are stored; a format-1 index cannot match by subject.
+FORMAT = "kgclip-corpus-2"
 # A caption match counts more than a folder-name match ("A koala." vs animals/marsupials).
 BM25_WEIGHTS = (1.0, 0.3)
 TOKEN = re.compile(r"\w+", re.UNICODE)
+MATCH_MODES = ("subject", "subject_first", "anywhere")
 
 
 def corpus_index_path(config: Config, workdir: Workdir) -> Path:
@@ -53,6 +59,10 @@ def corpus_index_path(config: Config, workdir: Workdir) -> Path:
 
 class CorpusError(RuntimeError):
     """A corpus index that is missing or not a kgclip corpus."""
+
+
+class StaleIndex(CorpusError):
+    """A kgclip corpus index built by an older version (another format or subject rule)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,8 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
             db.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
             corpus_id = digest.hexdigest()[:16]
             meta = {
-                "format": "kgclip-corpus-1",
+                "format": FORMAT,
+                "subject_rule": str(RULE_VERSION),
                 "kgclip_version": __version__,
                 "source": str(src),
                 "roots": orjson.dumps(corpus_roots(src)).decode(),
@@ -136,12 +147,28 @@ def index_roots(db: sqlite3.Connection) -> tuple[str, ...]:
 
 
 def _insert(db: sqlite3.Connection, item: CorpusItem) -> None:
+    """One item with its caption's subject (search/subject.py) and the keys that match it."""
     width, height = _header_size(item.uri)
-    db.execute(
-        "INSERT OR IGNORE INTO items(uri, text, category, license, attribution, page_url, width, height)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (item.uri, item.text, item.category, item.license, item.attribution, item.page_url, width, height),
+    subject = caption_subject(item.text)
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO items(uri, text, category, license, attribution, page_url, width, height,"
+        " subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            item.uri,
+            item.text,
+            item.category,
+            item.license,
+            item.attribution,
+            item.page_url,
+            width,
+            height,
+            " | ".join(subject.phrases),
+        ),
     )
+    if cursor.rowcount:
+        db.executemany(
+            "INSERT OR IGNORE INTO subject_keys VALUES (?, ?)", ((k, cursor.lastrowid) for k in subject.keys)
+        )
 
 
 def _header_size(uri: str) -> tuple[int | None, int | None]:
@@ -179,44 +206,50 @@ def _any_number(token: str) -> str:
     return "(" + " OR ".join(f'"{form}"' for form in number_variants(token)) + ")"
 
 
+def _all_words(query: Query) -> str:
+    """Every query word, each in any number: the FTS5 expression one field must match."""
+    return " AND ".join(_any_number(t) for t in TOKEN.findall(query.text.lower()))
+
+
 class CorpusBackend:
     """BM25 search over a built corpus; every query word must match in some number, like a web engine.
 
-    Honours `exclude_terms` (FTS NOT). Or-terms and photo-only have no meaning for a
-    corpus of captions and are ignored.
+    `match` says where the words must be: `subject` (the caption's subject, search/subject.py),
+    `subject_first` (anywhere in the caption, subject matches ranked first) or `anywhere` (the
+    caption, BM25 order only). A folder category matches only with `match_categories`, and all the
+    words must then be in it: words never match half in the caption and half in the category.
+    Honours `exclude_terms` (FTS NOT, on caption and category). Or-terms and photo-only have no
+    meaning for a corpus of captions and are ignored.
     """
 
     name = "corpus"
     max_concurrency = 1
 
-    def __init__(self, path: Path) -> None:
-        if not path.is_file():
-            raise CorpusError(f"{path}: no corpus index (build one with `kgclip corpus index SRC -o {path}`)")
-        self.path = path
+    def __init__(self, path: Path, match: str = "subject", match_categories: bool = False) -> None:
+        if match not in MATCH_MODES:
+            raise ValueError(f"match must be one of {', '.join(MATCH_MODES)}, not {match!r}")
+        meta = _read_meta(path)
+        self.path, self.match, self.match_categories = path, match, match_categories
         self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-        try:
-            meta = dict(self._db.execute("SELECT key, value FROM meta"))
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise CorpusError(f"{path}: not a kgclip corpus index ({exc})") from None
-        if meta.get("format") != "kgclip-corpus-1":
-            self._db.close()
-            raise CorpusError(f"{path}: not a kgclip corpus index (format {meta.get('format')!r})")
         self.corpus_id = meta["corpus_id"]
         self.items = int(meta["items"])
         self.roots = index_roots(self._db)
 
     def fingerprint(self) -> str:
-        return self.corpus_id
+        return digest_of(self.corpus_id, FORMAT, str(RULE_VERSION), self.match, str(self.match_categories))
 
     def request_key(self, query: Query, k: int) -> str:
-        return digest_of(self.corpus_id, query.text, *query.params.exclude_terms, str(k))
+        return digest_of(self.fingerprint(), query.text, *query.params.exclude_terms, str(k))
 
     def match_expression(self, query: Query) -> str | None:
-        terms = [_any_number(t) for t in TOKEN.findall(query.text.lower())]
-        if not terms:
+        """The FTS5 expression: all the query's words in the caption (or all in the category),
+        none of the excluded words in either."""
+        words = _all_words(query)
+        if not words:
             return None
-        expr = " AND ".join(terms)
+        expr = f"text : ({words})"
+        if self.match_categories:
+            expr = f"({expr}) OR (category : ({words}))"
         excluded = [
             _any_number(t) for term in query.params.exclude_terms for t in TOKEN.findall(term.lower())
         ]
@@ -229,16 +262,90 @@ class CorpusBackend:
 
     def search_now(self, query: Query, k: int) -> Outcome:
         expr = self.match_expression(query)
-        if expr is None:
+        tokens = key_tokens(query.text)
+        if expr is None or not tokens:
             return Outcome(failure="no_searchable_terms")
+        keys = [" ".join([*tokens[:-1], form]) for form in number_variants(tokens[-1])]
+        subject = (
+            "(SELECT key FROM subject_keys WHERE item_id = i.id"
+            f" AND key IN ({', '.join('?' * len(keys))}) LIMIT 1) AS subject_key"
+        )
+        where, category = "items_fts MATCH ?", []
+        if self.match == "subject" and self.match_categories:
+            where += " AND (subject_key IS NOT NULL OR i.id IN"
+            where += " (SELECT rowid FROM items_fts WHERE items_fts MATCH ?))"
+            category.append(f"category : ({_all_words(query)})")
+        elif self.match == "subject":
+            where += " AND subject_key IS NOT NULL"
+        order = f"bm25(items_fts, {BM25_WEIGHTS[0]}, {BM25_WEIGHTS[1]}), i.id"
+        if self.match != "anywhere":
+            order = f"subject_key IS NULL, {order}"
         rows = self._db.execute(
-            "SELECT i.uri, i.text, i.page_url, i.width, i.height, i.license, i.attribution"
-            " FROM items_fts JOIN items i ON i.id = items_fts.rowid"
-            f" WHERE items_fts MATCH ? ORDER BY bm25(items_fts, {BM25_WEIGHTS[0]}, {BM25_WEIGHTS[1]}), i.id"
-            " LIMIT ?",
-            (expr, k),
+            "SELECT i.uri, i.text, i.page_url, i.width, i.height, i.license, i.attribution, i.category,"
+            f" {subject} FROM items_fts JOIN items i ON i.id = items_fts.rowid"
+            f" WHERE {where} ORDER BY {order} LIMIT ?",
+            (*keys, expr, *category, k),
         ).fetchall()
-        return Outcome(results=[Found(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows])
+        found = [Found(*r[:7], evidence=_evidence(tokens, r[1], r[7], r[8])) for r in rows]  # type: ignore[misc]
+        return Outcome(results=found)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _read_meta(path: Path) -> dict[str, str]:
+    """The index's meta table; refuses what is not a current kgclip corpus index, with how to fix it."""
+    if not path.is_file():
+        raise CorpusError(f"{path}: no corpus index (build one with `kgclip corpus index SRC -o {path}`)")
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+    except sqlite3.DatabaseError as exc:
+        raise CorpusError(f"{path}: not a kgclip corpus index ({exc})") from None
+    finally:
+        db.close()
+    found = meta.get("format", "")
+    if not found.startswith("kgclip-corpus-"):
+        raise CorpusError(f"{path}: not a kgclip corpus index (format {found!r})")
+    if found != FORMAT or meta.get("subject_rule") != str(RULE_VERSION):
+        raise StaleIndex(
+            f"{path}: a corpus index built by an older kgclip ({found}, subject rule "
+            f"{meta.get('subject_rule', 'none')}; this kgclip reads {FORMAT}, rule {RULE_VERSION}): rebuild "
+            f"it with `kgclip corpus index {meta.get('source', 'SRC')} -o {path}`, or delete it when the "
+            "config names its `source` (the search stage then builds it again)"
+        )
+    return meta
+
+
+def index_is_current(path: Path) -> bool:
+    """Whether `path` is a corpus index this kgclip can search (False for a missing or older one)."""
+    try:
+        _read_meta(path)
+    except CorpusError:
+        return False
+    return True
+
+
+def _evidence(tokens: list[str], caption: str, category: str, subject_key: str | None) -> str:
+    """What matched, as compact JSON: the field, the words as they are there, and whether they
+    were the caption's subject."""
+    if subject_key is not None:
+        return orjson.dumps({"field": "caption", "words": subject_key.split(), "subject": True}).decode()
+    for field, text in (("caption", caption), ("category", category)):
+        words = _matched(tokens, key_tokens(text))
+        if words is not None:
+            return orjson.dumps({"field": field, "words": words, "subject": False}).decode()
+    # FTS5 matched what Python tokenises differently (rare scripts): say so rather than guess.
+    return orjson.dumps({"field": "caption", "words": [], "subject": False}).decode()
+
+
+def _matched(tokens: list[str], field: list[str]) -> list[str] | None:
+    """The field's word matching each query token (in either number), or None if one is missing."""
+    words = []
+    for token in tokens:
+        forms = set(number_variants(token))
+        word = next((w for w in field if w in forms), None)
+        if word is None:
+            return None
+        words.append(word)
+    return words

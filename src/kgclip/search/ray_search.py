@@ -24,6 +24,7 @@ CHUNK = 1000  # queries per task: milliseconds each, so a task is a second or tw
 
 def search_corpus_on_ray(
     index: Path,
+    matching: tuple[str, bool],
     queries: list[Query],
     k: int,
     cfg: RayConfig,
@@ -35,16 +36,17 @@ def search_corpus_on_ray(
         path = str(index.resolve())
 
         def submit(chunk: list[Query]) -> object:
-            return task.remote(path, chunk, k)
+            return task.remote(path, matching, chunk, k)
 
         for chunk, outcomes in run_bounded(ray, submit, chunks, in_flight(ray, cfg)):
             record(list(zip(chunk, outcomes, strict=True)))
             m.advance(len(chunk))
 
 
-def search_chunk(index: str, queries: list[Query], k: int) -> list[Outcome]:
-    """A Ray task: one chunk of queries against the index."""
-    backend = CorpusBackend(Path(index))
+def search_chunk(index: str, matching: tuple[str, bool], queries: list[Query], k: int) -> list[Outcome]:
+    """A Ray task: one chunk of queries against the index, matched as configured (`match`,
+    `match_categories`)."""
+    backend = CorpusBackend(Path(index), *matching)
     try:
         return [backend.search_now(q, k) for q in queries]
     finally:

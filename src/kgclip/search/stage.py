@@ -13,7 +13,7 @@ from kgclip.progress import console, meter
 from kgclip.search.base import Found, SearchBackend
 from kgclip.search.brave import BraveBackend
 from kgclip.search.commons import CommonsBackend
-from kgclip.search.corpus import CorpusBackend, build_index, corpus_index_path
+from kgclip.search.corpus import CorpusBackend, build_index, corpus_index_path, index_is_current
 from kgclip.search.gbif import GbifBackend
 from kgclip.search.google_cse import GoogleCseBackend
 from kgclip.search.inaturalist import INaturalistBackend
@@ -40,17 +40,20 @@ WEB: dict[str, type[WebBackend]] = {
 
 
 def open_corpus(config: Config, workdir: Workdir) -> CorpusBackend:
+    """The configured corpus, built from its source when missing or built by an older kgclip."""
     corpus = config.search.corpus
     assert corpus is not None
     index = corpus_index_path(config, workdir)
-    if not index.exists() and corpus.source is not None:
-        console.print(f"search: building corpus index {index} from {corpus.source}")
+    stale = index.exists() and not index_is_current(index)
+    if (stale or not index.exists()) and corpus.source is not None:
+        why = "rebuilding the corpus index (it is an older format)" if stale else "building corpus index"
+        console.print(f"search: {why} {index} from {corpus.source}")
         report = build_index(corpus.source, index, corpus.importer)
         console.print(
             f"search: indexed {report.items:,} items, skipped {sum(report.skipped.values()):,} "
             f"{dict(report.skipped)}"
         )
-    return CorpusBackend(index)
+    return CorpusBackend(index, corpus.match, corpus.match_categories)
 
 
 def open_backends(config: Config, workdir: Workdir, ledger: SearchLedger) -> dict[str, SearchBackend]:
@@ -74,15 +77,16 @@ def backend_fingerprint(config: Config, workdir: Workdir) -> str:
             parts.append(f"{name}:{getattr(config.search, name).base_url}")
             continue
         index = corpus_index_path(config, workdir)
-        if index.exists():
-            backend = CorpusBackend(index)
+        corpus = config.search.corpus
+        assert corpus is not None
+        if index_is_current(index):
+            backend = CorpusBackend(index, corpus.match, corpus.match_categories)
             try:
                 parts.append(backend.fingerprint())
             finally:
                 backend.close()
         else:
-            corpus = config.search.corpus
-            parts.append(digest_of("unbuilt", str(corpus.source if corpus else None)))
+            parts.append(digest_of("unbuilt", str(corpus.source)))
     return digest_of(*parts)
 
 
@@ -114,7 +118,10 @@ def run(ctx: StageContext) -> StageResult:
 
             index = corpus_index_path(ctx.config, ctx.workdir)
             corpus_queries = [q for q, name in pending if name == "corpus"]
-            search_corpus_on_ray(index, corpus_queries, cfg.top_k, ctx.config.ray, record)
+            corpus = ctx.config.search.corpus
+            assert corpus is not None
+            matching = (corpus.match, corpus.match_categories)
+            search_corpus_on_ray(index, matching, corpus_queries, cfg.top_k, ctx.config.ray, record)
         if here:
             for line in plan(backends, here, cfg.top_k):
                 console.print(line)
@@ -246,6 +253,7 @@ def _collect(
                     f.height,
                     f.license,
                     f.attribution,
+                    f.evidence,
                 )
                 for rank, f in enumerate(kept, start=1)
             )
