@@ -139,7 +139,7 @@ def test_subject_first_ranks_subject_matches_above_mentions(index):
 
 def test_folder_categories_match_only_when_configured(index):
     corpus = parse({"name": "t", "search": {"corpus": {"source": "/x"}}}).search.corpus
-    assert corpus is not None and (corpus.match, corpus.match_categories) == ("subject", False)
+    assert corpus is not None and (corpus.match, corpus.match_categories) == ("subject", "kinds")
     backend = CorpusBackend(index)  # the defaults
     try:
         assert backend.search_now(q("pet"), 20).results == []
@@ -242,13 +242,54 @@ def test_demo_links_pictures_by_subject_with_evidence(demo_run):
     assert "lion" not in {entities[e] for e in by_caption["A sea lion."]["entity_ids"]}
     assert "loon" not in {entities[e] for s in samples for e in s["entity_ids"] if "loonie" in s["caption"]}
     linked = {entities[e] for s in samples for e in s["entity_ids"]}
-    assert not {"hobby", "chess", "rodent", "bovine"} & linked
+    assert not {"hobby", "chess"} & linked
+    for caption, names in ((s["caption"], {entities[e] for e in s["entity_ids"]}) for s in samples):
+        if "rabbit" in caption.lower() or "sheep" in caption.lower():
+            assert not {"rodent", "bovine"} & names, caption  # by folder, but not kinds of them
     for s in samples:
         evidence = [orjson.loads(e) for e in s["evidence"]]
         assert {e["query_id"] for e in evidence} == set(s["query_ids"])
-        assert all(e["backend"] == "corpus" and e["subject"] and e["field"] == "caption" for e in evidence)
+        assert all(e["backend"] == "corpus" for e in evidence)
+        # a caption match is the subject; a folder match is allowed only for a kind of the entity
+        assert all((e["subject"] and e["field"] == "caption") or e["field"] == "category" for e in evidence)
     first = samples[0]
     with tarfile.open(demo_run / ("shards" if first["split"] == "train" else "val") / first["shard"]) as tar:
         meta = orjson.loads(tar.extractfile(f"{first['key']}.json").read())
     assert meta["evidence"] == [orjson.loads(e) for e in first["evidence"]]
     assert {e["entity_id"] for e in meta["evidence"]} <= set(first["entity_ids"])
+
+
+def test_a_folder_links_a_picture_only_to_what_wordnet_says_its_subject_is_a_kind_of(demo_run):
+    """`match_categories = "kinds"` (the default): a blackbird in animals/birds is a bird and a koala
+    in marsupials/ a marsupial, but a rabbit in rodents/ is no rodent (a lagomorph) and a sheep in
+    bovines/ no bovine (WordNet: genus Bos)."""
+    samples = pq.read_table(demo_run / "samples.parquet").to_pylist()
+    entities = {e["id"]: e["name"] for e in pq.read_table(demo_run / "entities.parquet").to_pylist()}
+    linked = {s["caption"]: {entities[e] for e in s["entity_ids"]} for s in samples}
+    assert "bird" in linked["A blackbird."] and {"koala", "marsupial"} <= linked["A koala."]
+    assert {"rodent"} == linked["A beaver."] and "bovine" in linked["A yak."]
+    by_category = [
+        (s["caption"], entities[orjson.loads(e)["entity_id"]])
+        for s in samples
+        for e in s["evidence"]
+        if orjson.loads(e)["field"] == "category"
+    ]
+    assert ("A blackbird.", "bird") in by_category
+    assert ("A beaver.", "rodent") in by_category and "pet" not in {name for _, name in by_category}
+    wrong = [(c, n) for c, n in by_category if n in ("rodent", "bovine") and ("rabbit" in c or "sheep" in c)]
+    assert wrong == []
+
+
+def test_the_kind_check_follows_wordnet_hypernyms():
+    from kgclip.search.corpus import number_variants
+    from kgclip.search.kinds import KindCheck
+
+    check = KindCheck.open(number_variants)
+    bird, rodent, bovine = "wn:n01503061", "wn:n02329401", "wn:n02402010"
+    assert check.is_kind(["blackbird"], bird) and not check.is_kind(["blackbird"], rodent)
+    assert check.is_kind(["european blackbird"], bird)  # a phrase WordNet lacks: its last words
+    assert check.is_kind(["blackbirds"], bird)  # a plural
+    assert not check.is_kind(["rabbit"], rodent) and check.is_kind(["beaver"], rodent)
+    assert not check.is_kind(["sheep"], bovine) and not check.is_kind(["bison"], bovine)  # genus Bos only
+    assert check.is_kind(["yak"], bovine) and check.is_kind(["cow"], bovine)
+    assert not check.is_kind(["blackbird"], "wd:Q25334")  # no hierarchy to check a Wikidata item against

@@ -322,8 +322,11 @@ class CorpusConfig(Section):
         description="where the query's words must be: the caption's subject (its head noun phrase), "
         "anywhere in the caption with subject matches first, or anywhere (BM25 order only)",
     )
-    match_categories: bool = Field(
-        default=False, description="let a folder category (animals/marsupials) match the query too"
+    match_categories: bool | Literal["kinds"] = Field(
+        default="kinds",
+        description="let a folder category (animals/birds) match the query too: true, false, or "
+        "'kinds': only when WordNet says the caption's subject is a kind of the query's entity "
+        "(a blackbird in birds/ is a bird; a rabbit in rodents/ is not a rodent)",
     )
 
     @model_validator(mode="after")

@@ -125,7 +125,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "search",
         "kgclip.search.stage",
-        ("search", "ray"),
+        ("search", "ray", "entities.wordnet"),
         ("queries",),
         ("hits.parquet", "rejects/search.parquet"),
         external=("backend_fingerprint",),

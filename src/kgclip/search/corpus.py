@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -26,6 +27,7 @@ from kgclip.localfiles import open_regular
 from kgclip.progress import meter
 from kgclip.search.base import Found, Outcome
 from kgclip.search.importers import CorpusItem, Skipped, corpus_roots, import_source
+from kgclip.search.kinds import KindCheck
 from kgclip.search.subject import RULE_VERSION, caption_subject, key_tokens
 from kgclip.tables import Query
 from kgclip.workdir import Workdir, atomic_path, digest_of
@@ -47,6 +49,9 @@ FORMAT = "kgclip-corpus-2"
 BM25_WEIGHTS = (1.0, 0.3)
 TOKEN = re.compile(r"\w+", re.UNICODE)
 MATCH_MODES = ("subject", "subject_first", "anywhere")
+KINDS = "kinds"  # match_categories: a category links a picture only to what its subject is a kind of
+KINDS_RULE = "wordnet-hypernyms-1"  # search/kinds.py's rule; a change re-asks every corpus query
+KINDS_OVERFETCH = 4  # rows read per result wanted when category matches may be filtered out
 
 
 def corpus_index_path(config: Config, workdir: Workdir) -> Path:
@@ -225,18 +230,29 @@ class CorpusBackend:
     name = "corpus"
     max_concurrency = 1
 
-    def __init__(self, path: Path, match: str = "subject", match_categories: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        match: str = "subject",
+        match_categories: bool | str = False,
+        wordnet: Path | None = None,
+    ) -> None:
         if match not in MATCH_MODES:
             raise ValueError(f"match must be one of {', '.join(MATCH_MODES)}, not {match!r}")
+        if match_categories not in (True, False, KINDS):
+            raise ValueError(f"match_categories must be true, false or {KINDS!r}, not {match_categories!r}")
         meta = _read_meta(path)
         self.path, self.match, self.match_categories = path, match, match_categories
+        self.kinds = KindCheck.open(number_variants, wordnet) if match_categories == KINDS else None
         self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
         self.corpus_id = meta["corpus_id"]
         self.items = int(meta["items"])
         self.roots = index_roots(self._db)
 
     def fingerprint(self) -> str:
-        return digest_of(self.corpus_id, FORMAT, str(RULE_VERSION), self.match, str(self.match_categories))
+        return digest_of(
+            self.corpus_id, FORMAT, str(RULE_VERSION), self.match, str(self.match_categories), KINDS_RULE
+        )
 
     def request_key(self, query: Query, k: int) -> str:
         return digest_of(self.fingerprint(), query.text, *query.params.exclude_terms, str(k))
@@ -271,7 +287,7 @@ class CorpusBackend:
             f" AND key IN ({', '.join('?' * len(keys))}) LIMIT 1) AS subject_key"
         )
         where, category = "items_fts MATCH ?", []
-        if self.match == "subject" and self.match_categories:
+        if self.match == "subject" and self.match_categories:  # True or KINDS
             where += " AND (subject_key IS NOT NULL OR i.id IN"
             where += " (SELECT rowid FROM items_fts WHERE items_fts MATCH ?))"
             category.append(f"category : ({_all_words(query)})")
@@ -282,12 +298,19 @@ class CorpusBackend:
             order = f"subject_key IS NULL, {order}"
         rows = self._db.execute(
             "SELECT i.uri, i.text, i.page_url, i.width, i.height, i.license, i.attribution, i.category,"
-            f" {subject} FROM items_fts JOIN items i ON i.id = items_fts.rowid"
+            f" {subject}, i.subject FROM items_fts JOIN items i ON i.id = items_fts.rowid"
             f" WHERE {where} ORDER BY {order} LIMIT ?",
-            (*keys, expr, *category, k),
+            (*keys, expr, *category, k if self.kinds is None else KINDS_OVERFETCH * k),
         ).fetchall()
-        found = [Found(*r[:7], evidence=_evidence(tokens, r[1], r[7], r[8])) for r in rows]  # type: ignore[misc]
-        return Outcome(results=found)
+        found = []
+        for r in rows:
+            # in `subject` mode a row without a subject match is there for its category alone
+            evidence = _evidence(tokens, r[1], r[7], r[8], by_category=self.match == "subject")
+            checked = evidence["field"] == "category" and self.kinds is not None
+            if checked and not self.kinds.is_kind(r[9].split(" | "), query.entity_id):  # type: ignore[union-attr]
+                continue  # a rabbit in rodents/: the folder names a group it is not in
+            found.append(Found(*r[:7], evidence=orjson.dumps(evidence).decode()))  # type: ignore[misc]
+        return Outcome(results=found[:k])
 
     def close(self) -> None:
         self._db.close()
@@ -326,17 +349,21 @@ def index_is_current(path: Path) -> bool:
     return True
 
 
-def _evidence(tokens: list[str], caption: str, category: str, subject_key: str | None) -> str:
-    """What matched, as compact JSON: the field, the words as they are there, and whether they
-    were the caption's subject."""
+def _evidence(
+    tokens: list[str], caption: str, category: str, subject_key: str | None, by_category: bool = False
+) -> dict[str, Any]:
+    """What matched (stored as compact JSON): the field, the words as they are there, and whether
+    they were the caption's subject. `by_category`: the row matched for its category, whatever
+    else its caption mentions."""
     if subject_key is not None:
-        return orjson.dumps({"field": "caption", "words": subject_key.split(), "subject": True}).decode()
-    for field, text in (("caption", caption), ("category", category)):
+        return {"field": "caption", "words": subject_key.split(), "subject": True}
+    fields = (("category", category),) if by_category else (("caption", caption), ("category", category))
+    for field, text in fields:
         words = _matched(tokens, key_tokens(text))
         if words is not None:
-            return orjson.dumps({"field": field, "words": words, "subject": False}).decode()
+            return {"field": field, "words": words, "subject": False}
     # FTS5 matched what Python tokenises differently (rare scripts): say so rather than guess.
-    return orjson.dumps({"field": "caption", "words": [], "subject": False}).decode()
+    return {"field": "caption", "words": [], "subject": False}
 
 
 def _matched(tokens: list[str], field: list[str]) -> list[str] | None:

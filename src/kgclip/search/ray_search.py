@@ -24,7 +24,7 @@ CHUNK = 1000  # queries per task: milliseconds each, so a task is a second or tw
 
 def search_corpus_on_ray(
     index: Path,
-    matching: tuple[str, bool],
+    matching: tuple[str, bool | str, Path | None],
     queries: list[Query],
     k: int,
     cfg: RayConfig,
@@ -43,7 +43,9 @@ def search_corpus_on_ray(
             m.advance(len(chunk))
 
 
-def search_chunk(index: str, matching: tuple[str, bool], queries: list[Query], k: int) -> list[Outcome]:
+def search_chunk(
+    index: str, matching: tuple[str, bool | str, Path | None], queries: list[Query], k: int
+) -> list[Outcome]:
     """A Ray task: one chunk of queries against the index, matched as configured (`match`,
     `match_categories`)."""
     backend = CorpusBackend(Path(index), *matching)

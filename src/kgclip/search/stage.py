@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from kgclip.config import Config
@@ -53,7 +54,12 @@ def open_corpus(config: Config, workdir: Workdir) -> CorpusBackend:
             f"search: indexed {report.items:,} items, skipped {sum(report.skipped.values()):,} "
             f"{dict(report.skipped)}"
         )
-    return CorpusBackend(index, corpus.match, corpus.match_categories)
+    return CorpusBackend(index, corpus.match, corpus.match_categories, wordnet_path(config))
+
+
+def wordnet_path(config: Config) -> Path | None:
+    """The WordNet database the entities came from (None: the default one), for `kinds` matching."""
+    return config.entities.wordnet.path if config.entities.wordnet is not None else None
 
 
 def open_backends(config: Config, workdir: Workdir, ledger: SearchLedger) -> dict[str, SearchBackend]:
@@ -80,7 +86,7 @@ def backend_fingerprint(config: Config, workdir: Workdir) -> str:
         corpus = config.search.corpus
         assert corpus is not None
         if index_is_current(index):
-            backend = CorpusBackend(index, corpus.match, corpus.match_categories)
+            backend = CorpusBackend(index, corpus.match, corpus.match_categories, wordnet_path(config))
             try:
                 parts.append(backend.fingerprint())
             finally:
@@ -120,7 +126,7 @@ def run(ctx: StageContext) -> StageResult:
             corpus_queries = [q for q, name in pending if name == "corpus"]
             corpus = ctx.config.search.corpus
             assert corpus is not None
-            matching = (corpus.match, corpus.match_categories)
+            matching = (corpus.match, corpus.match_categories, wordnet_path(ctx.config))
             search_corpus_on_ray(index, matching, corpus_queries, cfg.top_k, ctx.config.ray, record)
         if here:
             for line in plan(backends, here, cfg.top_k):
