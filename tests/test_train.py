@@ -3,7 +3,6 @@
 import csv
 import io
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -56,10 +55,9 @@ def _losses(run):
 
 
 @pytest.fixture
-def work(demo_run, tmp_path):
-    dst = tmp_path / "work"
-    shutil.copytree(demo_run, dst, ignore=shutil.ignore_patterns("runs"))
-    return dst
+def work(demo_copy):
+    """The demo's harvest, a private copy (it has no runs yet)."""
+    return demo_copy
 
 
 def test_a_tiny_model_learns_and_its_checkpoint_loads_in_stock_open_clip(work, tmp_path):

@@ -4,7 +4,6 @@ checkpoint of that step, and training unchanged by it (torch; runs serially)."""
 
 import csv
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -48,10 +47,9 @@ def _losses(run):
 
 
 @pytest.fixture
-def work(demo_run, tmp_path):
-    dst = tmp_path / "work"
-    shutil.copytree(demo_run, dst, ignore=shutil.ignore_patterns("runs"))
-    return dst
+def work(demo_copy):
+    """The demo's harvest, a private copy (it has no runs yet)."""
+    return demo_copy
 
 
 def test_validation_every_n_steps_matches_kgclip_eval_and_leaves_training_unchanged(work, tmp_path):
