@@ -87,6 +87,14 @@ def test_a_folder_kgclip_did_not_write_is_never_replaced(tmp_path: Path) -> None
     assert (mine / "chapter1.txt").read_text() == "years of work" and not (tmp_path / "thesis.new").exists()
 
 
+def test_a_file_where_the_folder_should_go_is_named_and_kept(tmp_path: Path) -> None:
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    with pytest.raises(EvalSetError, match="exists and is not a folder"):
+        write_wds(make_set(2), mine)
+    assert mine.read_text() == "mine" and not (tmp_path / "notes.txt.new").exists()
+
+
 def test_an_empty_set_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
     empty = EvalSet("none", CLASSIFICATION, [ClassInfo("a")], lambda: iter(()), "fp", "test")
     with pytest.raises(EvalSetError, match="no images"):

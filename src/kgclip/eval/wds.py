@@ -152,6 +152,8 @@ def write_wds(evalset: EvalSet, out: Path, split: str = "test", max_count: int =
     The folder is built beside `out` and swapped in, and only replaces a folder kgclip wrote.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EvalSetError(f"{out}: exists and is not a folder; choose another one")
     if out.exists() and any(out.iterdir()) and not (out / MARK).is_file():
         raise EvalSetError(f"{out}: exists, is not empty and was not written by kgclip; choose another one")
     tmp = out.with_name(out.name + ".new")
