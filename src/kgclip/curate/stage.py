@@ -11,6 +11,7 @@ import shutil
 import tarfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def run(ctx: StageContext) -> StageResult:
     held = held_out((g.pixel_sha256 for g in groups), cfg.val_fraction, cfg.val_max)
     reader = PartReader(ctx.path(PARTS))
     try:
-        writer = Writer(ctx, reader, queries, entities, types, query_types)
+        writer = Writer(ctx, reader, Lookups(queries, entities, types, query_types))
         samples, sizes = _write_splits(ctx, writer, groups, held)
     finally:
         reader.close()
@@ -140,21 +141,22 @@ def _write_splits(
     return sorted(samples, key=lambda s: s.key), sizes
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What a sample's JSON is written from, by id: its queries, entities and natural types."""
+
+    queries: dict[str, Query]
+    entities: dict[str, Entity]
+    types: dict[str, NaturalType]  # by entity id
+    query_types: dict[str, NaturalType]  # by query id (type-attribute queries)
+
+
 class Writer:
     """Writes one split's samples as shards into a fresh `.FOLDER.new`, swapped in by the caller
     once every split is written: a failed or interrupted run leaves the previous shards as they were."""
 
-    def __init__(
-        self,
-        ctx: StageContext,
-        reader: PartReader,
-        queries: dict[str, Query],
-        entities: dict[str, Entity],
-        types: dict[str, NaturalType],
-        query_types: dict[str, NaturalType],
-    ) -> None:
-        self.ctx, self.reader = ctx, reader
-        self.queries, self.entities, self.types, self.query_types = queries, entities, types, query_types
+    def __init__(self, ctx: StageContext, reader: PartReader, lookups: Lookups) -> None:
+        self.ctx, self.reader, self.lookups = ctx, reader, lookups
 
     def split(
         self, folder: str, prefix: str, split: str, keyed: list[tuple[str, Group]], m: Any
@@ -169,13 +171,13 @@ class Writer:
         for first in range(0, len(keyed), per_shard):
             chunk = keyed[first : first + per_shard]
             name = f"{prefix}-{first // per_shard:05d}.tar"
-            made = [_sample(key, name, g, self.queries, split) for key, g in chunk]
+            made = [_sample(key, name, g, self.lookups.queries, split) for key, g in chunk]
             members = (
                 (
                     sm.key,
                     _stored(self.reader, g),
                     sm.caption,
-                    _sample_json(sm, g, self.queries, self.entities, self.types, self.query_types),
+                    _sample_json(sm, g, self.lookups),
                 )
                 for sm, (_, g) in zip(made, chunk, strict=True)
             )
@@ -297,14 +299,10 @@ def _type_attribute_types(queries: Iterable[Query], types: dict[str, NaturalType
     return found
 
 
-def _sample_json(
-    s: Sample,
-    g: Group,
-    queries: dict[str, Query],
-    entities: dict[str, Entity],
-    types: dict[str, NaturalType],
-    query_types: dict[str, NaturalType],
-) -> dict[str, Any]:
+def _sample_json(s: Sample, g: Group, lookups: Lookups) -> dict[str, Any]:
+    queries, entities, types, query_types = (
+        lookups.queries, lookups.entities, lookups.types, lookups.query_types
+    )
     return {
         "key": s.key,
         "caption": s.caption,
