@@ -6,6 +6,7 @@ collection they already own with the same pipeline.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -243,11 +244,16 @@ class CorpusBackend:
             raise ValueError(f"match_categories must be true, false or {KINDS!r}, not {match_categories!r}")
         meta = _read_meta(path)
         self.path, self.match, self.match_categories = path, match, match_categories
-        self.kinds = KindCheck.open(number_variants, wordnet) if match_categories == KINDS else None
+        self._wordnet = wordnet
         self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
         self.corpus_id = meta["corpus_id"]
         self.items = int(meta["items"])
         self.roots = index_roots(self._db)
+
+    @functools.cached_property
+    def kinds(self) -> KindCheck:
+        """WordNet, opened on the first category match to check (a fingerprint never needs it)."""
+        return KindCheck.open(number_variants, self._wordnet)
 
     def fingerprint(self) -> str:
         return digest_of(
@@ -300,14 +306,14 @@ class CorpusBackend:
             "SELECT i.uri, i.text, i.page_url, i.width, i.height, i.license, i.attribution, i.category,"
             f" {subject}, i.subject FROM items_fts JOIN items i ON i.id = items_fts.rowid"
             f" WHERE {where} ORDER BY {order} LIMIT ?",
-            (*keys, expr, *category, k if self.kinds is None else KINDS_OVERFETCH * k),
+            (*keys, expr, *category, k if self.match_categories != KINDS else KINDS_OVERFETCH * k),
         ).fetchall()
         found = []
         for r in rows:
             # in `subject` mode a row without a subject match is there for its category alone
             evidence = _evidence(tokens, r[1], r[7], r[8], by_category=self.match == "subject")
-            checked = evidence["field"] == "category" and self.kinds is not None
-            if checked and not self.kinds.is_kind(r[9].split(" | "), query.entity_id):  # type: ignore[union-attr]
+            checked = evidence["field"] == "category" and self.match_categories == KINDS
+            if checked and not self.kinds.is_kind(r[9].split(" | "), query.entity_id):
                 continue  # a rabbit in rodents/: the folder names a group it is not in
             found.append(Found(*r[:7], evidence=orjson.dumps(evidence).decode()))  # type: ignore[misc]
         return Outcome(results=found[:k])
