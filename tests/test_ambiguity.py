@@ -9,7 +9,7 @@ from kgclip.kg.wordnet import open_wordnet
 from kgclip.kg.wordnet_select import wordnet_entities
 from kgclip.pipeline import STAGES
 from kgclip.tables import Attribute, Entity, NaturalType
-from kgclip.text.ambiguity import IN_DOMAIN, NONE, OUT_OF_DOMAIN, Homonyms
+from kgclip.text.ambiguity import IN_DOMAIN, NONE, OUT_OF_DOMAIN, Homonyms, singulars
 from kgclip.text.kg_types import kg_types
 from kgclip.text.queries import Inputs, build
 
@@ -103,6 +103,87 @@ def test_the_dominant_one_of_several_selected_synsets_keeps_the_bare_name():
     verdicts = {e.wordnet_name: judge().verdict(e, "hen").ambiguity for e in hens}
     assert verdicts.pop("hen.n.01") == NONE
     assert set(verdicts.values()) == {IN_DOMAIN}
+
+
+def test_a_string_is_read_in_every_spelling_and_a_plural_as_its_singular():
+    """"jack-o-lantern" is the carved lantern too ("jack-o'-lantern"), "butterflyfish" the butterfly
+    fish, "trumpets" the instrument; the fungus' own name "jack-o-lantern fungus" is no evidence."""
+    fungus = judge().verdict(entity("jack-o-lantern_fungus.n.01"), "jack-o-lantern")
+    assert fungus.ambiguity == OUT_OF_DOMAIN and fungus.qualifier == "fungus"
+    assert any("lantern carved from a pumpkin" in s for s in fungus.senses)
+    gurnard = judge().verdict(entity("flying_gurnard.n.01"), "butterflyfish")
+    assert gurnard.ambiguity == IN_DOMAIN and gurnard.senses[0].startswith("n02605316 butterfly fish")
+    horn = judge().verdict(entity("huntsman's_horn.n.01"), "trumpets")
+    assert horn.ambiguity == OUT_OF_DOMAIN and horn.senses[0].startswith("n03110669 cornet")
+    assert singulars("berries") == ["berrie", "berry"] and singulars("boxes") == ["boxe", "box"]
+    assert singulars("ass") == singulars("iris") == singulars("grass") == []  # not plurals
+
+
+def test_a_single_tag_says_nothing():
+    """SemCor tagged "seahorse" once, as the walrus: with `min_tags = 1` that made the walrus what
+    the string means, and the fish lost it."""
+    walrus, fish = entity("walrus.n.01"), entity("seahorse.n.02")
+    assert judge(min_tags=1).verdict(walrus, "seahorse").ambiguity == NONE
+    assert judge().verdict(walrus, "seahorse").ambiguity == IN_DOMAIN
+    assert judge().verdict(fish, "seahorse").headword
+
+
+def test_the_headword_keeps_a_name_others_have_as_an_alias_and_the_others_lose_it():
+    names = ("blackbird.n.02", "new_world_blackbird.n.01", "big_cat.n.01", "cat.n.01")
+    queries, rejects = build(inputs(*names), cfg())
+    by_text = {(q.original_text or q.text, q.entity_id): q for q in queries}
+    thrush = by_text["blackbird", entity("blackbird.n.02").id]
+    assert (thrush.text, thrush.decision) == ("blackbird", "headword")
+    assert thrush.senses[0].startswith("n01574045 New World blackbird")
+    assert ("blackbird", entity("new_world_blackbird.n.01").id) not in by_text
+    assert ("cat", entity("big_cat.n.01").id) not in by_text  # the true cat is what "cat" means
+    assert by_text["cat", entity("cat.n.01").id].text == "cat"
+    dropped = {(r.item, r.detail.split(" (")[0]) for r in rejects if r.reason == "ambiguous"}
+    assert (entity("new_world_blackbird.n.01").id, "'blackbird'") in dropped
+    assert (entity("big_cat.n.01").id, "'cat'") in dropped
+
+
+def test_near_kin_sharing_a_headword_keep_it_by_the_methods_rule():
+    """Two echidna synsets, one gloss each but for the country: nothing tells them apart."""
+    verdicts = [judge().verdict(entity(n), "echidna") for n in ("echidna.n.01", "echidna.n.02")]
+    assert [(v.kin, v.qualifier) for v in verdicts] == [(True, None), (True, None)]
+    queries, _ = build(inputs("echidna.n.01", "echidna.n.02"), cfg())
+    assert [q.decision for q in queries if q.text == "echidna"] == ["kept"]
+
+
+def test_a_selected_sense_below_the_entity_does_not_compete():
+    """A picture of a member of the entity shows the entity: "radish" names the radish plant and two
+    radishes below it; only for those two is it a homonym."""
+    plant = entity("radish_plant.n.01")
+    own = int(plant.wordnet[1:])
+    kinds = [s for s in judge().readings("radish") if s.offset != own and s.offset in judge().domain]
+    assert len(kinds) == 2 and all(own in judge()._above(s.offset) for s in kinds)
+    assert judge().verdict(plant, "radish").ambiguity == NONE
+    below = next(e for e in selection()[0].values() if e.wordnet == f"n{kinds[0].offset:08d}")
+    assert judge().verdict(below, "radish").ambiguity == IN_DOMAIN
+
+
+@pytest.mark.parametrize(
+    ("wn_name", "text", "ambiguity", "first_rival", "qualifier"),
+    [
+        ("yellow_iris.n.01", "yellow flag", OUT_OF_DOMAIN, "n03354903 flag: emblem", "iris"),
+        ("fisher.n.02", "black cat", "both", "n02121620 cat: feline", "fisher"),
+        ("black_widow.n.01", "black widow", OUT_OF_DOMAIN, "n10780284 widow", "spider"),
+    ],
+)
+def test_adjectives_and_a_head_are_read_word_by_word(wn_name, text, ambiguity, first_rival, qualifier):
+    """The head's first sense is no kind of the entity: a yellow flag is an emblem first."""
+    verdict = judge().verdict(entity(wn_name), text)
+    assert (verdict.ambiguity, verdict.qualifier) == (ambiguity, qualifier)
+    assert verdict.senses[0].startswith(first_rival)
+
+
+@pytest.mark.parametrize(
+    ("wn_name", "text"),
+    [("great_blue_heron.n.01", "great blue heron"), ("sea_lion.n.01", "sea lion")],
+)
+def test_a_head_the_entity_is_a_kind_of_or_a_compound_name_reads_as_a_whole(wn_name, text):
+    assert judge().verdict(entity(wn_name), text).ambiguity == NONE
 
 
 def inputs(*wn_names: str, attributes: tuple[Attribute, ...] = ()) -> Inputs:

@@ -293,3 +293,7 @@ def test_the_kind_check_follows_wordnet_hypernyms():
     assert not check.is_kind(["sheep"], bovine) and not check.is_kind(["bison"], bovine)  # genus Bos only
     assert check.is_kind(["yak"], bovine) and check.is_kind(["cow"], bovine)
     assert not check.is_kind(["blackbird"], "wd:Q25334")  # no hierarchy to check a Wikidata item against
+    bear = "wn:n02131653"
+    assert check.is_kind(["european bear"], bear) and check.is_kind(["Brown bear"], bear)
+    assert not check.is_kind(["Edward Bear"], bear)  # a name (a teddy's): its last word says nothing
+    assert not check.is_kind(["Teddy bear"], bear)  # WordNet's teddy bear is a toy

@@ -260,6 +260,11 @@ class AmbiguityConfig(Section):
         le=1.0,
         description="a sense with at least this share of the string's SemCor tags is what it means bare",
     )
+    min_tags: int = Field(
+        default=2,
+        ge=1,
+        description="fewer SemCor tags than this say nothing of what a string means (one is an accident)",
+    )
     qualifier_min_names: int = Field(
         default=10,
         ge=1,

@@ -51,7 +51,7 @@ BM25_WEIGHTS = (1.0, 0.3)
 TOKEN = re.compile(r"\w+", re.UNICODE)
 MATCH_MODES = ("subject", "subject_first", "anywhere")
 KINDS = "kinds"  # match_categories: a category links a picture only to what its subject is a kind of
-KINDS_RULE = "wordnet-hypernyms-1"  # search/kinds.py's rule; a change re-asks every corpus query
+KINDS_RULE = "wordnet-hypernyms-2"  # search/kinds.py's rule; a change re-asks every corpus query
 KINDS_OVERFETCH = 4  # rows read per result wanted when category matches may be filtered out
 
 

@@ -37,9 +37,13 @@ class KindCheck:
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 (one checker per backend, kept for its life)
     def _above(self, phrase: str) -> frozenset[int]:
-        """Every synset a sense of `phrase` is, or is below (itself included)."""
+        """Every synset a sense of `phrase` is, or is below (itself included). A name WordNet lacks
+        whose every word is capitalised ("Edward Bear", a teddy) is somebody's name: its last word
+        says nothing of what it is."""
+        written = phrase.split()
         words = phrase.lower().split()
-        for start in range(len(words)):
+        named = len(written) > 1 and all(w[:1].isupper() for w in written)
+        for start in range(1 if named else len(words)):
             for last in (words[-1], *self.variants(words[-1])):  # "cherries": "cherry"
                 offsets = self.wordnet.senses("_".join([*words[start:-1], last]))
                 if offsets:

@@ -30,7 +30,7 @@ from kgclip.tables import (
     read_records,
     write_records,
 )
-from kgclip.text.ambiguity import IN_DOMAIN, NONE, UNAMBIGUOUS, Homonyms
+from kgclip.text.ambiguity import NONE, UNAMBIGUOUS, Homonyms
 from kgclip.text.categories import harvest_wordnet
 from kgclip.text.filter import kept_ids
 from kgclip.text.judge import judge_stage
@@ -110,11 +110,13 @@ def read_as(
     verdict = inp.homonyms.verdict(entity, name) if inp.homonyms is not None else UNAMBIGUOUS
     if verdict.ambiguity == NONE:
         return Reading(text)
+    if verdict.headword:  # "seahorse" names the fish; the walrus has it as an alias
+        return Reading(text, None, verdict.ambiguity, "headword", verdict.senses)
     policy = getattr(cfg.ambiguity, kind)
-    # Selected synsets that nothing tells apart (two echidnas) are near kin: the method's rule
-    # (the first synset name takes the string) does less harm than losing the name.
-    unqualifiable_kin = verdict.qualifier is None and verdict.ambiguity == IN_DOMAIN
-    if policy == "keep" or (policy == "qualify" and unqualifiable_kin):
+    # Selected synsets with the same headword and nothing to tell them apart (two echidnas) are
+    # near kin: the method's rule (the first synset name takes the string) does less harm than
+    # losing the name. A string that is only another synset's alias is lost instead.
+    if policy == "keep" or (policy == "qualify" and verdict.kin and verdict.qualifier is None):
         return Reading(text, None, verdict.ambiguity, "kept", verdict.senses)
     if policy == "qualify" and verdict.qualifier is not None:
         text_q = qualified(text, name, verdict.qualifier)
