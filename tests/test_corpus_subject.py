@@ -237,8 +237,12 @@ def test_demo_links_pictures_by_subject_with_evidence(demo_run):
     samples = pq.read_table(demo_run / "samples.parquet").to_pylist()
     entities = {e["id"]: e["name"] for e in pq.read_table(demo_run / "entities.parquet").to_pylist()}
     by_caption = {s["caption"]: s for s in samples}
-    for gone in ("A rubber duck.", "A VW Beetle.", "An F-22 Raptor.", "A walnut sailboat."):
-        assert gone not in by_caption
+    gone = ("A rubber duck.", "A VW Beetle.", "An F-22 Raptor.", "A walnut sailboat.", "A Jack-o’-lantern.")
+    for caption in (*gone, "A trumpet.", "A yellow flag.", "Edward Bear."):
+        assert caption not in by_caption, caption  # other senses of a name, spelt otherwise or composed
+    assert {entities[e] for e in by_caption["A black cat."]["entity_ids"]} == {"cat"}  # not big cat, fisher
+    assert {entities[e] for e in by_caption["A seahorse."]["entity_ids"]} >= {"seahorse"}
+    assert "walrus" not in {entities[e] for e in by_caption["A seahorse."]["entity_ids"]}
     assert "lion" not in {entities[e] for e in by_caption["A sea lion."]["entity_ids"]}
     assert "loon" not in {entities[e] for s in samples for e in s["entity_ids"] if "loonie" in s["caption"]}
     linked = {entities[e] for s in samples for e in s["entity_ids"]}
