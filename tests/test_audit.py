@@ -33,7 +33,9 @@ from kgclip.tables import Entity, Query, QueryParams, Sample, write_records
 
 DATA = Path(__file__).parent / "data" / "audit"
 HAND_AUDIT = DATA / "demo-before-seed1.csv"
-FRESH_AUDIT = DATA / "demo-after-seed2.csv"  # drawn from the final rules' harvest, --exclude HAND_AUDIT
+FRESH_AUDIT = DATA / "demo-after-seed2.csv"  # drawn from the second rules' harvest, --exclude HAND_AUDIT
+LAST_AUDIT = DATA / "demo-after-seed3.csv"  # the final rules' demo links neither audit had seen
+OPENCLIPART_AUDIT = DATA / "openclipart-seed3.csv"  # every link of two harvests of unseen pictures
 DOCS = Path(__file__).parents[1] / "docs" / "audit.md"
 
 # sample key -> its entities: one picture has three, the others one
@@ -266,7 +268,11 @@ def test_cli_scores_and_writes_json(tmp_path):
 # --- the hand audit of the demo (docs/audit.md) -----------------------------------------------
 
 
-@pytest.mark.parametrize(("audit", "least"), [(HAND_AUDIT, 300), (FRESH_AUDIT, 100)], ids=["before", "fresh"])
+@pytest.mark.parametrize(
+    ("audit", "least"),
+    [(HAND_AUDIT, 300), (FRESH_AUDIT, 100), (LAST_AUDIT, 5), (OPENCLIPART_AUDIT, 150)],
+    ids=["before", "fresh", "last", "openclipart"],
+)
 def test_hand_audit_is_complete(audit: Path, least: int):
     rows = read_csv(audit)
     assert len(rows) >= least
@@ -279,15 +285,24 @@ def test_hand_audit_is_complete(audit: Path, least: int):
         assert (audit.parent / r["image"]).is_file(), r["image"]
 
 
-def test_fresh_audit_has_no_link_of_the_first():
-    """The figure that counts is on links nobody looked at while the rules were tuned."""
-    assert not {r["link_id"] for r in read_csv(HAND_AUDIT)} & {r["link_id"] for r in read_csv(FRESH_AUDIT)}
+def test_fresh_audits_have_no_link_of_the_earlier_ones():
+    """Each later figure is on links nobody had looked at before."""
+    seen: set[str] = set()
+    for audit in (HAND_AUDIT, FRESH_AUDIT, LAST_AUDIT, OPENCLIPART_AUDIT):
+        ids = {r["link_id"] for r in read_csv(audit)}
+        assert not ids & seen, audit.name
+        seen |= ids
 
 
 @pytest.mark.parametrize(
     ("audit", "label"),
-    [(HAND_AUDIT, "precision before"), (FRESH_AUDIT, "precision on the fresh sample")],
-    ids=["before", "fresh"],
+    [
+        (HAND_AUDIT, "precision before"),
+        (FRESH_AUDIT, "precision on the fresh sample"),
+        (LAST_AUDIT, "precision on the last demo links"),
+        (OPENCLIPART_AUDIT, "precision on the openclipart links"),
+    ],
+    ids=["before", "fresh", "last", "openclipart"],
 )
 def test_hand_audit_scores_as_docs_state(audit: Path, label: str):
     rows = read_csv(audit)

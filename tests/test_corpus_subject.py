@@ -301,3 +301,23 @@ def test_the_kind_check_follows_wordnet_hypernyms():
     assert check.is_kind(["european bear"], bear) and check.is_kind(["Brown bear"], bear)
     assert not check.is_kind(["Edward Bear"], bear)  # a name (a teddy's): its last word says nothing
     assert not check.is_kind(["Teddy bear"], bear)  # WordNet's teddy bear is a toy
+
+
+def test_a_folder_name_with_underscores_is_a_category_match_and_checked_as_one(tmp_path):
+    """FTS5 splits "big_cats" into big + cats: a tiger named "Tigre01" in animals/mammals/big_cats
+    matched the query "cat" through its folder, but the evidence called it a caption match, so the
+    kind check never ran and the tiger became a true cat."""
+    from kgclip.search.subject import key_tokens
+
+    assert key_tokens("animals/mammals/big_cats") == ["animals", "mammals", "big", "cats"]
+    src = tmp_path / "src"
+    for folder, name, caption in (("big_cats", "tigre01", "Tigre01"), ("cats", "tabby", "A tabby cat.")):
+        (src / "animals" / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), "orange").save(src / "animals" / folder / f"{name}.png")
+        (src / "animals" / folder / f"{name}.txt").write_text(caption + "\n")
+    index = tmp_path / "c.sqlite"
+    build_index(src, index, importer="tuxpaint")
+    backend = CorpusBackend(index, match_categories="kinds")
+    cat = Query("q", "entity", "cat", "wn:n02121620", None, QueryParams())
+    found = backend.search_now(cat, 10).results
+    assert [f.alt_text for f in found] == ["A tabby cat."]

@@ -52,6 +52,7 @@ TOKEN = re.compile(r"\w+", re.UNICODE)
 MATCH_MODES = ("subject", "subject_first", "anywhere")
 KINDS = "kinds"  # match_categories: a category links a picture only to what its subject is a kind of
 KINDS_RULE = "wordnet-hypernyms-2"  # search/kinds.py's rule; a change re-asks every corpus query
+UNEXPLAINED = "unexplained"  # evidence field of a row FTS5 matched for words Python did not find
 KINDS_OVERFETCH = 4  # rows read per result wanted when category matches may be filtered out
 
 
@@ -312,7 +313,7 @@ class CorpusBackend:
         for r in rows:
             # in `subject` mode a row without a subject match is there for its category alone
             evidence = _evidence(tokens, r[1], r[7], r[8], by_category=self.match == "subject")
-            checked = evidence["field"] == "category" and self.match_categories == KINDS
+            checked = evidence["field"] in ("category", UNEXPLAINED) and self.match_categories == KINDS
             if checked and not self.kinds.is_kind(r[9].split(" | "), query.entity_id):
                 continue  # a rabbit in rodents/: the folder names a group it is not in
             found.append(Found(*r[:7], evidence=orjson.dumps(evidence).decode()))  # type: ignore[misc]
@@ -368,8 +369,9 @@ def _evidence(
         words = _matched(tokens, key_tokens(text))
         if words is not None:
             return {"field": field, "words": words, "subject": False}
-    # FTS5 matched what Python tokenises differently (rare scripts): say so rather than guess.
-    return {"field": "caption", "words": [], "subject": False}
+    # FTS5 matched what Python tokenises differently (rare scripts): say so rather than guess,
+    # and check it as a category match would be.
+    return {"field": UNEXPLAINED, "words": [], "subject": False}
 
 
 def _matched(tokens: list[str], field: list[str]) -> list[str] | None:

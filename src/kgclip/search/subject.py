@@ -37,7 +37,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-RULE_VERSION = 1
+RULE_VERSION = 2
 
 
 def _wordset(words: str) -> frozenset[str]:
@@ -119,8 +119,9 @@ def fold(text: str) -> str:
 
 
 def key_tokens(text: str) -> list[str]:
-    """The search tokens of a text: folded, split at anything but letters and digits."""
-    return re.findall(r"\w+", fold(text))
+    """The search tokens of a text: folded, split at anything but letters and digits (an
+    underscore too, as FTS5's unicode61 tokeniser splits "big_cats")."""
+    return re.findall(r"[^\W_]+", fold(text))
 
 
 @dataclass(frozen=True, slots=True)
