@@ -36,6 +36,7 @@ HAND_AUDIT = DATA / "demo-before-seed1.csv"
 FRESH_AUDIT = DATA / "demo-after-seed2.csv"  # drawn from the second rules' harvest, --exclude HAND_AUDIT
 LAST_AUDIT = DATA / "demo-after-seed3.csv"  # the final rules' demo links neither audit had seen
 OPENCLIPART_AUDIT = DATA / "openclipart-seed3.csv"  # every link of two harvests of unseen pictures
+OPENCLIPART_NEW = DATA / "openclipart-after-seed4.csv"  # the links the fourth rules added there
 DOCS = Path(__file__).parents[1] / "docs" / "audit.md"
 
 # sample key -> its entities: one picture has three, the others one
@@ -270,8 +271,8 @@ def test_cli_scores_and_writes_json(tmp_path):
 
 @pytest.mark.parametrize(
     ("audit", "least"),
-    [(HAND_AUDIT, 300), (FRESH_AUDIT, 100), (LAST_AUDIT, 5), (OPENCLIPART_AUDIT, 150)],
-    ids=["before", "fresh", "last", "openclipart"],
+    [(HAND_AUDIT, 300), (FRESH_AUDIT, 100), (LAST_AUDIT, 5), (OPENCLIPART_AUDIT, 150), (OPENCLIPART_NEW, 5)],
+    ids=["before", "fresh", "last", "openclipart", "openclipart-new"],
 )
 def test_hand_audit_is_complete(audit: Path, least: int):
     rows = read_csv(audit)
@@ -288,7 +289,7 @@ def test_hand_audit_is_complete(audit: Path, least: int):
 def test_fresh_audits_have_no_link_of_the_earlier_ones():
     """Each later figure is on links nobody had looked at before."""
     seen: set[str] = set()
-    for audit in (HAND_AUDIT, FRESH_AUDIT, LAST_AUDIT, OPENCLIPART_AUDIT):
+    for audit in (HAND_AUDIT, FRESH_AUDIT, LAST_AUDIT, OPENCLIPART_AUDIT, OPENCLIPART_NEW):
         ids = {r["link_id"] for r in read_csv(audit)}
         assert not ids & seen, audit.name
         seen |= ids

@@ -240,7 +240,8 @@ def test_demo_links_pictures_by_subject_with_evidence(demo_run):
     gone = ("A rubber duck.", "A VW Beetle.", "An F-22 Raptor.", "A walnut sailboat.", "A Jack-o’-lantern.")
     for caption in (*gone, "A trumpet.", "A yellow flag.", "Edward Bear."):
         assert caption not in by_caption, caption  # other senses of a name, spelt otherwise or composed
-    assert {entities[e] for e in by_caption["A black cat."]["entity_ids"]} == {"cat"}  # not big cat, fisher
+    black_cat = {entities[e] for e in by_caption.get("A black cat.", {"entity_ids": []})["entity_ids"]}
+    assert not {"big cat", "fisher"} & black_cat  # (it is in seasonal/halloween/: no folder of animals)
     assert {entities[e] for e in by_caption["A seahorse."]["entity_ids"]} >= {"seahorse"}
     assert "walrus" not in {entities[e] for e in by_caption["A seahorse."]["entity_ids"]}
     assert "lion" not in {entities[e] for e in by_caption["A sea lion."]["entity_ids"]}
@@ -321,3 +322,37 @@ def test_a_folder_name_with_underscores_is_a_category_match_and_checked_as_one(t
     cat = Query("q", "entity", "cat", "wn:n02121620", None, QueryParams())
     found = backend.search_now(cat, 10).results
     assert [f.alt_text for f in found] == ["A tabby cat."]
+
+
+def test_a_folder_must_be_about_the_entitys_kind_of_thing():
+    """A picture in office/ is no storksbill and a chess queen in games/ no queen; animals/,
+    food/fruits and a folder naming the entity or a kind of it fit. Folder words are read in their
+    prominent senses: "games" are contests (not game animals), "flags" emblems (not irises)."""
+    from kgclip.search.corpus import number_variants
+    from kgclip.search.kinds import KindCheck
+
+    check = KindCheck.open(number_variants)
+    storksbill, queen, apple_tree, tiger = "wn:n12688903", "wn:n02313008", "wn:n12633994", "wn:n02129604"
+    assert not check.folder_fits("office", storksbill) and not check.folder_fits("computer/icons", storksbill)
+    assert check.folder_fits("signs_and_symbols/clocks", storksbill)  # "clocks" is one of its names
+    assert not check.folder_fits("recreation/games", queen)  # "chess", never tagged, is a grass too
+    assert not check.folder_fits("signs_and_symbols/flags/asia", "wn:n01794158")  # turkey the bird
+    assert check.folder_fits("animals/mammals/big_cats", tiger)
+    assert check.folder_fits("animals/insects", queen) and check.folder_fits("food/fruit", apple_tree)
+    assert check.folder_fits("big_cats", tiger)  # names a kind above the tiger
+    assert check.folder_fits("", storksbill) and check.folder_fits("office", "wd:Q1")  # nothing to check
+
+
+def test_a_compound_subject_wordnet_knows_must_be_a_kind_part_or_product_of_the_entity():
+    from kgclip.search.corpus import number_variants
+    from kgclip.search.kinds import KindCheck
+
+    check = KindCheck.open(number_variants)
+    dog, boar, piper, capsicum = "wn:n02084071", "wn:n02396014", "wn:n13149506", "wn:n12900462"
+    assert check.compound_denies("Hot Dog", dog) and check.compound_denies("Hot_Dog", dog)
+    assert check.compound_denies("wild boars", boar)  # the wild boar is no uncastrated male hog
+    assert check.compound_denies("green pepper", piper)  # a capsicum's fruit
+    assert not check.compound_denies("green pepper", capsicum)  # food → pepper fruit → capsicum
+    assert not check.compound_denies("great blue heron", "wn:n02008497")
+    assert not check.compound_denies("european bear", "wn:n02131653")  # WordNet lacks it: no verdict
+    assert not check.compound_denies("dog", dog)  # one word: the subject rule has matched it

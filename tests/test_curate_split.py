@@ -34,7 +34,7 @@ def test_val_split_is_the_pictures_drawn_below_the_fraction_and_disjoint_from_tr
     val_rows = [r for r in rows if r["split"] == "val"]
     train_rows = [r for r in rows if r["split"] == "train"]
     assert {r["sha256"] for r in val_rows} == expected_val
-    assert 0.1 * 198 < len(val_rows) < 0.3 * 198 and len(rows) == result.rows == 198
+    assert 0.1 * 187 < len(val_rows) < 0.3 * 187 and len(rows) == result.rows == 187
     assert not {r["sha256"] for r in val_rows} & {r["sha256"] for r in train_rows}  # disjoint by picture
 
     val, train = _tar_keys(demo_copy / "val"), _tar_keys(demo_copy / "shards")
@@ -66,7 +66,7 @@ def test_val_max_keeps_the_smallest_draws_and_the_split_is_reproducible(demo_cop
     by_draw = sorted(rows, key=lambda r: val_draw(r["sha256"]))
     assert {r["key"] for r in rows if r["split"] == "val"} == {r["key"] for r in by_draw[:10]}
     # every picture keeps its key whatever the split: the keys are those of the harvest without one
-    assert sorted(r["key"] for r in rows) == [f"{i:09d}" for i in range(198)]
+    assert sorted(r["key"] for r in rows) == [f"{i:09d}" for i in range(187)]
 
 
 def test_no_split_by_default_writes_an_empty_val_folder(demo_run):

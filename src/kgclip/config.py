@@ -331,7 +331,9 @@ class CorpusConfig(Section):
         default="kinds",
         description="let a folder category (animals/birds) match the query too: true, false, or "
         "'kinds': only when WordNet says the caption's subject is a kind of the query's entity "
-        "(a blackbird in birds/ is a bird; a rabbit in rodents/ is not a rodent)",
+        "(a blackbird in birds/ is a bird; a rabbit in rodents/ is not a rodent); 'kinds' also "
+        "drops hits whose folder names nothing of the entity's kind (a clock in signs/) and whose "
+        "compound subject is no kind of it (a hot dog)",
     )
 
     @model_validator(mode="after")

@@ -51,7 +51,7 @@ BM25_WEIGHTS = (1.0, 0.3)
 TOKEN = re.compile(r"\w+", re.UNICODE)
 MATCH_MODES = ("subject", "subject_first", "anywhere")
 KINDS = "kinds"  # match_categories: a category links a picture only to what its subject is a kind of
-KINDS_RULE = "wordnet-hypernyms-2"  # search/kinds.py's rule; a change re-asks every corpus query
+KINDS_RULE = "wordnet-hypernyms-3"  # search/kinds.py's rule; a change re-asks every corpus query
 UNEXPLAINED = "unexplained"  # evidence field of a row FTS5 matched for words Python did not find
 KINDS_OVERFETCH = 4  # rows read per result wanted when category matches may be filtered out
 
@@ -316,6 +316,11 @@ class CorpusBackend:
             checked = evidence["field"] in ("category", UNEXPLAINED) and self.match_categories == KINDS
             if checked and not self.kinds.is_kind(r[9].split(" | "), query.entity_id):
                 continue  # a rabbit in rodents/: the folder names a group it is not in
+            if self.match_categories == KINDS and not self.kinds.folder_fits(r[7], query.entity_id):
+                continue  # a clock in office/: no storksbill, whatever the caption says
+            subject = r[9].split(" | ")[0]
+            if self.match_categories == KINDS and self.kinds.compound_denies(subject, query.entity_id):
+                continue  # a hot dog: WordNet's compound is no kind of dog
             found.append(Found(*r[:7], evidence=orjson.dumps(evidence).decode()))  # type: ignore[misc]
         return Outcome(results=found[:k])
 
