@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -61,3 +62,47 @@ def test_ctrl_c_during_fetch_says_one_line_and_status_shows_partial(web_photo_co
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert all(s.state == "done" for s in status(load(config), Workdir(work)))
+
+
+POOL = textwrap.dedent(
+    """
+    import sys, time
+    from kgclip.workers import process_pool
+
+    def square(x):
+        return x * x
+
+    if __name__ == "__main__":
+        with process_pool(2) as pool:
+            assert list(pool.map(square, range(4))) == [0, 1, 4, 9]
+            print("ready", flush=True)
+            try:
+                time.sleep(60)
+            except KeyboardInterrupt:
+                print("interrupted; rerun to resume", file=sys.stderr)
+                raise SystemExit(130) from None
+    """
+)
+
+
+def test_ctrl_c_reaches_only_the_main_process_of_a_worker_pool():
+    """Decontam indexing and the dump scan run process pools outside asyncio (whose SIGINT handler
+    the fetch workers inherit): without kgclip.workers' initializer every idle worker of the
+    group that a terminal's Ctrl-C reaches prints its own KeyboardInterrupt traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", POOL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        time.sleep(0.2)  # the workers are back waiting for tasks
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err == "interrupted; rerun to resume\n"

@@ -188,6 +188,27 @@ def test_only_with_a_stale_input_says_why_and_names_only_given_options(tmp_path,
         harvest(cfg(), wd, only="b", stages=toy)
 
 
+def test_a_harvest_without_only_never_suggests_it(tmp_path, toy, monkeypatch):
+    """Issue 11 item 2: "curate needs fetch first (run without --only)" was said to a user who gave
+    no --only. Only a harvest given --only may mention it. Here b spoils a's output as it runs, so
+    c (which reads a and b) finds a stale in a plain harvest."""
+    a, b, c = toy
+    mod = sys.modules["kgclip_toy_stages"]
+    real_b = mod.run_b
+
+    def spoiling(ctx):
+        result = real_b(ctx)
+        ctx.path("a.txt").write_text("spoilt")
+        return result
+
+    monkeypatch.setattr(mod, "run_b", spoiling)
+    reads_both = Stage("c", "kgclip_toy_stages", ("curate",), ("a", "b"), ("c.txt",))
+    object.__setattr__(reads_both, "run", c.run)
+    with pytest.raises(PipelineError) as err:
+        harvest(cfg(), Workdir(tmp_path), stages=(a, b, reads_both))
+    assert str(err.value) == "c needs a (stale: outputs changed since the run) first"
+
+
 def test_a_stage_reading_an_undeclared_key_fails(tmp_path, toy, monkeypatch):
     def sneaky(ctx):
         return ctx.config.seed

@@ -13,7 +13,16 @@ import textwrap
 import orjson
 import pytest
 
-from kgclip.kg.wikidata.dump import CANDIDATES, CHECKPOINT, EDGES, STATE_FORMAT, DumpError, _identity, scan
+from kgclip.kg.wikidata.dump import (
+    CANDIDATES,
+    CHECKPOINT,
+    EDGES,
+    RECORD_HEADER,
+    STATE_FORMAT,
+    DumpError,
+    _identity,
+    scan,
+)
 from wikidata_fixture import entities
 
 
@@ -133,5 +142,13 @@ def test_scan_state_is_never_unpickled(tmp_path):
         (state / name).write_bytes(crafted)
     _checkpoint(state, _identity(dump, True), len(crafted))
     with pytest.raises(DumpError, match="scan state"):
+        scan(dump, True, 1, state_dir=state)
+    assert not marker.exists()
+    # ... and so is a well-formed record whose payload is a pickle: records hold JSON, never pickle
+    record = RECORD_HEADER.pack(len(crafted)) + crafted
+    for name in (EDGES, CANDIDATES):
+        (state / name).write_bytes(record)
+    _checkpoint(state, _identity(dump, True), len(record))
+    with pytest.raises(DumpError, match="not JSON records"):
         scan(dump, True, 1, state_dir=state)
     assert not marker.exists()
