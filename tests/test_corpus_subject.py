@@ -341,6 +341,7 @@ def test_a_folder_must_be_about_the_entitys_kind_of_thing():
     assert check.folder_fits("animals/insects", queen) and check.folder_fits("food/fruit", apple_tree)
     assert check.folder_fits("big_cats", tiger)  # names a kind above the tiger
     assert check.folder_fits("", storksbill) and check.folder_fits("office", "wd:Q1")  # nothing to check
+    assert check.folder_fits("office", "wn:n00000001")  # no such synset: nothing to judge by
 
 
 def test_a_compound_subject_wordnet_knows_must_be_a_kind_part_or_product_of_the_entity():
@@ -356,3 +357,4 @@ def test_a_compound_subject_wordnet_knows_must_be_a_kind_part_or_product_of_the_
     assert not check.compound_denies("great blue heron", "wn:n02008497")
     assert not check.compound_denies("european bear", "wn:n02131653")  # WordNet lacks it: no verdict
     assert not check.compound_denies("dog", dog)  # one word: the subject rule has matched it
+    assert not check.compound_denies("red fox", "wn:n00000001")  # no such synset: no verdict

@@ -18,6 +18,7 @@ from kgclip.kg.wordnet import (
     INSTANCE_HYPERNYM,
     PART_HOLONYM,
     SUBSTANCE_HOLONYM,
+    UnknownSynset,
     WordNet,
     open_wordnet,
 )
@@ -51,9 +52,9 @@ class KindCheck:
         of the entity: a "hot dog" is no dog, "two wild boars" no uncastrated male hog, a "green
         pepper" (a capsicum's fruit) no black pepper vine. A compound WordNet lacks says nothing."""
         words = key_tokens(phrase)  # "Hot_Dog" too
-        if len(words) < 2 or not entity_id or not entity_id.startswith(WORDNET_PREFIX):
+        own = self._synset(entity_id)
+        if len(words) < 2 or own is None:
             return False
-        own = int(entity_id.removeprefix(WORDNET_PREFIX).lstrip("n"))
         for last in (words[-1], *self.variants(words[-1])):
             offsets = self.wordnet.senses("_".join([*words[:-1], last]))
             if offsets:
@@ -80,9 +81,19 @@ class KindCheck:
         the entity, something above or below it, or, for an organism, any animal, plant or food
         ("animals/mammals", "food/fruits"). A clock in `office/` is no storksbill, a hot dog in
         `food/` no dog, a chess queen in `games/` no queen bee. No folder, or no synset, fits."""
-        if not category.strip() or not entity_id or not entity_id.startswith(WORDNET_PREFIX):
-            return True
-        return self._fits(category, int(entity_id.removeprefix(WORDNET_PREFIX).lstrip("n")))
+        own = self._synset(entity_id)
+        return not category.strip() or own is None or self._fits(category, own)
+
+    def _synset(self, entity_id: str | None) -> int | None:
+        """The entity's synset offset; None for an entity WordNet does not hold (nothing to judge)."""
+        if not entity_id or not entity_id.startswith(WORDNET_PREFIX):
+            return None
+        offset = int(entity_id.removeprefix(WORDNET_PREFIX).lstrip("n"))
+        try:
+            self.wordnet.by_offset(offset)
+        except UnknownSynset:
+            return None
+        return offset
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 (one checker per backend, kept for its life)
     def _fits(self, category: str, own: int) -> bool:
