@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conditions import describe, version_of
+
 WORDNET = Path("/usr/share/wordnet")
 # The lexicographer files in their numbering (environment.md §1.3): nltk needs them, Debian lacks the file.
 NOUN_FILES = (
@@ -89,15 +92,17 @@ print(result.rows, result.stats["wordnet"]["leaves"], time.perf_counter() - t)
 """
 
 # The authors' walk (method.md §1) with nltk: hyponyms recursively, stopping at blacklisted synsets.
+# The roots and blacklists come as one JSON argument, read by the parent from kgclip's config: the peer
+# imports nothing of kgclip and parses no TOML, only what nltk needs.
 NLTK = """
 import sys, time
 t = time.perf_counter()
+import json
 from nltk.corpus import wordnet as wn
-from kgclip.config import load
-src = load("livingthings").entities.wordnet
-stop = {wn.synset(n) for n in src.exclude_subtrees}
-names = set(src.exclude_names)
-seen, stack = set(), [wn.synset(r) for r in src.roots]
+src = json.loads(sys.argv[1])
+stop = {wn.synset(n) for n in src["exclude_subtrees"]}
+names = set(src["exclude_names"])
+seen, stack = set(), [wn.synset(r) for r in src["roots"]]
 while stack:
     s = stack.pop()
     if s in seen or s in stop or names & {l.lower() for l in s.lemma_names()}:
@@ -105,8 +110,25 @@ while stack:
     seen.add(s)
     stack.extend(s.hyponyms())
 leaves = sum(1 for s in seen if not any(h in seen for h in s.hyponyms()))
-print(len(seen), leaves, time.perf_counter() - t)
+kgclip = any(m.split(".")[0] == "kgclip" for m in sys.modules)
+print(len(seen), leaves, time.perf_counter() - t, kgclip, "tomllib" in sys.modules)
 """
+
+
+def walk_arguments() -> str:
+    """The selection the entities stage makes (livingthings config), as the nltk side's one argument."""
+    import json
+
+    from kgclip.config import load
+
+    src = load("livingthings").entities.wordnet
+    return json.dumps(
+        {
+            "roots": list(src.roots),
+            "exclude_subtrees": list(src.exclude_subtrees),
+            "exclude_names": list(src.exclude_names),
+        }
+    )
 
 
 def nltk_tree(root: Path) -> Path:
@@ -151,6 +173,18 @@ def main() -> None:
         import nltk  # noqa: F401
     except ImportError:
         sys.exit("the peer is missing: .venv/bin/pip install -r requirements/bench.txt")
+    walk = walk_arguments()
+    print(
+        describe(
+            nltk=version_of("nltk"),
+            wordnet=f"{WORDNET} (Debian wordnet-base), the same files for both",
+            cold="page cache dropped before every run"
+            if os.geteuid() == 0
+            else "NO: not root, page cache kept",
+            runs=f"{args.runs} of each, alternating, each in a fresh process; medians",
+            peer_input="roots and blacklists as one JSON argument (no kgclip import, no TOML)",
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "NLTK_DATA": str(nltk_tree(Path(tmp) / "nltk_data"))}
         kg, nl = [], []
@@ -159,9 +193,12 @@ def main() -> None:
             wall, out = timed(KGCLIP, [str(work)], env)
             kg.append(wall)
             print(f"kgclip run {run}: {wall:.2f}s wall; selected, leaves, in-process s = {out}")
-            wall, out = timed(NLTK, [], env)
+            wall, out = timed(NLTK, [walk], env)
             nl.append(wall)
-            print(f"nltk   run {run}: {wall:.2f}s wall; selected, leaves, in-process s = {out}")
+            print(
+                f"nltk   run {run}: {wall:.2f}s wall; selected, leaves, in-process s, imported kgclip, "
+                f"imported tomllib = {out}"
+            )
     k, n = statistics.median(kg), statistics.median(nl)
     print(f"\nmedian cold wall time: kgclip entities stage {k:.2f}s, nltk walk {n:.2f}s")
     print(

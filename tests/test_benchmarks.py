@@ -1,0 +1,80 @@
+"""The benchmarks' own logic: conditions, real-like hashes, the all-pairs peer, out-of-sample tuning."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield lambda name: importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_conditions_name_versions_machine_and_extras(bench) -> None:
+    text = bench("conditions").describe(rounds=3, peer_version="9.9")
+    assert text.startswith("conditions:\n")
+    for key in ("date (UTC)", "machine", "python", "kgclip", "numpy", "rounds", "peer version"):
+        assert f"  {key}" in text
+    assert "9.9" in text and "cores" in text
+
+
+def test_version_of_a_missing_distribution(bench) -> None:
+    assert bench("conditions").version_of("no-such-distribution-kgclip") == "not installed"
+    assert bench("conditions").version_of("numpy") == np.__version__
+
+
+def test_real_like_hashes_follow_the_measured_bit_frequencies(bench) -> None:
+    nd = bench("near_duplicates")
+    freq = np.array(nd.REAL_FREQUENCIES)
+    assert len(freq) == nd.BITS == 63
+    h = nd.hashes(40_000, np.random.default_rng(3), freq)
+    assert int(h.max()) < 2**63
+    bits = ((h[:, None] >> np.arange(63, dtype=np.uint64)) & np.uint64(1)).mean(axis=0)
+    assert np.abs(bits - freq).max() < 0.02  # 5% planted copies barely move the shares
+    assert bits.max() > 0.85 and bits.min() < 0.4  # skewed, unlike uniform hashes
+
+
+def test_measured_frequencies_from_a_phash_column(bench, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    nd = bench("near_duplicates")
+    pq.write_table(pa.table({"phash": [0b01, 0b11, 0b11, None]}), tmp_path / "a.parquet")
+    freq, count = nd.measure_frequencies([tmp_path / "a.parquet"])
+    assert count == 2  # distinct, nulls left out
+    assert freq[0] == 1.0 and freq[1] == 0.5 and freq[2:].sum() == 0
+
+
+def test_all_pairs_agrees_with_the_multi_index_search(bench) -> None:
+    nd = bench("near_duplicates")
+    h = nd.hashes(3_000, np.random.default_rng(5), np.array(nd.REAL_FREQUENCIES))
+    ours, _ = nd.mih(h)
+    theirs = nd.all_pairs(h, budget=100_000)  # many small blocks
+    assert np.array_equal(ours, theirs)
+    assert (ours // len(h) != ours % len(h)).sum() > 100  # the planted near copies are found
+
+
+def test_threshold_is_tuned_on_one_half_and_scored_on_the_other(bench) -> None:
+    dr = bench("decontam_recall")
+    five = len(dr.KINDS)
+    d = dr.Distances(
+        positives={"a": [2] * five, "b": [5] * five, "c": [9] * five},
+        negatives={"x": [7] * five, "y": [20] * five, "z": [30] * five},
+    )
+    tuning = d.subset({"a", "b", "x", "y"})
+    # thresholds 5 and 6 find a and b with no false positive (the lower is kept); 7 lets x in
+    assert dr.tune(tuning, range(31)) == 5
+    report = dr.score(d.subset({"c", "z"}), 5)
+    assert report.recall == 0.0 and report.false_positives == 0
+    assert dr.score(d, 9).recall == 1.0 and dr.score(d, 9).false_positives == five
