@@ -357,9 +357,12 @@ def main() -> None:
     )
     print(line.format("img2dataset (shards):", i2d_wall, n / i2d_wall) + f"  peak RSS {i2d_rss:,.0f} MiB")
     print(line.format("detail: kgclip fetch alone:", kg_fetch, n / kg_fetch))
+    per_round = sorted(i[0] / k[0] for k, i in zip(kg_runs, i2d_runs, strict=True))
     print(f"ratio (img2dataset time / kgclip time), like for like (both write shards): "
           f"{i2d_wall / kg_total:.2f}x (goal >= 2.0x); detail, kgclip's fetch alone: "
           f"{i2d_wall / kg_fetch:.2f}x")  # fmt: skip
+    print(f"like-for-like ratio per round: {', '.join(f'{r:.2f}x' for r in per_round)} "
+          f"(median {statistics.median(per_round):.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":
