@@ -78,3 +78,12 @@ def test_threshold_is_tuned_on_one_half_and_scored_on_the_other(bench) -> None:
     report = dr.score(d.subset({"c", "z"}), 5)
     assert report.recall == 0.0 and report.false_positives == 0
     assert dr.score(d, 9).recall == 1.0 and dr.score(d, 9).false_positives == five
+
+
+def test_all_pairs_on_the_first_rows_is_that_share_of_the_whole(bench) -> None:
+    nd = bench("near_duplicates")
+    h = nd.hashes(2_000, np.random.default_rng(8), np.array(nd.REAL_FREQUENCIES))
+    whole = nd.all_pairs(h, budget=50_000)
+    part = nd.all_pairs(h, budget=50_000, rows=300)
+    assert len(part) > 0
+    assert np.array_equal(part, whole[whole // len(h) < 300])
