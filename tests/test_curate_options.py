@@ -147,6 +147,8 @@ TIED_TYPES = [
     "and a mouser.",
     "A griffon vulture, a flea, some moss, a timber rattlesnake, a hognose snake, a pullet, a capon, "
     "a heifer, a katydid and a pinon.",
+    "A koala, a walrus, a toucan, a cobra, a tulip, a saguaro, a lobster, an octopus, a starfish "
+    "and a salmon.",
 ]
 
 
