@@ -22,6 +22,7 @@ import orjson
 
 from kgclip.config import WebBackendConfig
 from kgclip.redact import protect, redact
+from kgclip.retryafter import parse_retry_after
 from kgclip.search.base import Found, Outcome
 from kgclip.search.ratelimit import QuotaExhausted, RateLimiter
 from kgclip.tables import Query
@@ -204,7 +205,7 @@ class WebBackend:
         if status in (401, 403):
             raise SearchError(f"{self.name}: HTTP {status}: the API key or access was refused")
         backoff = self.cfg.backoff_s * 2 ** len(failures)
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 429 or status >= 500:
             failures.append(f"HTTP {status}")
             return None, retry_after or backoff
@@ -238,12 +239,6 @@ class WebBackend:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value and value.strip().replace(".", "", 1).isdigit():
-        return float(value)
-    return None
 
 
 def _unique(found: list[Found]) -> list[Found]:
