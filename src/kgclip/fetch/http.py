@@ -82,7 +82,7 @@ class FetchPolicy:
     read_timeout: float = 20.0
     total_timeout: float = 60.0  # per URL: lookups and requests sent, all hops and retries; no waiting
     queue_timeout: float = 600.0  # per URL: waiting for the host's turn and a global slot, in all
-    max_bytes: int = 25 * 1024 * 1024
+    max_bytes: int = 50_000_000  # the fetch stage's default (FetchConfig.max_bytes), for one answer
     per_host_concurrency: int = 2
     per_host_rate_per_s: float = 2.0
     global_concurrency: int = 32
