@@ -1,14 +1,14 @@
 """The shared machinery of web image-search backends: keys, limits, retries, pagination.
 
 A backend subclass says only how a query becomes request parameters and how a response becomes
-results. Everything about being a polite, robust client lives here, once: the key is read from
-the environment variable the config names (never logged, never part of a ledger key), requests
-go through the backend's RateLimiter, 429 pauses the whole backend for Retry-After, 5xx,
-timeouts and garbled bodies are retried with backoff, an error a service reports inside an HTTP
-200 body is retried or recorded as the subclass judges it, and a rejected key stops the stage
-instead of poisoning the ledger with thousands of failures. So does a service that cannot be
-reached at all (no network, a wrong host name: `max_connect_failures` connection attempts in a row
-fail), instead of crawling through every query's retries for days.
+results. Everything about being a polite, robust client lives here, once: the key is read from the
+environment variable the config names (never logged, never part of a ledger key), requests go
+through the backend's RateLimiter, 429 pauses the whole backend for Retry-After (seconds or an
+HTTP date), 5xx, timeouts and garbled bodies are retried with backoff, an error a service reports
+inside an HTTP 200 body is retried or recorded as the subclass judges it, and a rejected key stops
+the stage instead of poisoning the ledger with thousands of failures. So does a service that
+cannot be reached at all (no network, a wrong host name: `max_connect_failures` connection
+attempts in a row fail), instead of crawling through every query's retries for days.
 """
 
 from __future__ import annotations
