@@ -6,13 +6,14 @@ harvest that runs for days costs far more than an error at start-up.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kgclip.localfiles import read_regular
 
@@ -548,6 +549,13 @@ class FetchConfig(Section):
     allow_private: bool = Field(
         default=False, description="let http URLs reach private networks (local mirrors)"
     )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description='CIDRs ("10.8.0.0/16", "fd00:1::/64") that http URLs may reach whatever their '
+        "category: a mirror on one subnet without opening every private network",
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="per connection attempt")
+    read_timeout_s: float = Field(default=20.0, gt=0, description="per read from an open connection")
     per_host_concurrency: int = Field(default=2, ge=1)
     per_host_rate_per_s: float = Field(default=2.0, gt=0)
     global_concurrency: int = Field(default=32, ge=1)
@@ -571,6 +579,16 @@ class FetchConfig(Section):
     honour_x_robots: bool = Field(
         default=True, description="skip images served with X-Robots-Tag noai/noimageai"
     )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, nets: list[str]) -> list[str]:
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a network in CIDR notation ({exc})") from None
+        return nets
 
 
 class CurateConfig(Section):

@@ -42,6 +42,9 @@ def policy_of(cfg: FetchConfig) -> FetchPolicy:
     return FetchPolicy(
         allow_loopback=cfg.allow_loopback,
         allow_private=cfg.allow_private,
+        allow_networks=tuple(cfg.allow_networks),
+        connect_timeout=cfg.connect_timeout_s,
+        read_timeout=cfg.read_timeout_s,
         max_redirects=cfg.max_redirects,
         total_timeout=cfg.timeout_s,
         queue_timeout=cfg.queue_timeout_s,

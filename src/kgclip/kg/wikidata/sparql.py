@@ -8,7 +8,6 @@ answer cached in SQLite so that a re-run of the stage sends no query at all.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
+from kgclip.retryafter import parse_retry_after
 from kgclip.useragent import user_agent
 
 ENDPOINTS = {
@@ -172,13 +172,6 @@ class SparqlClient:
 
 
 def _retry_after(value: str | None, default: float | None) -> float | None:
-    """Seconds from a Retry-After header: a number, or an HTTP date."""
-    if not value:
-        return default
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when - time.time())
+    """Seconds from a Retry-After header (a number or an HTTP date), else `default`."""
+    seconds = parse_retry_after(value)
+    return default if seconds is None else seconds
