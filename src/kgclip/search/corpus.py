@@ -64,6 +64,25 @@ def corpus_index_path(config: Config, workdir: Workdir) -> Path:
     return corpus.index if corpus.index.is_absolute() else workdir.path(str(corpus.index))
 
 
+def missing_corpus(config: Config, workdir: Workdir) -> str | None:
+    """Why the configured corpus cannot be searched (no index and nothing to build one from), or
+    None: checked before any stage runs, not when the search stage comes to it."""
+    corpus = config.search.corpus
+    if "corpus" not in config.search.active or corpus is None:
+        return None
+    index = corpus_index_path(config, workdir)
+    if index.is_file():
+        return None
+    if corpus.source is None:
+        return (
+            f"no corpus index at {index} ([search.corpus] index): build it with "
+            f"`kgclip corpus index SOURCE -o {index}`, or set [search.corpus] source to build it here"
+        )
+    if not corpus.source.exists():
+        return f"no corpus index at {index}, and no {corpus.source} to build it from ([search.corpus] source)"
+    return None
+
+
 class CorpusError(RuntimeError):
     """A corpus index that is missing or not a kgclip corpus."""
 
