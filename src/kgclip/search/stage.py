@@ -63,15 +63,21 @@ def wordnet_path(config: Config) -> Path | None:
 
 
 def open_backends(config: Config, workdir: Workdir, ledger: SearchLedger) -> dict[str, SearchBackend]:
-    """Every backend the config uses; a web backend with a missing key fails here, before any work."""
+    """Every backend the config uses; a web backend with a missing key fails here, before any work,
+    and the backends opened before it are closed."""
     out: dict[str, SearchBackend] = {}
-    for name in config.search.active:
-        if name == "corpus":
-            out[name] = open_corpus(config, workdir)
-        else:
-            section = getattr(config.search, name)
-            assert section is not None  # guaranteed by SearchConfig validation
-            out[name] = WEB[name](section, ledger.used_today(name))
+    try:
+        for name in config.search.active:
+            if name == "corpus":
+                out[name] = open_corpus(config, workdir)
+            else:
+                section = getattr(config.search, name)
+                assert section is not None  # guaranteed by SearchConfig validation
+                out[name] = WEB[name](section, ledger.used_today(name))
+    except BaseException:
+        for backend in out.values():
+            backend.close()
+        raise
     return out
 
 
@@ -104,7 +110,11 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.search
     queries = list(read_records(ctx.path("queries.parquet"), Query))
     ledger = SearchLedger(ctx.path(LEDGER))
-    backends = open_backends(ctx.config, ctx.workdir, ledger)
+    try:
+        backends = open_backends(ctx.config, ctx.workdir, ledger)
+    except BaseException:
+        ledger.close()
+        raise
     try:
         keys = {
             (q.query_id, name): backends[name].request_key(q, cfg.top_k)
