@@ -595,9 +595,13 @@ def corpus_index(
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="the SQLite index to write")],
     importer: Annotated[str, typer.Option(help="auto, folder, table or tuxpaint")] = "auto",
+    skip_report: Annotated[
+        Path | None,
+        typer.Option("--report", help="write every skipped file and its reason to this CSV file"),
+    ] = None,
 ) -> None:
     """Build an SQLite FTS5 index over a local image-text collection."""
-    from kgclip.search.corpus import build_index
+    from kgclip.search.corpus import build_index, write_skip_report
 
     report = build_index(src, out, importer)
     console.print(
@@ -605,6 +609,11 @@ def corpus_index(
     )
     for reason, count in sorted(report.skipped.items()):
         console.print(f"  skipped {count:,}: {reason}")
+    if skip_report is not None:
+        listed = write_skip_report(out, skip_report)
+        console.print(f"  {listed:,} skipped files listed in {skip_report}")
+    elif report.skipped:
+        console.print("  (--report FILE lists them with their reasons)")
 
 
 @decontam_app.command("index")

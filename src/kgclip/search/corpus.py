@@ -6,8 +6,10 @@ collection they already own with the same pipeline.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
+import io
 import os
 import re
 import sqlite3
@@ -31,7 +33,7 @@ from kgclip.search.importers import CorpusItem, Skipped, corpus_roots, import_so
 from kgclip.search.kinds import KindCheck
 from kgclip.search.subject import RULE_VERSION, caption_subject, key_tokens
 from kgclip.tables import Query
-from kgclip.workdir import Workdir, atomic_path, digest_of
+from kgclip.workdir import Workdir, atomic_path, atomic_write_bytes, digest_of
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -122,6 +124,27 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
         finally:
             db.close()
     return IndexReport(out, count, dict(skipped), corpus_id, time.monotonic() - began)
+
+
+def skipped_files(index: Path) -> list[tuple[str, str]]:
+    """Every file the build of `index` skipped, with its reason, in the order met."""
+    _read_meta(index)
+    db = sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return [(str(p), str(r)) for p, r in db.execute("SELECT path, reason FROM skipped ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def write_skip_report(index: Path, out: Path) -> int:
+    """The skipped files of `index` as a CSV table (`path,reason`) at `out`; returns how many."""
+    rows = skipped_files(index)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(("path", "reason"))
+    writer.writerows(rows)
+    atomic_write_bytes(out, text.getvalue().encode())
+    return len(rows)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
