@@ -33,6 +33,7 @@ from kgclip.localfiles import NotRegularFile, open_regular, read_text, within
 RASTER = frozenset(ACCEPTED_EXTENSIONS)  # every format fetch accepts
 VECTOR = {".svg", ".svgz"}
 META_KEYS = ("license", "attribution", "page_url")
+SIDECARS = (".txt", ".json")  # captions (and Tux Paint's), metadata
 TUXPAINT_COPYRIGHT = Path("/usr/share/doc/tuxpaint-stamps-default/copyright")
 
 
@@ -148,6 +149,13 @@ def format_problem(suffix: str) -> str | None:
         return "vector_image"
     other = _pillow_extensions().get(suffix)
     return None if other is None else f"unsupported_format: {other}"
+
+
+def read_by_importers(name: str) -> bool:
+    """Whether the folder and Tux Paint importers read (or list as skipped) a file of this name:
+    images, captions and sidecars. A change to any other file changes no index."""
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in RASTER or suffix in SIDECARS or format_problem(suffix) is not None
 
 
 @functools.cache
