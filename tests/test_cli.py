@@ -90,6 +90,24 @@ def test_corpus_index_and_search(tmp_path):
     assert invoke("corpus", "search", str(out), "...").exit_code == 2
 
 
+def test_corpus_index_report_lists_skipped_files_with_reasons(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (64, 64), "red").save(src / "fox.png")
+    (src / "fox.txt").write_text("A red fox.")
+    Image.new("RGB", (64, 64), "red").save(src / "wolf.png")  # no caption
+    (src / "logo.svg").write_text("<svg/>")
+    report = tmp_path / "skipped.csv"
+    result = invoke("corpus", "index", str(src), "-o", str(tmp_path / "c.sqlite"), "--report", str(report))
+    assert result.exit_code == 0 and f"2 skipped files listed in {report}" in result.output
+    with report.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows == [
+        {"path": str(src / "logo.svg"), "reason": "vector_image"},
+        {"path": str(src / "wolf.png"), "reason": "no_caption"},
+    ]
+
+
 def test_config_list_and_show():
     assert {"demo", "livingthings"} <= set(invoke("config", "list").output.split())
     shown = invoke("config", "show", "livingthings").output

@@ -767,11 +767,15 @@ def corpus_index(
             metavar="IMPORTER", help="auto (guess from SOURCE), folder, table or tuxpaint (see above)"
         ),
     ] = "auto",
+    skip_report: Annotated[
+        Path | None,
+        typer.Option("--report", metavar="FILE", help="list every skipped file and its reason in a CSV"),
+    ] = None,
 ) -> None:
     """Build an SQLite full-text index over a local image-text collection, for [search.corpus] index.
 
-    folder: every image (PNG, JPEG, WebP, GIF, BMP, TIFF) with a sidecar NAME.txt beside it holding its
-    caption; an optional NAME.json holds {"license": ..., "attribution": ..., "page_url": ...}.
+    folder: every image (PNG, JPEG, WebP, GIF, BMP, TIFF, ICO, AVIF) with a sidecar NAME.txt beside it
+    holding its caption; an optional NAME.json holds {"license": ..., "attribution": ..., "page_url": ...}.
     The folder path below SOURCE is the image's category (animals/birds).
 
     table: a parquet or CSV file with a location column (path, url, uri or image), a text column
@@ -779,9 +783,9 @@ def corpus_index(
 
     tuxpaint: Tux Paint's stamps (/usr/share/tuxpaint/stamps), each NAME.png with NAME.txt.
 
-    Files that cannot be indexed are counted by reason (no caption, vector image, ...).
+    Files that cannot be indexed are counted by reason (no caption, vector image, ...); --report lists them.
     """
-    from kgclip.search.corpus import build_index
+    from kgclip.search.corpus import build_index, write_skip_report
 
     report = build_index(src, out, importer)
     console.print(
@@ -789,6 +793,11 @@ def corpus_index(
     )
     for reason, count in sorted(report.skipped.items()):
         console.print(f"  skipped {count:,}: {reason}")
+    if skip_report is not None:
+        listed = write_skip_report(out, skip_report)
+        console.print(f"  {listed:,} skipped files listed in {skip_report}")
+    elif report.skipped:
+        console.print("  (--report FILE lists them with their reasons)")
 
 
 @decontam_app.command("index", cls=Command)
