@@ -2,13 +2,21 @@
 
 import csv
 import json
+import re
+import socket
+import subprocess
+import sys
+import tomllib
 
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from kgclip import __version__
-from kgclip.cli import app
+from kgclip.cli import STAGE_NAMES, app
+from kgclip.config import Config, ConfigError, builtin_names, load, parse, resolve
+from kgclip.configdoc import _model_of, describe
+from kgclip.pipeline import STAGES
 
 runner = CliRunner()
 
@@ -80,6 +88,24 @@ def test_corpus_index_and_search(tmp_path):
     found = invoke("corpus", "search", str(out), "foxes")
     assert "A red fox in the snow." in found.output
     assert invoke("corpus", "search", str(out), "...").exit_code == 2
+
+
+def test_corpus_index_report_lists_skipped_files_with_reasons(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (64, 64), "red").save(src / "fox.png")
+    (src / "fox.txt").write_text("A red fox.")
+    Image.new("RGB", (64, 64), "red").save(src / "wolf.png")  # no caption
+    (src / "logo.svg").write_text("<svg/>")
+    report = tmp_path / "skipped.csv"
+    result = invoke("corpus", "index", str(src), "-o", str(tmp_path / "c.sqlite"), "--report", str(report))
+    assert result.exit_code == 0 and f"2 skipped files listed in {report}" in result.output
+    with report.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows == [
+        {"path": str(src / "logo.svg"), "reason": "vector_image"},
+        {"path": str(src / "wolf.png"), "reason": "no_caption"},
+    ]
 
 
 def test_config_list_and_show():
@@ -176,3 +202,186 @@ def test_fetch_retry_failed_asks_every_failure_again(demo_copy):
     assert result.exit_code == 0 and "2 earlier failures will be retried" in result.output
     stats = Workdir(demo_copy).load_manifest()["fetch"].stats
     assert stats["fetched_now"] == 2 and stats["rejected"] == {"too_small": 2}
+
+
+# --- results on stdout, progress and errors on stderr -------------------------------------------
+
+
+def run_kgclip(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """kgclip as a user runs it, with stdout and stderr apart (pipes, not a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "kgclip.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_version_goes_to_stdout_even_into_a_pipe():
+    assert invoke("--version").stdout == f"kgclip {__version__}\n"
+    done = run_kgclip("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"kgclip {__version__}\n", "")
+
+
+def test_status_table_is_on_stdout_and_progress_on_stderr(demo_run, demo_copy):
+    done = run_kgclip("status", str(demo_run))
+    assert done.returncode == 0 and done.stderr == ""
+    assert all(stage in done.stdout for stage in ("entities", "search", "curate"))
+    again = invoke("harvest", "demo", "-w", str(demo_copy))
+    assert again.exit_code == 0 and again.stdout == ""
+    assert "entities: up to date, skipped" in again.stderr and "nothing to do" in again.stderr
+
+
+def test_status_json(demo_run):
+    result = invoke("status", str(demo_run), "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    shown = json.loads(result.stdout)
+    assert shown["config"] == "demo" and shown["workdir"] == str(demo_run)
+    assert [s["stage"] for s in shown["stages"]] == [s.name for s in STAGES]
+    assert {s["state"] for s in shown["stages"]} == {"done"}
+    by_stage = {s["stage"]: s for s in shown["stages"]}
+    assert by_stage["entities"]["rows"] == 8861 and by_stage["entities"]["why"] == "up to date"
+    assert all(isinstance(s["seconds"], float) for s in shown["stages"])
+
+
+def test_corpus_search_hits_on_stdout_and_none_said_on_stderr(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (64, 64), "red").save(src / "fox.png")
+    (src / "fox.txt").write_text("A red fox in the snow.")
+    out = tmp_path / "c.sqlite"
+    assert invoke("corpus", "index", str(src), "-o", str(out)).exit_code == 0
+    found = invoke("corpus", "search", str(out), "fox")
+    assert found.exit_code == 0 and "A red fox in the snow." in found.stdout and found.stderr == ""
+    none = invoke("corpus", "search", str(out), "zebra")
+    assert none.exit_code == 1 and none.stdout == ""
+    assert f"nothing in {out} matches 'zebra' (--match subject; --match anywhere" in none.stderr
+
+
+# --- config show --resolved ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_resolved_config_loads_back_as_the_same_config(name):
+    result = invoke("config", "show", name, "--resolved")
+    try:
+        loaded = load(name)
+    except ConfigError as exc:  # livingthings-wikidata and world need a contact: said, as by harvest
+        assert result.exit_code == 2 and str(exc).splitlines()[-1] in result.stderr
+        return
+    assert result.exit_code == 0 and result.stderr == ""
+    assert parse(tomllib.loads(result.stdout)) == loaded
+
+
+def test_resolved_config_comments_every_key_and_marks_what_differs_from_the_default():
+    text = invoke("config", "show", "demo", "--resolved").stdout
+    assert "# peak learning rate (AdamW) (default: 0.0005)\nlr = 0.001\n" in text  # demo sets lr
+    assert "# AdamW's betas\nbetas = [0.9, 0.98]\n" in text  # a default the config never names
+    assert "# [entities.wikidata] (unset)" in text and "# max_per_entity = (unset)" in text
+    assert "[search.corpus]" in text and "[attributes.categories]" in text
+    assert "method.md" not in text and "shared/" not in text
+
+
+def test_every_config_key_has_a_meaning():
+    seen: set[type] = set()
+    todo: list[type] = [Config]
+    missing = []
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if not describe(model, name):
+                missing.append(f"{model.__name__}.{name}")
+            sub = _model_of(field)
+            if sub is not None:
+                todo.append(sub)
+    assert len(seen) >= 30 and missing == []
+
+
+def test_resolved_config_round_trips_awkward_values(tmp_path):
+    cfg = tmp_path / "odd.toml"
+    cfg.write_text(
+        'extends = "livingthings-wikidata"\nname = "odd"\n[entities.wikidata]\ncontact = "t@example.org"\n'
+        '[queries]\nexclude_terms = [\'say "hi"\', \'back\\\\slash\', "ünï", "tab\\there"]\n'
+        "max_per_kind = {type_attribute = 7}\n"
+        '[search]\nroute = {entity = ["corpus"]}\n'
+        '[search.corpus]\nsource = "/a b/c"\n'
+        '[[attributes.llm]]\nbase_url = "http://127.0.0.1:1/v1"\nmodel = "m"\ntop_p = 0.5\n'
+    )
+    loaded = load(cfg)
+    text = invoke("config", "show", str(cfg), "--resolved").stdout
+    assert parse(tomllib.loads(text)) == loaded
+    assert "[[entities.wikidata.roots]]" in text and "[[attributes.llm]]" in text
+
+
+# --- help for users ----------------------------------------------------------------------------
+
+
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+        else:
+            yield (*path, name), cmd
+
+
+def test_help_is_for_users():
+    import typer
+
+    group = typer.main.get_command(app)
+    top = invoke("--help").output
+    assert "parses" not in top and "<bool>" not in top
+    shown = list(_commands(group))
+    assert len(shown) >= 15
+    for path, cmd in shown:
+        text = invoke(*path, "--help").output
+        assert not re.search(r"<\w+", text), (path, text)  # no <bool>, <str>, <path> placeholders
+        assert "{" not in text.split("\n")[0], path  # usage line: CONFIG, not {config}
+        for param in cmd.params:
+            assert param.help, (path, param.name)  # every argument and option says what it is for
+
+
+def test_only_and_from_list_the_stages_and_corpus_index_the_sidecars():
+    text = " ".join(invoke("harvest", "--help").output.split())
+    assert text.count("entities, filter, types, attributes, queries, search, fetch, curate") == 2
+    assert STAGE_NAMES.split(", ") == [s.name for s in STAGES]
+    text = " ".join(invoke("corpus", "index", "--help").output.split())
+    assert "NAME.txt" in text and "NAME.json" in text and '"license"' in text and "text column" in text
+
+
+def test_bundled_configs_point_at_nothing_users_lack():
+    for name in builtin_names():
+        text = resolve(name).read_text()
+        assert "method.md" not in text and "shared/" not in text, name
+
+
+# --- errors that name their cause, early --------------------------------------------------------
+
+
+def test_a_missing_corpus_index_stops_before_any_stage_runs(tmp_path):
+    result = invoke("harvest", "livingthings", "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2
+    assert f"no corpus index at {tmp_path / 'w' / 'corpus.sqlite'}" in result.stderr
+    assert "kgclip corpus index" in result.stderr and "entities: running" not in result.output
+    assert not (tmp_path / "w").exists()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('extends = "demo"\n[search.corpus]\nsource = "/nowhere/stamps"\n')
+    result = invoke("harvest", str(cfg), "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2 and "no /nowhere/stamps to build it from" in result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_unreachable_llm_server_is_named_without_asyncio_noise(tmp_path):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'extends = "demo"\n[entities.wordnet]\nroots = ["big_cat.n.01"]\n'
+        f'[filter]\nmethod = "llm"\n[filter.llm]\nbase_url = "{url}"\nmodel = "m"\nmax_retries = 1\n'
+        "concurrency = 8\n"
+    )
+    done = run_kgclip("harvest", str(cfg), "-w", str(tmp_path / "w"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"llm:m: cannot reach the LLM server at {url}: Connection refused (2 attempts)" in done.stderr
+    assert "never awaited" not in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count(url) == 1

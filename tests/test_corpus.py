@@ -10,9 +10,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from fifo_guard import fifos
+from kgclip.fetch.images import ACCEPTED_EXTENSIONS, ACCEPTED_FORMATS
 from kgclip.search.corpus import CorpusBackend, CorpusError, build_index, number_variants
 from kgclip.search.importers import CorpusSourceError, detect, import_source
 from kgclip.tables import Query, QueryParams
@@ -149,6 +150,61 @@ def test_folder_importer_with_sidecars(tmp_path):
     assert skipped["bad.json"].startswith("bad_sidecar_json")
     assert skipped["drawing.svg"] == "vector_image"
     assert "notes.md" not in skipped
+
+
+def test_folder_importer_takes_every_format_fetch_accepts(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    formats = {".ico": "ICO", ".avif": "AVIF", ".jfif": "JPEG", ".tif": "TIFF", ".bmp": "BMP"}
+    if not features.check("avif"):
+        del formats[".avif"]
+    for suffix, fmt in formats.items():
+        Image.new("RGB", (48, 48), "red").save(src / f"{fmt.lower()}{suffix}", format=fmt)
+        (src / f"{fmt.lower()}.txt").write_text(f"A {fmt} fox.")
+    (src / "layers.psd").write_bytes(b"8BPS")  # Pillow reads PSD, fetch refuses it
+    (src / "layers.txt").write_text("A layered fox.")
+    report = build_index(src, tmp_path / "c.sqlite")
+    assert report.items == len(formats)
+    assert report.skipped == {"unsupported_format": 1}
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        sizes = set(db.execute("SELECT width, height FROM items"))
+        skipped = list(db.execute("SELECT path, reason FROM skipped"))
+    assert sizes == {(48, 48)}
+    assert skipped == [(str(src / "layers.psd"), "unsupported_format: PSD")]
+
+
+def test_the_importers_take_the_formats_fetch_decodes():
+    Image.init()
+    for suffix, fmt in Image.registered_extensions().items():
+        if fmt in ACCEPTED_FORMATS:
+            assert ACCEPTED_EXTENSIONS.get(suffix) == fmt, suffix
+    assert set(ACCEPTED_EXTENSIONS.values()) == set(ACCEPTED_FORMATS)
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "reason"),
+    [
+        ('{"license": ["CC0", "CC-BY"]}', "bad_sidecar_json: license is a JSON array, not a string"),
+        ('{"page_url": 7}', "bad_sidecar_json: page_url is a JSON number, not a string"),
+        ('["CC0"]', "bad_sidecar_json: a JSON array, not an object"),
+        ('{"license": "CC0",', "bad_sidecar_json: "),
+    ],
+)
+def test_a_bad_sidecar_skips_its_image_with_the_reason(tmp_path, sidecar, reason):
+    png(tmp_path / "fox.png")
+    (tmp_path / "fox.txt").write_text("A fox.")
+    (tmp_path / "fox.json").write_text(sidecar)
+    entries = list(import_source(tmp_path, "folder"))
+    assert len(entries) == 1 and entries[0].path == str(tmp_path / "fox.json")
+    assert entries[0].reason.startswith(reason)
+
+
+def test_empty_sidecar_values_are_no_values(tmp_path):
+    png(tmp_path / "fox.png")
+    (tmp_path / "fox.txt").write_text("A fox.")
+    (tmp_path / "fox.json").write_text('{"license": " ", "attribution": null, "page_url": "https://x/1"}')
+    [item] = import_source(tmp_path, "folder")
+    assert (item.license, item.attribution, item.page_url) == (None, None, "https://x/1")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

@@ -38,10 +38,22 @@ def test_the_demo_has_a_dataset_card_with_plots(demo_run):
     sections = ("Pictures per root", "Entities and types", "Texts", "Licences", "Curation")
     assert all(f"## {section}" in card for section in sections)
     assert "| living thing (wn:n00004258) |" in card and "| GPL-2 |" in card and "| too_small | 2 |" in card
-    for plot in ("images_per_entity", "pictures_per_root", "licences", "rejections"):
+    for plot in ("contact_sheet", "images_per_entity", "coverage_per_type"):
         with Image.open(demo_run / "card" / f"{plot}.png") as image:
             assert image.format == "PNG" and image.width > 300
         assert f"({plot}.png)" in card
+    # one root, one licence, one rejection reason: their tables say it all, no one-bar charts
+    for single in ("pictures_per_root", "licences", "rejections"):
+        assert not (demo_run / "card" / f"{single}.png").exists() and f"{single}.png" not in card
+    stats = Workdir(demo_run).load_manifest()["curate"].stats
+    queries = pq.read_table(demo_run / "queries.parquet").to_pylist()
+    queried = {q["entity_id"] for q in queries if q["entity_id"]}
+    selected = pq.read_table(demo_run / "entities.parquet").num_rows
+    covered = stats["entities_covered"]
+    assert (
+        f"| living thing (wn:n00004258) | {selected:,} | {len(queried):,} | {covered:,} | "
+        f"{covered / selected:.1%} |" in card
+    )
     rows = (demo_run / "card" / "entity_counts.csv").read_text().splitlines()
     assert rows[0] == "entity,name,root,type,pictures_before_balancing,pictures"
     assert len(rows) - 1 == Workdir(demo_run).load_manifest()["curate"].stats["entities_covered"]

@@ -10,6 +10,7 @@ from PIL import Image
 from fifo_guard import fifos
 from kgclip.config import parse
 from kgclip.fetch import stage as fetch_stage
+from kgclip.fetch.ledger import SWITCHES, FetchLedger
 from kgclip.fetch.sources import read_source
 from kgclip.pipeline import StageContext
 from kgclip.search.corpus import build_index
@@ -131,3 +132,47 @@ def test_local_files_are_read_only_for_corpus_hits_below_the_corpus_roots(tmp_pa
     assert {url: rows[url].reason for url in refused} == dict.fromkeys(refused, "local_path_refused")
     assert rows[(src / "pipe.png").as_uri()].reason == "not_a_regular_file"
     assert result.stats["rejected"] == {"local_path_refused": 5, "not_a_regular_file": 1}
+
+
+def _row(url: str, status: str, detail: str | None = None) -> Fetched:
+    part = "p.tar" if status == "ok" else None
+    reason = detail.split(":")[0] if detail else None
+    return Fetched(url, status, reason, detail, part, None, None, None, None, None, None, None, None)
+
+
+def test_a_tightened_switch_judges_web_images_again_never_local_files(tmp_path):
+    ledger = FetchLedger(tmp_path / "fetch.sqlite", "p")
+    try:
+        strict = {s.name: s.strict for s in SWITCHES}
+        assert ledger.rejudge(strict) == {}
+        ledger.record([_row("http://a/1.jpg", "ok"), _row("file:///c/1.png", "ok")])
+        assert ledger.rejudge(strict) == {}  # nothing changed
+        assert ledger.rejudge({**strict, "allow_private": True}) == {}  # nothing it refused
+        ledger.record([_row("https://b/2.jpg", "ok")])
+        assert ledger.rejudge(strict) == {"allow_private=false": 2}
+        assert ledger.done_urls() == {"file:///c/1.png"}
+    finally:
+        ledger.close()
+
+
+def test_refusals_a_loose_switch_would_not_make_are_asked_again_in_an_older_ledger(tmp_path):
+    ledger = FetchLedger(tmp_path / "fetch.sqlite", "p")
+    try:
+        ledger.record(
+            [
+                _row("http://127.0.0.1/1.jpg", "rejected", "blocked_address:loopback"),
+                _row("http://10.0.0.1/1.jpg", "rejected", "blocked_address:private"),
+                _row("http://100.64.0.1/1.jpg", "rejected", "blocked_address:shared"),
+                _row("http://169.254.169.254/1.jpg", "rejected", "blocked_address:link_local"),
+                _row("http://a/x.jpg", "rejected", "x_robots_tag"),
+            ]
+        )  # recorded with no switches, as by a kgclip before them
+        loose = {"allow_loopback": True, "allow_private": True, "honour_x_robots": False}
+        assert ledger.rejudge(loose) == {
+            "allow_loopback=true": 1,
+            "allow_private=true": 2,
+            "honour_x_robots=false": 1,
+        }
+        assert ledger.done_urls() == {"http://169.254.169.254/1.jpg"}  # never allowed by a switch
+    finally:
+        ledger.close()

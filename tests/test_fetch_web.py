@@ -5,6 +5,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 import pytest
 from PIL import Image
 
@@ -30,7 +31,7 @@ def many_scans() -> bytes:
 
 class Images:
     """A loopback image host: /ok/<n>.jpg, /slow/<n>.jpg (0.1 s), /scans.jpg (3,000 scans),
-    /missing.jpg (404), /flaky.jpg (503 until healed)."""
+    /missing.jpg (404), /flaky.jpg (503 until healed), /noai.jpg (X-Robots-Tag: noai)."""
 
     def __init__(self) -> None:
         self.flaky_heals = False
@@ -54,12 +55,16 @@ class Images:
                     self._send(200, jpeg("red"), "image/jpeg")
                 elif self.path == "/flaky.jpg":
                     self._send(503, b"busy", "text/plain")
+                elif self.path == "/noai.jpg":
+                    self._send(200, jpeg("red"), "image/jpeg", {"X-Robots-Tag": "noai"})
                 else:
                     self._send(404, b"no", "text/plain")
 
-            def _send(self, status: int, body: bytes, ctype: str) -> None:
+            def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -106,6 +111,38 @@ def test_loopback_is_refused_unless_allowed(tmp_path, host):
     row = next(read_records(tmp_path / "wd" / "fetched.parquet", Fetched))
     assert (row.status, row.reason, row.detail) == ("rejected", "blocked_address", "blocked_address:loopback")
     assert host.agents == []  # refused before any connection
+
+
+def _outcomes(tmp_path) -> dict[str, tuple[str, str | None]]:
+    rows = read_records(tmp_path / "wd" / "fetched.parquet", Fetched)
+    return {r.url.rsplit("/", 1)[1]: (r.status, r.detail) for r in rows}
+
+
+def test_turning_allow_loopback_on_and_off_judges_its_outcomes_again(tmp_path, host):
+    urls = [f"{host.base}/ok/1.jpg", f"{host.base}/ok/2.jpg"]
+    fetch_stage.run(context(tmp_path, urls))
+    assert _outcomes(tmp_path) == dict.fromkeys(["1.jpg", "2.jpg"], ("rejected", "blocked_address:loopback"))
+    allowed = fetch_stage.run(context(tmp_path, urls, allow_loopback=True))
+    assert allowed.stats["rejudged"] == {"allow_loopback=true": 2} and allowed.stats["fetched_now"] == 2
+    assert {status for status, _ in _outcomes(tmp_path).values()} == {"ok"}
+    assert fetch_stage.run(context(tmp_path, urls, allow_loopback=True)).stats["fetched_now"] == 0
+    refused = fetch_stage.run(context(tmp_path, urls))
+    assert refused.stats["rejudged"] == {"allow_loopback=false": 2} and refused.stats["ok"] == 0
+    assert _outcomes(tmp_path) == dict.fromkeys(["1.jpg", "2.jpg"], ("rejected", "blocked_address:loopback"))
+    index = orjson.loads((tmp_path / "wd" / "parts" / "index.json").read_bytes())
+    assert index == {"parts": {}}  # no part holds a stored image any more
+
+
+def test_turning_x_robots_off_and_on_judges_its_outcomes_again(tmp_path, host):
+    urls = [f"{host.base}/noai.jpg", f"{host.base}/ok/1.jpg"]
+    fetch_stage.run(context(tmp_path, urls, allow_loopback=True))
+    assert _outcomes(tmp_path)["noai.jpg"] == ("rejected", "x_robots_tag")
+    ignored = fetch_stage.run(context(tmp_path, urls, allow_loopback=True, honour_x_robots=False))
+    assert ignored.stats["rejudged"] == {"honour_x_robots=false": 1} and ignored.stats["fetched_now"] == 1
+    assert _outcomes(tmp_path)["noai.jpg"][0] == "ok"
+    honoured = fetch_stage.run(context(tmp_path, urls, allow_loopback=True))
+    assert honoured.stats["rejudged"] == {"honour_x_robots=true": 2}  # every web image stored meanwhile
+    assert _outcomes(tmp_path) == {"noai.jpg": ("rejected", "x_robots_tag"), "1.jpg": ("ok", None)}
 
 
 def test_transient_failures_are_retried_on_the_next_run_only(tmp_path, host):

@@ -216,3 +216,22 @@ def test_a_stage_reading_an_undeclared_key_fails(tmp_path, toy, monkeypatch):
     monkeypatch.setattr(sys.modules["kgclip_toy_stages"], "run_a", sneaky)
     with pytest.raises(UndeclaredConfigKey, match="stage a read config key 'seed' without declaring it"):
         harvest(cfg(), Workdir(tmp_path), stages=toy)
+
+
+def test_an_outside_input_that_changed_is_named_by_what_it_is(tmp_path, toy, monkeypatch):
+    """`status` says "corpus index changed", not "inputs changed: external"."""
+    mod = sys.modules["kgclip_toy_stages"]
+    outside = {"fp": "first"}
+    mod.index_fp = lambda config, workdir: outside["fp"]
+    a, _, _ = toy
+    b = Stage("b", "kgclip_toy_stages", ("queries",), ("a",), ("b.txt",), external=("index_fp",))
+    b = Stage(**{**b.__dict__, "outside": "corpus index"})
+    object.__setattr__(b, "run", lambda ctx: mod.run_b(ctx))
+    wd = Workdir(tmp_path)
+    harvest(cfg(), wd, stages=(a, b))
+    outside["fp"] = "second"
+    got = {s.stage.name: s for s in status(cfg(), wd, (a, b))}
+    assert (got["b"].state, got["b"].why) == ("stale", "corpus index changed")
+    harvest(cfg(fetch={"size": 99}), wd, only="a", stages=(a, b))
+    got = {s.stage.name: s for s in status(cfg(fetch={"size": 99}), wd, (a, b))}
+    assert got["b"].why == "inputs changed: a; corpus index changed"

@@ -116,3 +116,17 @@ def test_budget_caps_per_kind_and_per_entity_are_recorded():
     assert sum(q.kind == "entity_attribute" for q in queries) == 2
     assert sum(q.kind == "type_attribute" for q in queries) == 1
     assert sorted(r.reason for r in rejects) == ["budget_per_entity", "budget_per_kind", "budget_per_kind"]
+
+
+def test_a_duplicate_query_is_dropped_with_a_recorded_reason():
+    """Two attribute rows that make the same query: one query, and the other in the rejects."""
+    attrs = [
+        Attribute("wn:n01558993", "Body parts", "wing", "robin wing", "kg:meronym"),
+        Attribute("wn:n01558993", "Parts", "wings", "robin wing", "kg:gloss"),
+    ]
+    cfg = QueriesConfig(kinds=["entity_attribute"])
+    queries, rejects = build(Inputs([ROBIN], tmap(TYPES), attrs), cfg)
+    assert [q.text for q in queries] == ["robin wing"]
+    assert [(r.stage, r.item, r.reason) for r in rejects] == [("queries", ROBIN.id, "duplicate")]
+    kept = queries[0].query_id
+    assert rejects[0].detail == f"'robin wing' (attribute 'wings') is already query {kept} of {ROBIN.id}"

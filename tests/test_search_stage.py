@@ -1,5 +1,6 @@
 """The search stage: hits from the corpus backend, the request ledger, recorded rejects."""
 
+import os
 import shutil
 
 import pyarrow.parquet as pq
@@ -89,3 +90,63 @@ def test_corpus_search_on_ray_equals_the_local_search(demo_run, tmp_path):
     assert result.stats["queries_asked"] == result.stats["queries"] > 20_000
     for table in ("hits.parquet", "rejects/search.parquet"):
         assert pq.read_table(work / table).equals(pq.read_table(demo_run / table))
+
+
+def _fox_kit(src):
+    Image.new("RGB", (60, 40), "red").save(src / "photos" / "9.png")
+    (src / "photos" / "9.txt").write_text("A small fox.")
+
+
+def test_a_changed_source_makes_search_stale_and_rebuilds_the_index(tmp_path):
+    ctx = setup(tmp_path, ["fox"])
+    search_stage.run(ctx)
+    built = search_stage.backend_fingerprint(ctx.config, ctx.workdir)
+    assert search_stage.backend_fingerprint(ctx.config, ctx.workdir) == built  # stable while nothing changes
+    _fox_kit(tmp_path / "src")
+    assert search_stage.backend_fingerprint(ctx.config, ctx.workdir) != built  # status: search is stale
+    again = search_stage.run(ctx)
+    assert again.stats["queries_asked"] == 1  # a new corpus id: a new request
+    texts = {h.alt_text for h in read_records(ctx.path("hits.parquet"), Hit)}
+    assert "A small fox." in texts
+    rebuilt = search_stage.backend_fingerprint(ctx.config, ctx.workdir)
+    assert rebuilt not in (built, None)
+    assert search_stage.backend_fingerprint(ctx.config, ctx.workdir) == rebuilt
+
+
+def test_a_touched_source_rebuilds_to_the_same_corpus_and_asks_nothing_again(tmp_path):
+    ctx = setup(tmp_path, ["fox"])
+    search_stage.run(ctx)
+    built = search_stage.backend_fingerprint(ctx.config, ctx.workdir)
+    caption = tmp_path / "src" / "photos" / "0.txt"
+    stat = caption.stat()
+    os.utime(caption, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert search_stage.backend_fingerprint(ctx.config, ctx.workdir) != built
+    assert search_stage.run(ctx).stats["queries_asked"] == 0
+    assert search_stage.backend_fingerprint(ctx.config, ctx.workdir) == built
+
+
+def test_another_source_or_importer_rebuilds_the_index(tmp_path):
+    ctx = setup(tmp_path, ["fox"])
+    search_stage.run(ctx)
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "src", other)
+    _fox_kit(other)
+    moved = parse({"name": "t", "search": {"corpus": {"source": str(other)}}})
+    assert search_stage.backend_fingerprint(moved, ctx.workdir) != search_stage.backend_fingerprint(
+        ctx.config, ctx.workdir
+    )
+    search_stage.run(StageContext(moved, ctx.workdir))
+    assert "A small fox." in {h.alt_text for h in read_records(ctx.path("hits.parquet"), Hit)}
+    folder = parse({"name": "t", "search": {"corpus": {"source": str(other), "importer": "folder"}}})
+    before = search_stage.backend_fingerprint(folder, ctx.workdir)
+    search_stage.run(StageContext(folder, ctx.workdir))
+    assert search_stage.backend_fingerprint(folder, ctx.workdir) != before
+
+
+def test_a_source_that_is_gone_leaves_the_index_as_it_is(tmp_path):
+    ctx = setup(tmp_path, ["fox"])
+    search_stage.run(ctx)
+    built = search_stage.backend_fingerprint(ctx.config, ctx.workdir)
+    shutil.rmtree(tmp_path / "src")
+    assert search_stage.backend_fingerprint(ctx.config, ctx.workdir) == built
+    assert search_stage.run(ctx).stats["queries_asked"] == 0

@@ -8,8 +8,10 @@ normalised results, the parameters sent, paging up to k, empty answers, transien
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -951,3 +953,13 @@ def test_a_web_hit_that_is_not_an_http_url_is_dropped_at_search_with_its_reason(
     assert {r.reason for r in dropped} == {"non_http_url"}
     assert sorted(r.detail for r in dropped) == sorted(f"gbif: {url}" for url in planted)
     assert result.stats["rejects"] == {"non_http_url": 3}
+
+
+def test_a_retry_after_date_is_honoured_like_seconds():
+    """Servers may send Retry-After as an HTTP date; the search backends wait until it."""
+    spec = next(s for s in SPECS if s.name == "inaturalist")
+    until = email.utils.formatdate(time.time() + 2, usegmt=True)  # 1-2 s from now (whole seconds)
+    fault = (429, {"Retry-After": until}, b'{"error": "rate limited"}', "application/json")
+    out, sent = run(spec, spec.text, 5, faults=[fault])
+    assert len(out.results) == 5 and sent[1].status == 200
+    assert sent[1].at - sent[0].at >= 0.9  # the backoff alone (0.01 s) would not wait

@@ -256,3 +256,20 @@ def test_config_requires_a_dump_path_or_contact():
         )
     with pytest.raises(ValueError, match=r"entities\.wikidata\.roots\.0\.qid"):
         parse({**base, "entities": {"wikidata": {"dump": "/d", "roots": [{"qid": "729", "name": "a"}]}}})
+
+
+def test_a_failed_scan_closes_its_spill_files(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(gzip.compress(b"[\n{}\n]\n")[:-12])
+    closed = []
+    real_close = dump_module.Spill.close
+
+    def close(self):
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(dump_module.Spill, "close", close)
+    monkeypatch.setattr(dump_module.shutil, "which", lambda name: None)  # Python's gzip: EOFError
+    with pytest.raises(EOFError):
+        scan(bad, True, 1, state_dir=tmp_path / "state")
+    assert len(closed) == 2  # the candidates and the edges log

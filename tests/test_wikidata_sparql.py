@@ -1,5 +1,7 @@
 """The Wikidata SPARQL source against a loopback endpoint that speaks WDQS's or QLever's dialect."""
 
+import socket
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -178,3 +180,21 @@ def test_named_endpoints_and_dialects():
     assert Endpoint.resolve("http://localhost:7001", "qlever").dialect == "qlever"
     with pytest.raises(SparqlError, match="dialect"):
         Endpoint.resolve("http://localhost:7001", None)
+
+
+def test_an_unreachable_endpoint_is_named_once_with_the_reason_counted():
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/sparql"
+    slept: list[float] = []
+    client = SparqlClient(Endpoint(url, "qlever"), "tests@example.org", attempts=5, sleep=slept.append)
+    try:
+        with pytest.raises(SparqlError) as err:
+            client.select("SELECT ?x WHERE {}")
+    finally:
+        client.close()
+    message = str(err.value)
+    assert message.count(f"127.0.0.1:{port}") == 1 and "gave up after 5 attempts" in message
+    assert message.count("cannot connect") == 1 and "(5 times)" in message
+    assert len(slept) == 4

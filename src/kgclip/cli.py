@@ -1,4 +1,8 @@
-"""The `kgclip` command line: parses, calls a stage or a command, prints. No logic of its own."""
+"""The `kgclip` command line: parses, calls a stage or a command, prints. No logic of its own.
+
+Results (a status table, search hits, evaluation tables, a config) go to stdout; progress, logs
+and errors to stderr.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,67 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from kgclip import __version__
 from kgclip.config import Config, ConfigError, builtin_names, load, resolve
-from kgclip.progress import console
+from kgclip.pipeline import STAGES
+from kgclip.progress import console, results
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-corpus_app = typer.Typer(no_args_is_help=True, help="Build and query local image-text corpora.")
-config_app = typer.Typer(no_args_is_help=True, help="Bundled configs.")
-decontam_app = typer.Typer(no_args_is_help=True, help="Keep evaluation images out of the training set.")
-evalset_app = typer.Typer(no_args_is_help=True, help="Build evaluation sets from local sources.")
+STAGE_NAMES = ", ".join(stage.name for stage in STAGES)
+
+
+class Argument(TyperArgument):
+    """An argument shown by its name alone: `kgclip harvest CONFIG`, not `{config}` and `<str>`."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+
+def _for_users(params: list[Any]) -> list[Any]:
+    """Help shows a flag bare (no `<bool>`) and a value by its name (CONFIG, not `<str>`)."""
+    for param in params:
+        if param.metavar is None:
+            param.metavar = "" if getattr(param, "is_flag", False) else (param.name or "").upper()
+        if type(param) is TyperArgument:
+            param.__class__ = Argument
+    return params
+
+
+class Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _for_users(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _for_users(super().get_params(ctx))
+
+
+def _group(help_text: str, **kwargs: Any) -> typer.Typer:
+    # No rich markup: help texts name config sections such as [search.corpus], shown as written.
+    return typer.Typer(
+        cls=Group,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=None,
+        help=help_text,
+        **kwargs,
+    )
+
+
+app = _group(
+    "Harvest image-text datasets for CLIP training from knowledge graphs.\n\n"
+    "Results go to stdout; progress, logs and errors to stderr. `kgclip demo` runs the offline "
+    "example; `kgclip COMMAND --help` tells more."
+)
+corpus_app = _group("Build and search local image-text collections (corpora).")
+config_app = _group("Show the bundled configs, or any config with every default filled in.")
+decontam_app = _group("Keep evaluation images out of the training set.")
+evalset_app = _group("Build evaluation sets from local sources.")
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(decontam_app, name="decontam")
 app.add_typer(config_app, name="config")
@@ -94,37 +149,53 @@ def friendly(fn: F) -> F:
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"kgclip {__version__}")
+        results.print(f"kgclip {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
 ) -> None:
     """Harvest image-text datasets for CLIP training from knowledge graphs."""
 
 
-WorkdirOpt = Annotated[Path, typer.Option("-w", "--workdir", help="work directory of the harvest")]
+WorkdirOpt = Annotated[
+    Path, typer.Option("-w", "--workdir", metavar="WORKDIR", help="work directory of the harvest")
+]
+WorkdirArg = Annotated[Path, typer.Argument(metavar="WORKDIR", help="work directory of a harvest")]
+ConfigArg = Annotated[
+    str, typer.Argument(metavar="CONFIG", help="a config file, or the name of a bundled config (demo, ...)")
+]
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def harvest(
-    config: Annotated[str, typer.Argument(help="a config file, or a bundled config name")],
+    config: ConfigArg,
     workdir: WorkdirOpt,
     only: Annotated[
-        str | None, typer.Option("--only", help="run just this stage (its inputs must exist)")
+        str | None,
+        typer.Option(
+            "--only", metavar="STAGE", help=f"run just this stage (its inputs must exist): {STAGE_NAMES}"
+        ),
     ] = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="re-run this stage and everything after it")
+        str | None,
+        typer.Option(
+            "--from", metavar="STAGE", help=f"run this stage and every one after it again: {STAGE_NAMES}"
+        ),
     ] = None,
     max_requests: Annotated[
         int | None,
-        typer.Option("--max-requests", min=0, help="request budget per web search backend for this run"),
+        typer.Option(
+            "--max-requests", min=0, metavar="N", help="at most N requests per web search backend in this run"
+        ),
     ] = None,
 ) -> None:
-    """Run every stage that is not up to date."""
+    """Run every stage of a harvest that is not up to date (a rerun resumes where it stopped)."""
     cfg = load(config)
     if max_requests is not None:
         cfg = with_request_budget(cfg, max_requests)
@@ -164,6 +235,7 @@ def _run(cfg: Config, workdir: Path, only: str | None = None, start: str | None 
         raise UserError(f"set the API key variable(s) the config names: {', '.join(missing)}")
     from kgclip.curate.stage import index_paths
     from kgclip.pipeline import harvest as run_harvest
+    from kgclip.search.corpus import missing_corpus
     from kgclip.workdir import Workdir, atomic_write_bytes
 
     wd = Workdir(workdir)
@@ -172,6 +244,9 @@ def _run(cfg: Config, workdir: Path, only: str | None = None, start: str | None 
         raise UserError(
             f"no decontamination index at {', '.join(absent)} (build it with `kgclip decontam index`)"
         )
+    no_corpus = missing_corpus(cfg, wd)
+    if no_corpus:  # found now, not when the search stage comes to it
+        raise UserError(no_corpus)
     wd.create()
     dumped = orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
     atomic_write_bytes(wd.path(RESOLVED_CONFIG), dumped)
@@ -191,10 +266,10 @@ def _workdir_config(workdir: Path, config: str | None) -> Config:
     return parse(orjson.loads(path.read_bytes()), source=str(path))
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def fetch(
-    workdir: Annotated[Path, typer.Argument(help="work directory of a harvest")],
+    workdir: WorkdirArg,
     retry_failed: Annotated[
         bool,
         typer.Option(
@@ -202,7 +277,8 @@ def fetch(
         ),
     ] = False,
 ) -> None:
-    """Run fetch (and curate) again: URLs that failed for transient reasons are always retried."""
+    """Run fetch (and curate) again with the config last run: URLs that failed for a passing reason
+    (timeouts, server errors) are always retried."""
     from kgclip.fetch.ledger import FetchLedger
     from kgclip.fetch.stage import LEDGER
 
@@ -217,19 +293,32 @@ def fetch(
     console.print(f"fetch: ran {', '.join(ran)}")
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def train(
-    config: Annotated[str, typer.Argument(help="a config file or bundled config name; its [train] section")],
+    config: Annotated[
+        str,
+        typer.Argument(metavar="CONFIG", help="a config file or bundled config name; its [train] section"),
+    ],
     workdir: WorkdirOpt,
-    run: Annotated[str | None, typer.Option("--run", help="run folder name under WORKDIR/runs")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run", metavar="NAME", help="run folder name under WORKDIR/runs (default: the model's)"
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run from its last checkpoint")] = (
         False
     ),
     data: Annotated[
-        str | None, typer.Option("--data", help="other WebDataset shards: a folder, a tar or a brace pattern")
+        str | None,
+        typer.Option(
+            "--data", metavar="SHARDS", help="other WebDataset shards: a folder, a tar or a brace pattern"
+        ),
     ] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="stop after this many steps")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, metavar="N", help="stop after N optimiser steps")
+    ] = None,
 ) -> None:
     """Train (or fine-tune) a CLIP model on the harvest's shards; writes WORKDIR/runs/RUN."""
     cfg = load(config)
@@ -268,42 +357,71 @@ EVAL_PROMPTS = (
 )
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 @friendly
 def eval_(
     model_or_run: Annotated[
-        str, typer.Argument(help="a run folder (WORKDIR/runs/NAME), a checkpoint file, or a pretrained tag")
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="a run folder (WORKDIR/runs/NAME), a checkpoint file, or an open_clip pretrained tag",
+        ),
     ],
     sets: Annotated[
         list[str],
-        typer.Option("--set", help="a set: wds:PATH, harvest:WORKDIR, ovad:ROOT, ... (repeatable)"),
+        typer.Option(
+            "--set",
+            metavar="SET",
+            help="an evaluation set: wds:PATH, harvest:WORKDIR, ovad:ROOT, ... (repeatable)",
+        ),
     ],
     model: Annotated[
-        str | None, typer.Option("--model", help="a checkpoint's or tag's model: bundled, open_clip or JSON")
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="ARCH",
+            help="the architecture of a checkpoint or tag: a bundled model, an open_clip name or a JSON file",
+        ),
     ] = None,
-    names: Annotated[list[str] | None, typer.Option("--names", help=EVAL_NAMES)] = None,
-    prompts: Annotated[list[str] | None, typer.Option("--prompts", help=EVAL_PROMPTS)] = None,
+    names: Annotated[list[str] | None, typer.Option("--names", metavar="STYLE", help=EVAL_NAMES)] = None,
+    prompts: Annotated[
+        list[str] | None, typer.Option("--prompts", metavar="PROMPTS", help=EVAL_PROMPTS)
+    ] = None,
     ovad_prompts: Annotated[
-        str, typer.Option("--ovad-prompts", help="OVAD's prompt set: none, a, the, photo or all (every one)")
+        str,
+        typer.Option(
+            "--ovad-prompts", metavar="SET", help="OVAD's prompt set: none, a, the, photo or all (every one)"
+        ),
     ] = "all",
     workdir: Annotated[
-        Path | None, typer.Option("--workdir", "-w", help="a harvest whose entities give class names")
+        Path | None,
+        typer.Option("--workdir", "-w", metavar="WORKDIR", help="a harvest whose entities give class names"),
     ] = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="results folder (a run's: RUN/eval)")] = (
-        None
-    ),
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", metavar="DIR", help="results folder (a run's: RUN/eval)")
+    ] = None,
     cache: Annotated[
-        Path | None, typer.Option("--cache", help="embedding cache: RUN/eval/cache or ~/.cache/kgclip/eval")
+        Path | None,
+        typer.Option(
+            "--cache", metavar="DIR", help="embedding cache: RUN/eval/cache or ~/.cache/kgclip/eval"
+        ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, metavar="N", help="images embedded at once")
+    ] = 128,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=0, help="image-decoding processes (default: CPUs - 1)")
+        int | None,
+        typer.Option("--workers", min=0, metavar="N", help="image-decoding processes (default: CPUs - 1)"),
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda if there is one)")
+        str | None,
+        typer.Option(
+            "--device", metavar="DEVICE", help="cuda, cuda:1 or cpu (default: cuda if there is one)"
+        ),
     ] = None,
 ) -> None:
-    """Zero-shot classification, retrieval and OVAD attribute mAP of a model; CLIP_benchmark-shaped JSON."""
+    """Zero-shot classification, retrieval and OVAD attribute mAP of a model; writes JSON shaped
+    like CLIP_benchmark's and prints the tables."""
     try:
         from kgclip.eval.model import load_model
         from kgclip.eval.run import EvalOptions, default_workers, evaluate, folders
@@ -330,26 +448,48 @@ def eval_(
     console.print(f"eval: {loaded.name} ({where}) on {loaded.device}")
     found = evaluate(loaded, sets, opts)
     for shown in tables(found):
-        console.print(shown)
+        results.print(shown)
     console.print(f"eval: {len(found)} result file(s) in {folders(loaded, opts)[0]}")
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def status(
-    workdir: Annotated[Path, typer.Argument(help="work directory")],
+    workdir: Annotated[Path, typer.Argument(metavar="WORKDIR", help="work directory of a harvest")],
     config: Annotated[
-        str | None, typer.Option("-c", "--config", help="compare with this config, not the one last run")
+        str | None,
+        typer.Option(
+            "-c", "--config", metavar="CONFIG", help="compare with this config, not the one last run"
+        ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON for scripts: the work directory, config and stages")
+    ] = False,
 ) -> None:
-    """Each stage: done, stale or missing, with row counts and time taken."""
+    """Each stage: done, pending, partial, stale or missing, and why, with row counts and time taken."""
     from kgclip.pipeline import status as pipeline_status
     from kgclip.workdir import Workdir
 
     cfg = _workdir_config(workdir, config)
+    states = pipeline_status(cfg, Workdir(workdir))
+    if as_json:
+        stages = [
+            {
+                "stage": st.stage.name,
+                "state": st.state,
+                "why": st.why,
+                "rows": st.record.rows if st.record else None,
+                "seconds": st.record.seconds if st.record else None,
+                "finished": st.record.finished if st.record else None,
+            }
+            for st in states
+        ]
+        shown = {"workdir": str(workdir), "config": cfg.name, "stages": stages}
+        typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+        return
     table = Table("stage", "state", "why", "rows", "seconds", title=f"{workdir} ({cfg.name})")
     colours = {"done": "green", "pending": "cyan", "partial": "magenta", "stale": "yellow", "missing": "red"}
-    for st in pipeline_status(cfg, Workdir(workdir)):
+    for st in states:
         rec = st.record
         table.add_row(
             st.stage.name,
@@ -358,18 +498,26 @@ def status(
             f"{rec.rows:,}" if rec else "",
             f"{rec.seconds:.1f}" if rec else "",
         )
-    console.print(table)
+    results.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def demo(
-    workdir: Annotated[Path, typer.Option("-w", "--workdir")] = Path("kgclip-demo"),
+    workdir: Annotated[
+        Path, typer.Option("-w", "--workdir", metavar="WORKDIR", help="where the demo harvest goes")
+    ] = Path("kgclip-demo"),
     keep: Annotated[
         bool, typer.Option("--keep", help="reuse an earlier demo: run only what is not up to date")
     ] = False,
     train_steps: Annotated[
-        int | None, typer.Option("--train-steps", min=0, help="training steps (0: harvest only)")
+        int | None,
+        typer.Option(
+            "--train-steps",
+            min=0,
+            metavar="N",
+            help="training steps (default: the demo config's; 0: harvest only)",
+        ),
     ] = None,
 ) -> None:
     """Harvest the embedded offline default (WordNet living things x Tux Paint stamps), train a tiny
@@ -386,9 +534,7 @@ def demo(
                 "Choose another with -w"
             )
         if not keep:
-            console.print(
-                f"demo: {workdir} is an earlier demo; running every stage again (--keep reuses it)"
-            )
+            console.print(f"demo: {workdir} is an earlier demo; running every stage again (--keep reuses it)")
             start = "entities"
     elif workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
         raise UserError(
@@ -500,16 +646,27 @@ def _describe_shards(root: Path) -> None:
     console.print(f"Dataset card: {root / 'card' / 'README.md'}; inspect with: kgclip status {root}")
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def captions(
-    workdir: Annotated[Path, typer.Argument(help="work directory of a harvest")],
-    samples: Annotated[int, typer.Option("--samples", min=1, help="how many images to show")] = 20,
-    epoch: Annotated[int, typer.Option("--epoch", min=0, help="the first epoch to draw for")] = 0,
-    draws: Annotated[int, typer.Option("--draws", min=1, help="captions per image: one per epoch")] = 5,
+    workdir: WorkdirArg,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, metavar="N", help="how many images to show")
+    ] = 20,
+    epoch: Annotated[
+        int, typer.Option("--epoch", min=0, metavar="N", help="the first epoch to draw for")
+    ] = 0,
+    draws: Annotated[
+        int, typer.Option("--draws", min=1, metavar="N", help="captions per image: one per epoch")
+    ] = 5,
     config: Annotated[
         str | None,
-        typer.Option("-c", "--config", help="draw with this config's [train.captions], not the last run's"),
+        typer.Option(
+            "-c",
+            "--config",
+            metavar="CONFIG",
+            help="draw with this config's [train.captions], not the last run's",
+        ),
     ] = None,
 ) -> None:
     """Show the captions training pairs with the first images of the shards, epoch by epoch."""
@@ -561,14 +718,21 @@ def _texts_summary(sampler: Any, key: str, files: dict[str, bytes]) -> list[str]
     ]
 
 
-@app.command("export-eval")
+@app.command("export-eval", cls=Command)
 @friendly
 def export_eval(
     spec: Annotated[
-        str, typer.Argument(help="an evaluation set: wds:, folder:, imagenet:, cub:, ... (docs/eval-sets.md)")
+        str,
+        typer.Argument(
+            metavar="SET", help="an evaluation set: wds:PATH, folder:PATH, imagenet:ROOT, cub:ROOT, ..."
+        ),
     ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="the CLIP_benchmark wds folder to write")],
-    split: Annotated[str, typer.Option("--split", help="the split name to write it under")] = "test",
+    out: Annotated[
+        Path, typer.Option("-o", "--out", metavar="DIR", help="the CLIP_benchmark wds folder to write")
+    ],
+    split: Annotated[
+        str, typer.Option("--split", metavar="NAME", help="the split name to write it under")
+    ] = "test",
 ) -> None:
     """Write an evaluation set as a CLIP_benchmark wds folder (with kgclip's class metadata)."""
     from kgclip.eval.open import open_set
@@ -587,17 +751,41 @@ def export_eval(
     )
 
 
-@corpus_app.command("index")
+@corpus_app.command("index", cls=Command)
 @friendly
 def corpus_index(
     src: Annotated[
-        Path, typer.Argument(help="folder with sidecar captions, Tux Paint stamps, or a parquet/CSV")
+        Path,
+        typer.Argument(
+            metavar="SOURCE", help="a folder of images with sidecar captions, Tux Paint's stamps, or a table"
+        ),
     ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="the SQLite index to write")],
-    importer: Annotated[str, typer.Option(help="auto, folder, table or tuxpaint")] = "auto",
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="FILE", help="the SQLite index to write")],
+    importer: Annotated[
+        str,
+        typer.Option(
+            metavar="IMPORTER", help="auto (guess from SOURCE), folder, table or tuxpaint (see above)"
+        ),
+    ] = "auto",
+    skip_report: Annotated[
+        Path | None,
+        typer.Option("--report", metavar="FILE", help="list every skipped file and its reason in a CSV"),
+    ] = None,
 ) -> None:
-    """Build an SQLite FTS5 index over a local image-text collection."""
-    from kgclip.search.corpus import build_index
+    """Build an SQLite full-text index over a local image-text collection, for [search.corpus] index.
+
+    folder: every image (PNG, JPEG, WebP, GIF, BMP, TIFF, ICO, AVIF) with a sidecar NAME.txt beside it
+    holding its caption; an optional NAME.json holds {"license": ..., "attribution": ..., "page_url": ...}.
+    The folder path below SOURCE is the image's category (animals/birds).
+
+    table: a parquet or CSV file with a location column (path, url, uri or image), a text column
+    (text, caption or alt_text), and optional license, attribution, page_url and category columns.
+
+    tuxpaint: Tux Paint's stamps (/usr/share/tuxpaint/stamps), each NAME.png with NAME.txt.
+
+    Files that cannot be indexed are counted by reason (no caption, vector image, ...); --report lists them.
+    """
+    from kgclip.search.corpus import build_index, write_skip_report
 
     report = build_index(src, out, importer)
     console.print(
@@ -605,19 +793,25 @@ def corpus_index(
     )
     for reason, count in sorted(report.skipped.items()):
         console.print(f"  skipped {count:,}: {reason}")
+    if skip_report is not None:
+        listed = write_skip_report(out, skip_report)
+        console.print(f"  {listed:,} skipped files listed in {skip_report}")
+    elif report.skipped:
+        console.print("  (--report FILE lists them with their reasons)")
 
 
-@decontam_app.command("index")
+@decontam_app.command("index", cls=Command)
 @friendly
 def decontam_index(
     evalsets: Annotated[
         list[str],
         typer.Argument(
-            help="evaluation image sets: folders (any layout) or WebDataset tars, as PATH or NAME=PATH"
+            metavar="SETS",
+            help="evaluation image sets: folders (any layout) or WebDataset tars, as PATH or NAME=PATH",
         ),
     ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="the index to write (parquet)")],
-    workers: Annotated[int, typer.Option(help="hashing processes; 0 = one per core")] = 0,
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="FILE", help="the index to write (parquet)")],
+    workers: Annotated[int, typer.Option(metavar="N", help="hashing processes; 0 = one per core")] = 0,
 ) -> None:
     """Hash evaluation images so that the curate stage can drop their copies from a harvest."""
     from kgclip.curate.decontam import build_index, parse_source
@@ -633,16 +827,25 @@ def decontam_index(
         console.print(f"  … and {len(report.unreadable) - 20:,} more unreadable")
 
 
-@evalset_app.command("gcompris")
+@evalset_app.command("gcompris", cls=Command)
 @friendly
 def evalset_gcompris(
-    out: Annotated[Path, typer.Option("-o", "--out", help="the CLIP_benchmark wds folder to write")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", metavar="DIR", help="the CLIP_benchmark wds folder to write")
+    ],
     rcc_dir: Annotated[
-        Path, typer.Option("--rcc-dir", help="GCompris' Qt resource files (Debian: gcompris-qt-data)")
+        Path,
+        typer.Option(
+            "--rcc-dir", metavar="DIR", help="GCompris' Qt resource files (Debian: gcompris-qt-data)"
+        ),
     ] = Path("/usr/share/gcompris-qt/rcc"),
     disjoint_from: Annotated[
         str | None,
-        typer.Option("--disjoint-from", help="a config whose [search.corpus] images must not be in the set"),
+        typer.Option(
+            "--disjoint-from",
+            metavar="CONFIG",
+            help="a config whose [search.corpus] images must not be in the set",
+        ),
     ] = None,
 ) -> None:
     """The real animal photos of GCompris, labelled with WordNet synsets, as a zero-shot set."""
@@ -677,21 +880,32 @@ def _check_disjoint(out: Path, config: str) -> None:
         raise typer.Exit(1)
 
 
-@corpus_app.command("search")
+@corpus_app.command("search", cls=Command)
 @friendly
 def corpus_search(
-    index: Annotated[Path, typer.Argument(help="a corpus index")],
-    text: Annotated[str, typer.Argument(help="query text")],
-    k: Annotated[int, typer.Option("-k", help="how many results")] = 10,
+    index: Annotated[Path, typer.Argument(metavar="INDEX", help="a corpus index (`kgclip corpus index`)")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="what to search for, as a query would")],
+    k: Annotated[int, typer.Option("-k", min=1, metavar="N", help="show at most N hits")] = 10,
     match: Annotated[
-        str, typer.Option("--match", help="subject, subject_first or anywhere ([search.corpus] match)")
+        str,
+        typer.Option(
+            "--match",
+            metavar="MODE",
+            help="where the words must be: subject (the caption's head noun phrase), subject_first or "
+            "anywhere; as [search.corpus] match",
+        ),
     ] = "subject",
     categories: Annotated[
         bool,
-        typer.Option("--categories", help="let folder categories match ([search.corpus] match_categories)"),
+        typer.Option(
+            "--categories", help="let folder categories match too ([search.corpus] match_categories)"
+        ),
     ] = False,
 ) -> None:
-    """Search a corpus index the way the search stage does; each hit shows what matched."""
+    """Search a corpus index the way the search stage does; each hit shows what matched.
+
+    Hits go to stdout; with none, a line on stderr says so and the exit code is 1.
+    """
     from kgclip.search.corpus import MATCH_MODES, CorpusBackend
     from kgclip.tables import Query, QueryParams
 
@@ -704,26 +918,39 @@ def corpus_search(
         backend.close()
     if outcome.failure:
         raise UserError(outcome.failure)
+    if not outcome.results:
+        hint = "" if match == "anywhere" else "; --match anywhere looks in the whole caption"
+        console.print(f"corpus search: nothing in {index} matches {text!r} (--match {match}{hint})")
+        raise typer.Exit(1)
     for rank, found in enumerate(outcome.results, start=1):
-        console.print(
+        results.print(
             Text.assemble(f"{rank:3d}. {found.alt_text}  ", (found.url, "dim"), f"  {found.evidence}")
         )
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def report(
     inputs: Annotated[
-        list[Path], typer.Argument(help="run folders (their eval/), results folders or results JSON files")
+        list[Path],
+        typer.Argument(
+            metavar="RESULTS", help="run folders (their eval/), results folders or results JSON files"
+        ),
     ],
     out: Annotated[
-        Path, typer.Option("-o", "--out", help="where report.md, report.csv and the plots go")
+        Path, typer.Option("-o", "--out", metavar="DIR", help="where report.md, report.csv and the plots go")
     ] = Path("report"),
     evalset: Annotated[
         str | None,
-        typer.Option("--set", help="an evaluation set (wds:PATH, ...): show its most confused class pairs"),
+        typer.Option(
+            "--set",
+            metavar="SET",
+            help="an evaluation set (wds:PATH, ...): show its most confused class pairs",
+        ),
     ] = None,
-    top: Annotated[int, typer.Option("--top", min=1, help="confused pairs shown per result")] = 8,
+    top: Annotated[
+        int, typer.Option("--top", min=1, metavar="N", help="confused pairs shown per result")
+    ] = 8,
 ) -> None:
     """A table across runs, checkpoints and benchmarks (markdown and CSV), with plots."""
     from kgclip.eval.report import ReportError, collect, write_report
@@ -742,25 +969,33 @@ def report(
     console.print(f"report: {len(results)} results; {len(written)} files in {out} (open {written[0]})")
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def audit(
-    workdir: Annotated[Path, typer.Argument(help="work directory of a harvest")],
+    workdir: WorkdirArg,
     sample: Annotated[
-        int | None, typer.Option("--sample", min=1, help="draw this many (picture, entity) links to mark")
+        int | None,
+        typer.Option("--sample", min=1, metavar="N", help="draw this many (picture, entity) links to mark"),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="the draw's seed")] = 0,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="the audit CSV to write (--sample)")] = None,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="the draw's seed")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", metavar="FILE", help="the audit CSV to write (--sample)")
+    ] = None,
     images: Annotated[
-        Path | None, typer.Option("--images", help="where the pictures go (default: OUT-STEM_images/)")
+        Path | None,
+        typer.Option("--images", metavar="DIR", help="where the pictures go (default: OUT-STEM_images/)"),
     ] = None,
     exclude: Annotated[
-        list[Path] | None, typer.Option("--exclude", help="an earlier audit CSV: do not draw its links again")
+        list[Path] | None,
+        typer.Option("--exclude", metavar="FILE", help="an earlier audit CSV: do not draw its links again"),
     ] = None,
     score: Annotated[
-        Path | None, typer.Option("--score", help="a marked audit CSV: report precision on WORKDIR")
+        Path | None,
+        typer.Option("--score", metavar="FILE", help="a marked audit CSV: report precision on WORKDIR"),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the score as JSON")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", metavar="FILE", help="also write the score as JSON")
+    ] = None,
 ) -> None:
     """Draw (picture, entity) links for a person to mark correct or wrong, or score the marks."""
     from kgclip import audit as audit_mod
@@ -783,18 +1018,32 @@ def audit(
         json_out.write_bytes(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2))
 
 
-@config_app.command("list")
+@config_app.command("list", cls=Command)
 def config_list() -> None:
     """Names of the bundled configs."""
     for name in builtin_names():
-        console.print(name)
+        typer.echo(name)
 
 
-@config_app.command("show")
+@config_app.command("show", cls=Command)
 @friendly
-def config_show(name: Annotated[str, typer.Argument(help="bundled config name or path")]) -> None:
-    """Print a config file, e.g. to start your own from `kgclip config show livingthings > my.toml`."""
-    typer.echo(resolve(name).read_text(encoding="utf-8"), nl=False)
+def config_show(
+    name: Annotated[str, typer.Argument(metavar="CONFIG", help="a bundled config's name, or a config file")],
+    resolved: Annotated[
+        bool,
+        typer.Option(
+            "--resolved",
+            help="the whole config: `extends` applied, every default filled in, each key's meaning above it",
+        ),
+    ] = False,
+) -> None:
+    """Print a config, e.g. to start your own: `kgclip config show livingthings > my.toml`."""
+    if not resolved:
+        typer.echo(resolve(name).read_text(encoding="utf-8"), nl=False)
+        return
+    from kgclip.configdoc import resolved_toml
+
+    typer.echo(resolved_toml(load(name), name), nl=False)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ harvest that runs for days costs far more than an error at start-up.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kgclip.localfiles import read_regular
 
@@ -32,11 +33,23 @@ class WordNetSource(Section):
         default=None,
         description="folder holding data.noun and index.noun; default: Debian's or nltk_data's",
     )
-    roots: list[str] = Field(default_factory=lambda: ["living_thing.n.01"], min_length=1)
-    exclude_subtrees: list[str] = Field(default_factory=list)
-    exclude_names: list[str] = Field(default_factory=list)
-    include_instances: bool = False
-    drop_instances_under: list[str] = Field(default_factory=list)
+    roots: list[str] = Field(
+        default_factory=lambda: ["living_thing.n.01"],
+        min_length=1,
+        description="synsets (nltk names) whose hyponyms are the entities",
+    )
+    exclude_subtrees: list[str] = Field(
+        default_factory=list, description="synsets dropped with everything below them"
+    )
+    exclude_names: list[str] = Field(
+        default_factory=list, description="synsets with one of these lemmas are dropped (Donald_Duck)"
+    )
+    include_instances: bool = Field(
+        default=False, description="keep instances (named individuals), not only kinds"
+    )
+    drop_instances_under: list[str] = Field(
+        default_factory=list, description="instances below these synsets are dropped even when kept otherwise"
+    )
 
 
 QID = r"^Q[1-9][0-9]*$"
@@ -44,10 +57,10 @@ PID = r"^P[1-9][0-9]*$"
 
 
 class WikidataRoot(Section):
-    """One root of a Wikidata selection and the MINUS clauses that go with it (method.md §2)."""
+    """One root of a Wikidata selection and the MINUS clauses that go with it (docs/stages/wikidata.md)."""
 
-    qid: str = Field(pattern=QID)
-    name: str
+    qid: str = Field(pattern=QID, description="the root's Wikidata item, e.g. Q729 (animal)")
+    name: str = Field(description="the root's name in files and reports")
     exclude_classes: list[str] = Field(
         default_factory=list, description="members of these classes are dropped"
     )
@@ -64,7 +77,9 @@ class WikidataRoot(Section):
         description="instance: (P31/P279*) root; subclass: P279+ root; taxon: P171+ root",
     )
     include_root: bool = Field(default=False, description="the root item itself is an entity (P279* root)")
-    min_sitelinks: int = Field(default=0, ge=0)
+    min_sitelinks: int = Field(
+        default=0, ge=0, description="members with fewer Wikipedia sitelinks are dropped"
+    )
 
     @model_validator(mode="after")
     def _ids(self) -> WikidataRoot:
@@ -80,7 +95,9 @@ class WikidataRoot(Section):
 class WikidataSource(Section):
     """Wikidata items below `roots`, from a JSON dump or a SPARQL endpoint (the same selection)."""
 
-    source: Literal["dump", "sparql"] = "dump"
+    source: Literal["dump", "sparql"] = Field(
+        default="dump", description="read a local JSON dump, or ask a SPARQL endpoint"
+    )
     dump: Path | None = Field(default=None, description="latest-all.json(.gz|.bz2|.zst), for source = dump")
     endpoint: str = Field(
         default="qlever", description="'qlever', 'wdqs' or the URL of a self-hosted endpoint"
@@ -89,9 +106,9 @@ class WikidataSource(Section):
     contact: str | None = Field(
         default=None, description="an e-mail or URL for the User-Agent (Wikimedia policy); needed for sparql"
     )
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, description="seconds per SPARQL request")
     batch_size: int = Field(default=500, ge=1, le=5000, description="items per VALUES lookup")
-    roots: list[WikidataRoot] = Field(min_length=1)
+    roots: list[WikidataRoot] = Field(min_length=1, description="the classes whose members are the entities")
     require_image: bool = Field(default=True, description="only items with an image (P18), as the method")
     cap_per_root: int = Field(
         default=28_000, ge=0, description="keep the top N by sitelinks per root; 0 = all"
@@ -121,6 +138,8 @@ class MergeConfig(Section):
 
 
 class EntitiesConfig(Section):
+    """Where the entities come from: WordNet, Wikidata or both (docs/stages/entities.md)."""
+
     wordnet: WordNetSource | None = None
     wikidata: WikidataSource | None = None
     merge: MergeConfig = Field(default_factory=MergeConfig)
@@ -135,15 +154,19 @@ class EntitiesConfig(Section):
 class KGTypeRule(Section):
     """Nearest ancestor that people name often enough (see docs/stages/types.md)."""
 
-    min_popularity: int = Field(default=4, ge=0)
-    too_general: list[str] = Field(default_factory=list)
+    min_popularity: int = Field(
+        default=4, ge=0, description="SemCor tags an ancestor needs to count as a name people use"
+    )
+    too_general: list[str] = Field(
+        default_factory=list, description="never a type: nltk names, wnids or entity ids"
+    )
 
 
 class LLMConfig(Section):
     """An OpenAI-compatible chat endpoint: vLLM, llama.cpp, Ollama, OpenAI, ..."""
 
     base_url: str = Field(description="e.g. http://localhost:8000/v1")
-    model: str
+    model: str = Field(description="the model name the server knows, e.g. Qwen/Qwen2.5-7B-Instruct")
     api_key_env: str | None = Field(
         default=None, description="name of the environment variable holding the key (never the key itself)"
     )
@@ -151,18 +174,18 @@ class LLMConfig(Section):
         default="auto",
         description="how to constrain answers; auto tries the strongest the server accepts, then falls back",
     )
-    concurrency: int = Field(default=4, ge=1, le=256)
+    concurrency: int = Field(default=4, ge=1, le=256, description="requests in flight at once")
     max_retries: int = Field(default=5, ge=0, description="for 429 (Retry-After honoured), 5xx and timeouts")
-    timeout_s: float = Field(default=120.0, gt=0)
-    temperature: float = Field(default=0.0, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int = Field(default=1024, ge=16)
+    timeout_s: float = Field(default=120.0, gt=0, description="seconds per request")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="sampling temperature; 0 = the likeliest")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; unset: the server's")
+    max_tokens: int = Field(default=1024, ge=16, description="the longest answer asked for")
 
 
 class FilterConfig(Section):
     """The method's true/false entity filter (an LLM judges whether an entity really is, say, an animal)."""
 
-    method: Literal["none", "llm"] = "none"
+    method: Literal["none", "llm"] = Field(default="none", description="none keeps every entity; llm asks")
     llm: LLMConfig | None = None
     top_n: int = Field(
         default=28_000, ge=0, description="judge only the top N per root by popularity; 0 = all"
@@ -176,7 +199,11 @@ class FilterConfig(Section):
 
 
 class TypesConfig(Section):
-    method: Literal["kg", "llm"] = "kg"
+    """Each entity's natural type, the word people would use (docs/stages/types.md)."""
+
+    method: Literal["kg", "llm"] = Field(
+        default="kg", description="kg: the KG rule below; llm: a model picks among the KG's ancestors"
+    )
     kg: KGTypeRule = Field(default_factory=KGTypeRule)
     llm: LLMConfig | None = None
 
@@ -188,14 +215,17 @@ class TypesConfig(Section):
 
 
 class AttributesConfig(Section):
-    """Visual attributes per entity, each with a search query (method.md §4)."""
+    """Visual attributes per entity, each with a search query (docs/stages/attributes.md)."""
 
-    method: Literal["kg", "llm"] = "kg"
+    method: Literal["kg", "llm"] = Field(
+        default="kg", description="kg: read off WordNet, no model; llm: asked of the models in `llm`"
+    )
     llm: list[LLMConfig] = Field(default_factory=list, description="one or more models, best first; merged")
     top_n: int = Field(
         default=500, ge=0, description="entities per root that get attributes, by popularity; 0 = all"
     )
     categories: dict[str, list[str]] = Field(
+        description="attribute categories asked for, per category set (animal, plant, generic)",
         default_factory=lambda: {
             "animal": [
                 "Color",
@@ -215,7 +245,7 @@ class AttributesConfig(Section):
                 "Other",
             ],
             "generic": ["Color", "Pattern and texture", "Parts", "Shape and size", "Environment", "Other"],
-        }
+        },
     )
     category_roots: dict[str, list[str]] = Field(
         # animal.n.01 / Q729; plant.n.02, fungus.n.01, bryophyte.n.01, parasitic_plant.n.01 / Q756
@@ -226,7 +256,7 @@ class AttributesConfig(Section):
         },
         description="entities below these ids use that category set; all others use 'generic'",
     )
-    max_per_category: int = Field(default=10, ge=1, le=10)
+    max_per_category: int = Field(default=10, ge=1, le=10, description="attributes per entity and category")
 
     @model_validator(mode="after")
     def _consistent(self) -> AttributesConfig:
@@ -249,8 +279,14 @@ AmbiguityPolicy = Literal["qualify", "drop", "keep"]
 class AmbiguityConfig(Section):
     """What to do with a query string that names more than its entity (docs/stages/queries.md)."""
 
-    entity: AmbiguityPolicy = "qualify"
-    entity_attribute: AmbiguityPolicy = "qualify"
+    entity: AmbiguityPolicy = Field(
+        default="qualify",
+        description="a name that names more than its entity: qualify it (with an ancestor's name), "
+        "drop it, or keep it",
+    )
+    entity_attribute: AmbiguityPolicy = Field(
+        default="qualify", description="the same for entity-attribute queries"
+    )
     type_attribute: AmbiguityPolicy = Field(
         default="keep", description="the natural type is what people call it, and its attribute reads it"
     )
@@ -276,7 +312,7 @@ class QueryJudgeConfig(Section):
     """The optional LLM query judge: does a query string, read as a search engine reads it, name
     something in the roots? Off by default; the KG rules decide offline (docs/llm.md)."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="ask the model about each query string")
     llm: LLMConfig | None = None
     kinds: list[QueryKind] = Field(
         default_factory=lambda: ["entity", "entity_attribute", "type_attribute"],
@@ -295,21 +331,31 @@ class QueryJudgeConfig(Section):
 
 
 class QueriesConfig(Section):
-    kinds: list[QueryKind] = Field(default_factory=lambda: ["entity"], min_length=1)
+    """The search queries made of entities, their types and attributes (docs/stages/queries.md)."""
+
+    kinds: list[QueryKind] = Field(
+        default_factory=lambda: ["entity"],
+        min_length=1,
+        description="entity (its names), entity_attribute (red fox), type_attribute (red animal)",
+    )
     entities: Literal["leaves", "all"] = Field(
         default="leaves", description="leaves only (the method's `livingthings` set) or all entities"
     )
     use_aliases: bool = Field(
         default=True, description="every lemma/alias becomes a query, not just the name"
     )
-    max_per_entity: int | None = Field(default=None, ge=1)
+    max_per_entity: int | None = Field(
+        default=None, ge=1, description="at most this many queries per entity (the name first); unset: all"
+    )
     type_or_term: bool = Field(default=True, description="add the natural type as an or-term")
-    exclude_terms: list[str] = Field(default_factory=list)
-    photo_only: bool = True
+    exclude_terms: list[str] = Field(default_factory=list, description="terms results must not contain")
+    photo_only: bool = Field(default=True, description="ask for photos where a backend can")
     max_per_kind: dict[QueryKind, int] = Field(
         default_factory=dict, description="budget caps, e.g. {type_attribute = 2000}: the most frequent first"
     )
-    max_attribute_queries_per_entity: int | None = Field(default=None, ge=1)
+    max_attribute_queries_per_entity: int | None = Field(
+        default=None, ge=1, description="at most this many entity-attribute queries per entity; unset: all"
+    )
     ambiguity: AmbiguityConfig = Field(default_factory=AmbiguityConfig)
     judge: QueryJudgeConfig = Field(default_factory=QueryJudgeConfig)
 
@@ -321,7 +367,9 @@ class CorpusConfig(Section):
     source: Path | None = Field(
         default=None, description="build the index from this folder or table if missing"
     )
-    importer: Literal["auto", "folder", "table", "tuxpaint"] = "auto"
+    importer: Literal["auto", "folder", "table", "tuxpaint"] = Field(
+        default="auto", description="how to read `source` (`kgclip corpus index --help`); auto guesses"
+    )
     match: Literal["subject", "subject_first", "anywhere"] = Field(
         default="subject",
         description="where the query's words must be: the caption's subject (its head noun phrase), "
@@ -346,21 +394,23 @@ class CorpusConfig(Section):
 class WebBackendConfig(Section):
     """What every web search backend shares: where, who is asking, and how politely."""
 
-    base_url: str
+    base_url: str = Field(description="the API's address")
     api_key_env: str | None = Field(
         default=None, description="name of the environment variable holding the key (never the key itself)"
     )
     contact: str = Field(description="an e-mail or URL for the User-Agent")
     rate_per_s: float = Field(default=1.0, gt=0, description="sustained requests per second")
-    burst: int = Field(default=1, ge=1)
-    concurrency: int = Field(default=1, ge=1, le=64)
+    burst: int = Field(default=1, ge=1, description="requests that may go at once after a pause")
+    concurrency: int = Field(default=1, ge=1, le=64, description="requests in flight at once")
     daily_quota: int | None = Field(
         default=None, ge=1, description="requests per UTC day; stops cleanly there"
     )
     max_requests: int | None = Field(default=None, ge=0, description="request budget for one run")
-    timeout_s: float = Field(default=30.0, gt=0)
-    max_retries: int = Field(default=4, ge=0)
-    backoff_s: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="seconds per request")
+    max_retries: int = Field(
+        default=4, ge=0, description="retries of a request that failed for a passing reason"
+    )
+    backoff_s: float = Field(default=1.0, ge=0, description="the first retry's wait, doubled each time")
     max_connect_failures: int = Field(
         default=5, ge=1, description="connection attempts failing in a row that stop the stage (offline)"
     )
@@ -372,7 +422,9 @@ class OpenverseConfig(WebBackendConfig):
     base_url: str = "https://api.openverse.org/v1"
     rate_per_s: float = Field(default=20 / 60, gt=0)
     daily_quota: int | None = Field(default=200, ge=1)
-    license: list[str] = Field(default_factory=lambda: ["cc0", "pdm", "by", "by-sa"])
+    license: list[str] = Field(
+        default_factory=lambda: ["cc0", "pdm", "by", "by-sa"], description="Openverse licence codes asked for"
+    )
     category: str | None = Field(default="photograph", description="photo-only queries ask for this")
     page_size: int = Field(default=20, ge=1, le=500, description="20 anonymous, up to 500 registered")
 
@@ -391,7 +443,7 @@ class BraveConfig(WebBackendConfig):
     base_url: str = "https://api.search.brave.com/res/v1"
     api_key_env: str = _key_variable("BRAVE_API_KEY")
     country: str = Field(default="US", description="a country code, or ALL")
-    search_lang: str = "en"
+    search_lang: str = Field(default="en", description="the language of the results")
     safesearch: Literal["off", "strict"] = Field(default="strict", description="images know no 'moderate'")
     spellcheck: bool = Field(default=False, description="off: Brave must not 'correct' taxon names")
 
@@ -409,7 +461,7 @@ class GoogleCseConfig(WebBackendConfig):
     rights: list[str] = Field(
         default_factory=list, description="licence filter, e.g. ['cc_publicdomain', 'cc_attribute']"
     )
-    safe: Literal["active", "off"] = "active"
+    safe: Literal["active", "off"] = Field(default="active", description="SafeSearch")
 
 
 class SerpApiConfig(WebBackendConfig):
@@ -419,7 +471,7 @@ class SerpApiConfig(WebBackendConfig):
     api_key_env: str = _key_variable("SERPAPI_API_KEY")
     gl: str = Field(default="us", description="Google country")
     hl: str = Field(default="en", description="Google interface language")
-    safe: Literal["active", "off"] = "active"
+    safe: Literal["active", "off"] = Field(default="active", description="SafeSearch")
 
 
 class CommonsConfig(WebBackendConfig):
@@ -438,7 +490,9 @@ class CommonsConfig(WebBackendConfig):
         default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/tiff", "image/gif"],
         description="files of other types (SVG, PDF, DjVu, video) are skipped",
     )
-    maxlag: int = Field(default=5, ge=1)
+    maxlag: int = Field(
+        default=5, ge=1, description="seconds of replication lag at which Wikimedia may refuse"
+    )
 
 
 class INaturalistConfig(WebBackendConfig):
@@ -451,9 +505,13 @@ class INaturalistConfig(WebBackendConfig):
         default=None,
         description="taxon rank(s) a query may resolve to, e.g. 'species,subspecies'; unset: any rank",
     )
-    quality_grade: str = "research"
-    photo_license: list[str] = Field(default_factory=lambda: ["cc0", "cc-by", "cc-by-sa"])
-    photo_size: Literal["small", "medium", "large", "original"] = "large"
+    quality_grade: str = Field(default="research", description="observations of this grade only")
+    photo_license: list[str] = Field(
+        default_factory=lambda: ["cc0", "cc-by", "cc-by-sa"], description="photo licences asked for"
+    )
+    photo_size: Literal["small", "medium", "large", "original"] = Field(
+        default="large", description="which size of each photo to fetch"
+    )
     site_url: str = Field(default="https://www.inaturalist.org", description="for observation page URLs")
 
 
@@ -475,6 +533,8 @@ BackendName = Literal[
 
 
 class SearchConfig(Section):
+    """Where the queries are searched: a local corpus and web backends (docs/stages/search.md)."""
+
     backend: BackendName = Field(default="corpus", description="the backend, when only one")
     executor: Literal["local", "ray"] = Field(
         default="local", description="ray: corpus queries run as Ray tasks (web backends stay local)"
@@ -485,7 +545,7 @@ class SearchConfig(Section):
     route: dict[QueryKind, list[BackendName]] = Field(
         default_factory=dict, description="per query kind, which backends it goes to (default: all)"
     )
-    top_k: int = Field(default=20, ge=1, le=1000)
+    top_k: int = Field(default=20, ge=1, le=1000, description="results asked for per query")
     corpus: CorpusConfig | None = None
     openverse: OpenverseConfig | None = None
     brave: BraveConfig | None = None
@@ -512,6 +572,8 @@ class SearchConfig(Section):
 
 
 class RayConfig(Section):
+    """A Ray cluster for the stages run with executor = "ray"."""
+
     address: str | None = Field(
         default=None,
         description="a running cluster (host:6379 or ray://host:10001); none starts Ray on this machine",
@@ -522,18 +584,20 @@ class RayConfig(Section):
 
 
 class FetchConfig(Section):
+    """Downloading, checking and resizing the pictures found (docs/stages/fetch.md)."""
+
     resize: Literal["shorter", "longer", "none"] = Field(
         default="shorter", description="which side `size` bounds; images are only ever made smaller"
     )
-    size: int = Field(default=512, ge=16)
-    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    size: int = Field(default=512, ge=16, description="pixels of the side `resize` names, at most")
+    jpeg_quality: int = Field(default=95, ge=1, le=100, description="of the stored JPEGs")
     resample: Literal["bicubic", "lanczos", "bilinear"] = Field(
         default="bicubic",
         description="resize filter (antialiased); bicubic is open_clip's, lanczos is sharper and slower",
     )
     min_side: int = Field(default=32, ge=1, description="reject images whose shorter side is smaller")
     max_pixels: int = Field(default=89_478_485, ge=1, description="decompression-bomb guard")
-    max_bytes: int = Field(default=50_000_000, ge=1)
+    max_bytes: int = Field(default=50_000_000, ge=1, description="larger downloads are refused")
     workers: int = Field(default=0, ge=0, description="decode processes; 0 = one per core")
     batch_size: int = Field(default=256, ge=1, description="images per tar part (the unit of resume)")
     executor: Literal["local", "ray"] = Field(
@@ -548,16 +612,25 @@ class FetchConfig(Section):
     allow_private: bool = Field(
         default=False, description="let http URLs reach private networks (local mirrors)"
     )
-    per_host_concurrency: int = Field(default=2, ge=1)
-    per_host_rate_per_s: float = Field(default=2.0, gt=0)
-    global_concurrency: int = Field(default=32, ge=1)
-    max_redirects: int = Field(default=5, ge=0)
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description='CIDRs ("10.8.0.0/16", "fd00:1::/64") that http URLs may reach whatever their '
+        "category: a mirror on one subnet without opening every private network",
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="per connection attempt")
+    read_timeout_s: float = Field(default=20.0, gt=0, description="per read from an open connection")
+    per_host_concurrency: int = Field(default=2, ge=1, description="downloads in flight per image host")
+    per_host_rate_per_s: float = Field(default=2.0, gt=0, description="requests per second per image host")
+    global_concurrency: int = Field(default=32, ge=1, description="downloads in flight over all hosts")
+    max_redirects: int = Field(default=5, ge=0, description="redirects followed per URL")
     timeout_s: float = Field(
         default=60.0,
         gt=0,
         description="per URL: its lookups and requests, redirects and retries included (not queueing)",
     )
-    max_retries: int = Field(default=3, ge=0)
+    max_retries: int = Field(
+        default=3, ge=0, description="retries of a URL within a run (timeouts, connection errors, 429, 5xx)"
+    )
     queue_timeout_s: float = Field(
         default=600.0,
         gt=0,
@@ -572,9 +645,21 @@ class FetchConfig(Section):
         default=True, description="skip images served with X-Robots-Tag noai/noimageai"
     )
 
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, nets: list[str]) -> list[str]:
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a network in CIDR notation ({exc})") from None
+        return nets
+
 
 class CurateConfig(Section):
-    samples_per_shard: int = Field(default=5000, ge=1)
+    """Deduplication, decontamination, balancing and the WebDataset shards (docs/stages/curate.md)."""
+
+    samples_per_shard: int = Field(default=5000, ge=1, description="samples per tar")
     near_duplicate_distance: int = Field(
         default=6,
         ge=0,
@@ -587,7 +672,9 @@ class CurateConfig(Section):
         le=255,
         description="near duplicates must also agree in mean colour within this much per channel",
     )
-    shard_prefix: str = Field(default="shard", pattern=r"^[A-Za-z0-9_-]+$")
+    shard_prefix: str = Field(
+        default="shard", pattern=r"^[A-Za-z0-9_-]+$", description="shard file names: PREFIX-NNNNN.tar"
+    )
     decontaminate: list[Path] = Field(
         default_factory=list,
         description="indexes from `kgclip decontam index`; relative paths are to the work directory",
@@ -618,7 +705,7 @@ class CurateConfig(Section):
 
 class NounCaptionWeights(Section):
     """Raw weights of a noun (entity) query's table; the synonym and description weights are split
-    between the entity and its natural type by the hierarchy chance h (method.md §7)."""
+    between the entity and its natural type by the hierarchy chance h (docs/train-captions.md)."""
 
     query: float = Field(default=0.4, ge=0, description="keep the query text (1 - 0.6)")
     synonym: float = Field(
@@ -656,8 +743,8 @@ DEFAULT_PROMPTS = [
 
 
 class CaptionsConfig(Section):
-    """The per-sample caption mix of method.md §7: which text an image is paired with in each epoch
-    (train/captions.py). The defaults are EntityNet's released ones."""
+    """The method's per-sample caption mix: which text an image is paired with in each epoch
+    (docs/train-captions.md). The defaults are EntityNet's released ones."""
 
     sources: Literal["mixed", "alt", "kg"] = Field(
         default="mixed",
@@ -716,16 +803,18 @@ class TrainConfig(Section):
     accum_steps: int = Field(default=1, ge=1, description="gradient accumulation: steps per optimiser step")
     epochs: float = Field(default=1.0, gt=0, description="passes over the shards (sizes.json counts them)")
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimiser steps")
-    lr: float = Field(default=5e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = Field(default=1e-8, gt=0)
-    weight_decay: float = Field(default=0.2, ge=0)
+    lr: float = Field(default=5e-4, gt=0, description="peak learning rate (AdamW)")
+    betas: tuple[float, float] = Field(default=(0.9, 0.98), description="AdamW's betas")
+    eps: float = Field(default=1e-8, gt=0, description="AdamW's epsilon")
+    weight_decay: float = Field(default=0.2, ge=0, description="AdamW's decoupled weight decay")
     warmup_epochs: float = Field(default=2.0, ge=0, description="linear warm-up, then cosine decay to 0")
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="fp32, or mixed precision with bf16 or fp16"
+    )
     loss: Literal["clip", "siglip", "multi_positive"] = Field(
         default="clip", description="InfoNCE, SigLIP, or InfoNCE with every same-entity pair positive"
     )
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = Field(default=False, description="less memory for more compute")
     compile: bool = Field(default=False, description="torch.compile the model")
     patch_dropout: float = Field(default=0.0, ge=0, lt=1, description="share of image patches dropped")
     image_size: int | None = Field(
@@ -735,10 +824,12 @@ class TrainConfig(Section):
     crop_ratio: tuple[float, float] = Field(default=(0.9, 1.111), description="RandomResizedCrop ratio")
     workers: int = Field(default=2, ge=0, description="data loader processes per training process")
     shuffle_buffer: int = Field(default=1000, ge=0, description="samples shuffled in memory")
-    save_every_steps: int = Field(default=200, ge=1)
+    save_every_steps: int = Field(default=200, ge=1, description="write a checkpoint every N steps")
     keep_checkpoints: int = Field(default=2, ge=1, description="the last K step checkpoints are kept")
-    log_every_steps: int = Field(default=10, ge=1)
-    tensorboard: bool = False
+    log_every_steps: int = Field(
+        default=10, ge=1, description="a progress line every N steps (log.csv has every step)"
+    )
+    tensorboard: bool = Field(default=False, description="also write TensorBoard events")
     threads: int = Field(default=0, ge=0, description="torch CPU threads per process; 0 = torch's default")
     eval_sets: list[str] = Field(
         default_factory=list,
@@ -756,8 +847,13 @@ class TrainConfig(Section):
 
 
 class Config(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    """A harvest: where entities come from, how they become queries, where the queries are searched,
+    and what is kept (docs/architecture.md)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the harvest's name, in the card and status")
+    seed: int = Field(
+        default=0, description="seed of every random choice, so that a rerun makes the same ones"
+    )
     entities: EntitiesConfig = Field(default_factory=lambda: EntitiesConfig(wordnet=WordNetSource()))
     filter: FilterConfig = Field(default_factory=FilterConfig)
     types: TypesConfig = Field(default_factory=TypesConfig)
@@ -768,7 +864,6 @@ class Config(Section):
     curate: CurateConfig = Field(default_factory=CurateConfig)
     ray: RayConfig = Field(default_factory=RayConfig, description="where stages with executor = 'ray' run")
     train: TrainConfig = Field(default_factory=TrainConfig, description="`kgclip train` (not a stage)")
-
 
 
 BUILTIN = "kgclip.configs"

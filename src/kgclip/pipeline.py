@@ -44,7 +44,8 @@ class Stage:
     `reads` are the config keys (dotted paths) the stage may read: it runs against a view that
     refuses any other key, and their values are its config digest. `external` names functions
     (`name` in the stage's module, or `module:name`) that fingerprint inputs living outside the
-    workdir. `check` names a function that finds damage to outputs too large to digest (parts).
+    workdir, and `outside` says in words what they are (`status`: "corpus index changed"). `check`
+    names a function that finds damage to outputs too large to digest (parts).
     """
 
     name: str
@@ -53,6 +54,7 @@ class Stage:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     external: tuple[str, ...] = ()
+    outside: str = "an input outside the work directory"
     check: str | None = None
 
     def _attr(self, ref: str) -> Callable[..., Any]:
@@ -96,6 +98,7 @@ STAGES: tuple[Stage, ...] = (
         (),
         ("entities.parquet", "rejects/entities.parquet", "entity_links.parquet"),
         external=("source_fingerprint",),
+        outside="source files (WordNet, Wikidata dump, bridge)",
     ),
     Stage(
         "filter",
@@ -104,6 +107,7 @@ STAGES: tuple[Stage, ...] = (
         ("entities",),
         ("filter.parquet", "rejects/filter.parquet"),
         external=("kgclip.text.categories:harvest_wordnet_fingerprint",),
+        outside="WordNet database",
     ),
     Stage("types", "kgclip.text.types", ("types", "seed"), ("entities", "filter"), ("types.parquet",)),
     Stage(
@@ -113,6 +117,7 @@ STAGES: tuple[Stage, ...] = (
         ("entities", "filter", "types"),
         ("attributes.parquet",),
         external=("wordnet_fingerprint",),
+        outside="WordNet database",
     ),
     Stage(
         "queries",
@@ -121,6 +126,7 @@ STAGES: tuple[Stage, ...] = (
         ("entities", "filter", "types", "attributes"),
         ("queries.parquet", "rejects/queries.parquet"),
         external=("kgclip.text.categories:harvest_wordnet_fingerprint",),
+        outside="WordNet database",
     ),
     Stage(
         "search",
@@ -129,6 +135,7 @@ STAGES: tuple[Stage, ...] = (
         ("queries",),
         ("hits.parquet", "rejects/search.parquet"),
         external=("backend_fingerprint",),
+        outside="corpus index",
     ),
     Stage(
         "fetch",
@@ -145,6 +152,7 @@ STAGES: tuple[Stage, ...] = (
         ("entities", "types", "queries", "search", "fetch"),
         ("samples.parquet", "rejected.parquet", "shards/sizes.json", "val/sizes.json", "card/README.md"),
         external=("decontam_fingerprint",),
+        outside="decontamination index",
     ),
 )
 
@@ -202,7 +210,7 @@ def state_of(stage: Stage, config: Config, workdir: Workdir, records: dict[str, 
     inputs = _current_inputs(stage, config, workdir, records)
     changed = [name for name, fp in inputs.items() if rec.inputs.get(name) != fp]
     if changed:
-        return StageState(stage, "stale", f"inputs changed: {', '.join(changed)}", rec)
+        return StageState(stage, "stale", describe_changed(stage, changed), rec)
     damage = stage.damage(config, workdir, rec)
     if damage:
         return StageState(stage, "stale", damage, rec)
@@ -210,6 +218,15 @@ def state_of(stage: Stage, config: Config, workdir: Workdir, records: dict[str, 
     if left:
         return StageState(stage, "pending", rec.stats.get("pending") or f"{left:,} left to retry", rec)
     return StageState(stage, "done", "up to date", rec)
+
+
+def describe_changed(stage: Stage, changed: list[str]) -> str:
+    """`inputs changed: queries`; an input from outside the workdir by what it is: `corpus index changed`."""
+    names = [name for name in changed if name != "external"]
+    why = [f"inputs changed: {', '.join(names)}"] if names else []
+    if "external" in changed:
+        why.append(f"{stage.outside} changed")
+    return "; ".join(why)
 
 
 def describe_partial(running: dict[str, Any]) -> str:
@@ -277,6 +294,7 @@ def _run_stage(stage: Stage, config: Config, workdir: Workdir, records: dict[str
     workdir.mark_running(stage.name)
     began = time.monotonic()
     seen = stage.config_for(config)
+
     def progress(label: str, done: int, total: int | None) -> None:
         workdir.note_progress(stage.name, label, done, total)
 

@@ -24,7 +24,11 @@ from rich.text import Text
 # soft_wrap: in logs and CI a long line stays one line instead of wrapping at 80 columns.
 # markup off: messages carry user data ("config [curate] changed", captions); styled lines opt in
 # with markup=True and escape what they interpolate.
-console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+# emoji off: "llm:m:" is a model's name, not Ⓜ.
+console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+# Results (a status table, search hits, evaluation tables, a config) go to stdout, so that
+# `kgclip status W > f` and `$(kgclip --version)` get them; progress and logs stay on stderr.
+results = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 Sink = Callable[[str, int, "int | None"], None]
 _sinks: list[Sink] = []

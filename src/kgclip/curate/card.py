@@ -1,10 +1,15 @@
 """The dataset card: `card/README.md` with the numbers a user checks before training, and plots.
 
 Everything on the card is computed from the curate stage's own tables, so it always describes the
-shards beside it: counts per root, natural type and entity (with a histogram of pictures per
-entity and the per-entity counts before and after balancing in `entity_counts.csv`), text kinds,
-licences, every rejection reason, the duplicate and decontamination figures, and how the query
-builder handled names that mean more than one thing (`ambiguity_summary`, from the queries tables).
+shards beside it: a contact sheet (thumbnails of the most pictured natural types, read from the
+shards), counts per root, natural type and entity (with a histogram of pictures per entity and the
+per-entity counts before and after balancing in `entity_counts.csv`), coverage (how many selected
+entities got a picture, per root and per type), text kinds, licences, every rejection reason, the
+duplicate and decontamination figures, and how the query builder handled names that mean more
+than one thing (`ambiguity_summary`, from the queries tables).
+
+Plots of counts have whole-number bins and ticks. A chart with a single bar says nothing its
+table does not, so it is not drawn (and an earlier one is removed): the table stays.
 
 The card is byte-identical for identical inputs in any process: every ranking breaks ties by key
 (`_ranked`), never by insertion order, which for counts gathered from sets follows the per-process
@@ -14,7 +19,10 @@ string hash seed (and at the top-20 cut decided which rows appeared); the plots 
 from __future__ import annotations
 
 import csv
+import io
+import tarfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,10 @@ from kgclip.workdir import atomic_path, atomic_write_bytes
 
 TOP = 20
 EXAMPLES = 5
+SHEET_TYPES = 8  # rows of the contact sheet: the most pictured natural types
+SHEET_PER_TYPE = 8  # thumbnails per row, the first samples of the type by key
+THUMB = 96  # pixels, the longer side of a thumbnail
+COVERAGE_TYPES = 15  # types on the coverage chart (the table lists all)
 AMBIGUITY_COLUMNS = ("kind", "text", "original_text", "ambiguity", "decision", "senses")
 DROPPED_AMBIGUOUS = ("ambiguous", "judged_not_in_domain")  # rejects/queries.parquet reasons
 
@@ -84,22 +96,36 @@ def write_card(
     queries: dict[str, Query],
     counts_before: Counter[str],
     ambiguity: Ambiguity | None = None,
+    image_of: Callable[[Sample], bytes | None] | None = None,
 ) -> None:
+    """`image_of` gives a sample's stored JPEG (`ShardImages`); without it there is no contact sheet."""
     folder.mkdir(parents=True, exist_ok=True)
     per_entity = Counter(e for s in samples for e in s.entity_ids)
     per_root = Counter(
         r for s in samples for r in {_root(entities, e) for e in s.entity_ids if e in entities}
     )
-    per_type = Counter(t for s in samples for t in {types[e].type_name for e in s.entity_ids if e in types})
+    per_type = Counter(t for s in samples for t in _type_names(s, types))
     licences = Counter(s.license or "unknown" for s in samples)
     reasons = Counter(r.reason for r in rejected)
     kinds = Counter(queries[q].kind for s in samples for q in s.query_ids if q in queries)
+    coverage = _coverage(entities, types, queries, set(per_entity))
 
-    _histogram(folder / "images_per_entity.png", list(per_entity.values()), "pictures per entity")
-    _bars(folder / "pictures_per_root.png", per_root, "pictures per root")
-    _bars(folder / "licences.png", licences, "pictures per licence")
-    _bars(folder / "rejections.png", reasons, "rejected items per reason")
+    plots = {
+        "images_per_entity": _histogram(
+            folder / "images_per_entity.png", list(per_entity.values()), "pictures per entity"
+        ),
+        "pictures_per_root": _bars(folder / "pictures_per_root.png", per_root, "pictures per root"),
+        "licences": _bars(folder / "licences.png", licences, "pictures per licence"),
+        "rejections": _bars(folder / "rejections.png", reasons, "rejected items per reason"),
+        "coverage_per_type": _coverage_plot(folder / "coverage_per_type.png", coverage["type"]),
+        "contact_sheet": _contact_sheet(
+            folder / "contact_sheet.png", _sheet_rows(samples, types, per_type, image_of)
+        ),
+    }
     _entity_counts(folder / "entity_counts.csv", entities, types, counts_before, per_entity)
+
+    def plot(name: str, alt: str) -> list[str]:
+        return [f"![{alt}]({name}.png)", ""] if plots[name] else []
 
     with_alt = sum(bool(s.alt_texts) for s in samples)
     alt_total = sum(len(s.alt_texts) for s in samples)
@@ -109,17 +135,27 @@ def write_card(
         f"{len(samples):,} image-text samples covering {len(per_entity):,} entities, written by kgclip's "
         "curate stage. A picture found for several entities counts once for each below.",
         "",
+        *_sheet_lines(plots["contact_sheet"]),
         "## Pictures per root",
         "",
         _table(["root", "pictures"], _ranked(per_root)),
-        "![pictures per root](pictures_per_root.png)",
+        *plot("pictures_per_root", "pictures per root"),
+        "## Coverage",
         "",
+        "How many of the selected entities got at least one picture (`with a query`: the entities the "
+        "queries stage asked for; by default only leaves are queried, so internal nodes get pictures "
+        "only through the queries of others):",
+        "",
+        _table(["root", "selected", "with a query", "with a picture", "share"], coverage["root"]),
+        f"Per natural type ({len(coverage['type']):,} types, the most selected first):",
+        "",
+        _table(["type", "selected", "with a query", "with a picture", "share"], coverage["type"][:TOP]),
+        *plot("coverage_per_type", "entities with a picture per natural type"),
         "## Entities and types",
         "",
         _describe(list(per_entity.values())),
         "",
-        "![pictures per entity](images_per_entity.png)",
-        "",
+        *plot("images_per_entity", "pictures per entity"),
         "Most pictured entities (all of them, before and after balancing: `entity_counts.csv`):",
         "",
         _table(
@@ -141,8 +177,7 @@ def write_card(
         "## Licences",
         "",
         _table(["licence", "pictures"], _ranked(licences)),
-        "![licences](licences.png)",
-        "",
+        *plot("licences", "licences"),
         "`unknown`: the source stated no licence; check before redistributing.",
         "",
         "## Curation",
@@ -160,8 +195,7 @@ def write_card(
         "Rejected items, by reason (`rejected.parquet` lists each with its detail):",
         "",
         _table(["reason", "items"], _ranked(reasons)),
-        "![rejections](rejections.png)",
-        "",
+        *plot("rejections", "rejections"),
     ]
     atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())
 
@@ -246,22 +280,176 @@ def _pyplot() -> Any:
     return plt
 
 
-def _histogram(path: Path, values: list[int], title: str) -> None:
+def _integer_axis(axis: Any) -> None:
+    """Ticks at whole numbers only: the axis counts pictures or entities."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _histogram(path: Path, values: list[int], title: str) -> bool:
+    """Pictures per entity, one bin per whole number up to 50 bins (then whole-number widths)."""
+    if len(set(values)) < 2:
+        return _gone(path)
+    top = max(values)
+    width = -(-top // 50)  # ceil: at most 50 bins, each a whole number of pictures wide
+    edges = [x - 0.5 for x in range(1, top + width + 1, width)]
     fig, ax = _pyplot().subplots(figsize=(7, 3.5))
-    if values:
-        ax.hist(values, bins=min(50, max(values)), color="#4a7ab5")
+    ax.hist(values, bins=edges, color="#4a7ab5")
     ax.set_title(title)
     ax.set_xlabel("pictures")
     ax.set_ylabel("entities")
+    _integer_axis(ax.xaxis)
+    _integer_axis(ax.yaxis)
     _save(fig, path)
+    return True
 
 
-def _bars(path: Path, counts: Counter[str], title: str) -> None:
+def _bars(path: Path, counts: Counter[str], title: str) -> bool:
     top = _ranked(counts, TOP)
-    fig, ax = _pyplot().subplots(figsize=(7, 0.35 * max(len(top), 2) + 1))
+    if len(top) < 2:
+        return _gone(path)
+    fig, ax = _pyplot().subplots(figsize=(7, 0.35 * len(top) + 1))
     ax.barh([str(k) for k, _ in reversed(top)], [v for _, v in reversed(top)], color="#4a7ab5")
     ax.set_title(title)
+    _integer_axis(ax.xaxis)
     _save(fig, path)
+    return True
+
+
+def _gone(path: Path) -> bool:
+    """No chart: remove the one an earlier run drew, so the card folder matches its README."""
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _type_names(sample: Sample, types: dict[str, NaturalType]) -> set[str]:
+    return {types[e].type_name for e in sample.entity_ids if e in types}
+
+
+def _coverage(
+    entities: dict[str, Entity],
+    types: dict[str, NaturalType],
+    queries: dict[str, Query],
+    pictured: set[str],
+) -> dict[str, list[tuple[str, int, int, int, str]]]:
+    """Per root and per natural type: (name, selected, with a query, with a picture, share pictured)."""
+    queried = {q.entity_id for q in queries.values() if q.entity_id}
+    groups: dict[str, dict[str, set[str]]] = {"root": {}, "type": {}}
+    for e in entities:
+        groups["root"].setdefault(_root(entities, e), set()).add(e)
+        if e in types:
+            groups["type"].setdefault(types[e].type_name, set()).add(e)
+    out: dict[str, list[tuple[str, int, int, int, str]]] = {}
+    for by, members in groups.items():
+        rows = []
+        for name, ids in members.items():
+            got = len(ids & pictured)
+            rows.append((name, len(ids), len(ids & queried), got, f"{got / len(ids):.1%}"))
+        out[by] = sorted(rows, key=lambda r: (-r[1], r[0]))
+    return out
+
+
+def _coverage_plot(path: Path, rows: list[tuple[str, int, int, int, str]]) -> bool:
+    """Selected entities per type (light) and those with a picture (dark), the most selected types."""
+    top = rows[:COVERAGE_TYPES]
+    if len(top) < 2:
+        return _gone(path)
+    fig, ax = _pyplot().subplots(figsize=(7, 0.35 * len(top) + 1.2))
+    names = [r[0] for r in reversed(top)]
+    ax.barh(names, [r[1] for r in reversed(top)], color="#c9d8ec", label="selected")
+    ax.barh(names, [r[3] for r in reversed(top)], color="#4a7ab5", label="with a picture")
+    for y, r in enumerate(reversed(top)):
+        ax.annotate(f" {r[3]:,} ({r[4]})", (r[1], y), va="center", fontsize=8)
+    ax.set_xlabel("entities")
+    _integer_axis(ax.xaxis)
+    ax.set_title("entities with a picture, per natural type")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def _sheet_rows(
+    samples: list[Sample],
+    types: dict[str, NaturalType],
+    per_type: Counter[str],
+    image_of: Callable[[Sample], bytes | None] | None,
+) -> list[tuple[str, list[bytes]]]:
+    """(type label, the JPEGs of its first samples by key) for the most pictured types."""
+    if image_of is None:
+        return []
+    rows = []
+    ordered = sorted(samples, key=lambda s: s.key)
+    for name, n in _ranked(per_type, SHEET_TYPES):
+        chosen = [s for s in ordered if name in _type_names(s, types)][:SHEET_PER_TYPE]
+        images = [data for data in (image_of(s) for s in chosen) if data]
+        if images:
+            rows.append((f"{name} ({n:,})", images))
+    return rows
+
+
+def _contact_sheet(path: Path, rows: list[tuple[str, list[bytes]]]) -> bool:
+    """A grid: one row per type, its label on the left, thumbnails of its first samples."""
+    if not rows:
+        return _gone(path)
+    from PIL import Image
+
+    plt = _pyplot()
+    columns = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.1 * columns + 1.6, 1.15 * len(rows)), squeeze=False
+    )
+    for r, (label, images) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                with Image.open(io.BytesIO(images[c])) as img:
+                    thumb = img.convert("RGB")
+                    thumb.thumbnail((THUMB, THUMB))
+                    ax.imshow(thumb)
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("samples of the most pictured natural types (pictures in brackets)", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _sheet_lines(drawn: bool) -> list[str]:
+    if not drawn:
+        return []
+    return [
+        "## At a glance",
+        "",
+        f"The first samples (by key) of the {SHEET_TYPES} most pictured natural types:",
+        "",
+        "![samples of the most pictured natural types](contact_sheet.png)",
+        "",
+    ]
+
+
+class ShardImages:
+    """Each sample's stored JPEG, read from its shard (`shards/` or, held out, `val/`)."""
+
+    def __init__(self, folders: dict[str, Path]) -> None:
+        self._folders = folders  # split -> folder
+        self._open: dict[Path, tarfile.TarFile] = {}
+
+    def __call__(self, sample: Sample) -> bytes | None:
+        path = self._folders[sample.split] / sample.shard
+        tar = self._open.get(path)
+        if tar is None:
+            tar = self._open[path] = tarfile.open(path)  # noqa: SIM115 (closed by close())
+        member = tar.extractfile(f"{sample.key}.jpg")
+        return member.read() if member is not None else None
+
+    def close(self) -> None:
+        for tar in self._open.values():
+            tar.close()
+        self._open.clear()
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -19,7 +19,7 @@ import orjson
 
 from kgclip.config import Config
 from kgclip.curate.balance import balance
-from kgclip.curate.card import ambiguity_summary, write_card
+from kgclip.curate.card import ShardImages, ambiguity_summary, write_card
 from kgclip.curate.decontam import drop_eval_copies
 from kgclip.curate.dedup import Group, group_duplicates
 from kgclip.curate.licences import filter_licences
@@ -93,18 +93,23 @@ def run(ctx: StageContext) -> StageResult:
     write_records(ctx.path("rejected.parquet"), rejected, Rejected)
     stats = _stats(ok, counts, samples, rejected, entities)
     stats["split"] = {split: sum(n.values()) for split, n in sizes.items()}
-    write_card(
-        ctx.path(CARD),
-        ctx.config.name,
-        samples,
-        rejected,
-        stats,
-        entities,
-        types,
-        queries,
-        balanced.entity_counts_before,
-        ambiguity_summary(ctx.path("queries.parquet"), ctx.path("rejects/queries.parquet")),
-    )
+    images = ShardImages({TRAIN: shard_dir, VAL: ctx.path(VAL_DIR)})
+    try:
+        write_card(
+            ctx.path(CARD),
+            ctx.config.name,
+            samples,
+            rejected,
+            stats,
+            entities,
+            types,
+            queries,
+            balanced.entity_counts_before,
+            ambiguity_summary(ctx.path("queries.parquet"), ctx.path("rejects/queries.parquet")),
+            image_of=images,
+        )
+    finally:
+        images.close()
     _print_summary(stats, shard_dir, sizes[TRAIN])
     summary = f"{len(samples):,} samples in {len(sizes[TRAIN])} shards under {shard_dir}"
     if sizes[VAL]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import inspect
 import ipaddress
 import logging
@@ -50,6 +49,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from kgclip.fetch.hostgate import HostGate, LocalHostGate, host_slot
+from kgclip.retryafter import parse_retry_after
 from kgclip.useragent import user_agent
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class FetchPolicy:
     read_timeout: float = 20.0
     total_timeout: float = 60.0  # per URL: lookups and requests sent, all hops and retries; no waiting
     queue_timeout: float = 600.0  # per URL: waiting for the host's turn and a global slot, in all
-    max_bytes: int = 25 * 1024 * 1024
+    max_bytes: int = 50_000_000  # the fetch stage's default (FetchConfig.max_bytes), for one answer
     per_host_concurrency: int = 2
     per_host_rate_per_s: float = 2.0
     global_concurrency: int = 32
@@ -274,23 +274,6 @@ class _Progress:
     attempts: int = 0
     admit: asyncio.Semaphore | None = None  # the caller's window, taken once with the first turn
     admitted: bool = False
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def x_robots_forbids(values: list[str], agent: str = "kgclip") -> bool:
@@ -536,7 +519,7 @@ class SafeFetcher:
                         raise _Outcome("failed", f"http_{code}", http_status=code)
                     return location
                 if code == 429 or code >= 500:
-                    ra = _parse_retry_after(resp.headers.get("Retry-After")) if code in (429, 503) else None
+                    ra = parse_retry_after(resp.headers.get("Retry-After")) if code in (429, 503) else None
                     raise _Outcome("failed", f"http_{code}", True, http_status=code, retry_after=ra)
                 if not 200 <= code < 300:
                     raise _Outcome("failed", f"http_{code}", False, http_status=code)

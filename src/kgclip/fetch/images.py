@@ -36,6 +36,25 @@ _FILTERS = {
 # Formats that web image hosts serve (plus TIFF, which Wikimedia Commons hosts). Everything else is
 # refused before decoding, which also keeps Pillow from handing EPS files to Ghostscript.
 ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF", "ICO")
+# The file names of those formats, for importers of local folders (search/importers.py): every file
+# fetch would accept, whatever Pillow build is installed (.mpo is a JPEG with more frames).
+ACCEPTED_EXTENSIONS: dict[str, str] = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".jfif": "JPEG",
+    ".mpo": "JPEG",
+    ".png": "PNG",
+    ".apng": "PNG",
+    ".gif": "GIF",
+    ".webp": "WEBP",
+    ".avif": "AVIF",
+    ".avifs": "AVIF",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".ico": "ICO",
+}
 
 # What Pillow raises on malformed input, at open, load or metadata parsing time. IndexError,
 # TypeError and KeyError come out of plugins that index into corrupt headers; the AVIF plugin

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import orjson
+
 from kgclip.tables import Fetched
 
 COLUMNS = [
@@ -40,7 +42,28 @@ COLUMNS = [
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(
     url TEXT PRIMARY KEY, params TEXT NOT NULL, {", ".join(COLUMNS[1:])}, at REAL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class Switch:
+    """A policy switch that decides outcomes: the refusals it makes when it is at its strict value
+    (the client's reasons, which the ledger keeps as the detail of a `rejected` row). Turned loose,
+    those refusals are asked again; turned strict, the images downloaded while it was loose are
+    (kgclip does not record which address or header let each one through, so every web image
+    stored then is judged again)."""
+
+    name: str
+    strict: bool
+    refusals: tuple[str, ...]
+
+
+SWITCHES = (
+    Switch("allow_loopback", False, ("blocked_address:loopback",)),
+    Switch("allow_private", False, ("blocked_address:private", "blocked_address:shared")),
+    Switch("honour_x_robots", True, ("x_robots_tag",)),
+)
 
 
 class FetchLedger:
@@ -64,6 +87,38 @@ class FetchLedger:
         """Outcomes made with other image settings no longer describe what this run would store."""
         with self._db:
             return self._db.execute("DELETE FROM outcomes WHERE params != ?", (self.params,)).rowcount
+
+    def rejudge(self, switches: dict[str, bool]) -> dict[str, int]:
+        """Forget the outcomes that a policy switch decided and that its value now would decide
+        otherwise; returns how many per switch (`name=value`). Refusals a switch made are
+        forgotten whenever it is loose (also those of a ledger older than this record); images
+        stored while a switch was loose, when it is strict again. The switches are then recorded,
+        in the same transaction."""
+        found = self._db.execute("SELECT value FROM meta WHERE key = 'switches'").fetchone()
+        before: dict[str, bool] = orjson.loads(found[0]) if found else {}
+        forgotten: dict[str, int] = {}
+        with self._db:
+            for switch in SWITCHES:
+                now = switches[switch.name]
+                if now != switch.strict:
+                    marks = ", ".join("?" * len(switch.refusals))
+                    count = self._db.execute(
+                        f"DELETE FROM outcomes WHERE status = 'rejected' AND detail IN ({marks})",
+                        switch.refusals,
+                    ).rowcount
+                elif before.get(switch.name, switch.strict) != switch.strict:
+                    count = self._db.execute(
+                        "DELETE FROM outcomes WHERE status = 'ok'"
+                        " AND (url LIKE 'http://%' OR url LIKE 'https://%')"
+                    ).rowcount
+                else:
+                    count = 0
+                if count:
+                    forgotten[f"{switch.name}={str(now).lower()}"] = count
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('switches', ?)", (orjson.dumps(switches).decode(),)
+            )
+        return forgotten
 
     def done_urls(self) -> set[str]:
         """URLs with a final outcome; transient failures are not, so a rerun asks them again."""

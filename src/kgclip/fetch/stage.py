@@ -23,7 +23,7 @@ from kgclip.curate import phash
 from kgclip.fetch.batch import Batch, Outcome, write_part
 from kgclip.fetch.http import FetchPolicy, fetcher_user_agent
 from kgclip.fetch.images import ImageOptions
-from kgclip.fetch.ledger import FetchLedger
+from kgclip.fetch.ledger import SWITCHES, FetchLedger
 from kgclip.fetch.local_run import run_local
 from kgclip.fetch.sources import corpus_reads
 from kgclip.pipeline import StageContext, StageResult
@@ -42,6 +42,9 @@ def policy_of(cfg: FetchConfig) -> FetchPolicy:
     return FetchPolicy(
         allow_loopback=cfg.allow_loopback,
         allow_private=cfg.allow_private,
+        allow_networks=tuple(cfg.allow_networks),
+        connect_timeout=cfg.connect_timeout_s,
+        read_timeout=cfg.read_timeout_s,
         max_redirects=cfg.max_redirects,
         total_timeout=cfg.timeout_s,
         queue_timeout=cfg.queue_timeout_s,
@@ -69,6 +72,9 @@ def run(ctx: StageContext) -> StageResult:
         dropped = ledger.drop_other_params()
         if dropped:
             console.print(f"fetch: image settings changed, {dropped:,} earlier outcomes dropped")
+        rejudged = ledger.rejudge({switch.name: getattr(cfg, switch.name) for switch in SWITCHES})
+        for change, count in rejudged.items():
+            console.print(f"fetch: {change}: {count:,} earlier outcomes it decided are judged again")
         parts_dir = ctx.path(PARTS)
         lost = _lost_parts(parts_dir, ledger.parts(), _read_index(ctx.path(PART_INDEX)))
         if lost:
@@ -111,6 +117,7 @@ def run(ctx: StageContext) -> StageResult:
     stats = {
         "urls": len(urls),
         "fetched_now": len(pending),
+        "rejudged": rejudged,
         "ok": ok,
         "rejected": dict(reasons),
         "retry_later": failed,

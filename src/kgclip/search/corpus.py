@@ -6,8 +6,10 @@ collection they already own with the same pipeline.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
+import io
 import os
 import re
 import sqlite3
@@ -27,11 +29,11 @@ from kgclip.config import Config
 from kgclip.localfiles import open_regular
 from kgclip.progress import meter
 from kgclip.search.base import Found, Outcome
-from kgclip.search.importers import CorpusItem, Skipped, corpus_roots, import_source
+from kgclip.search.importers import CorpusItem, Skipped, corpus_roots, import_source, read_by_importers
 from kgclip.search.kinds import KindCheck
 from kgclip.search.subject import RULE_VERSION, caption_subject, key_tokens
 from kgclip.tables import Query
-from kgclip.workdir import Workdir, atomic_path, digest_of
+from kgclip.workdir import Workdir, atomic_path, atomic_write_bytes, digest_of
 
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,6 +66,25 @@ def corpus_index_path(config: Config, workdir: Workdir) -> Path:
     return corpus.index if corpus.index.is_absolute() else workdir.path(str(corpus.index))
 
 
+def missing_corpus(config: Config, workdir: Workdir) -> str | None:
+    """Why the configured corpus cannot be searched (no index and nothing to build one from), or
+    None: checked before any stage runs, not when the search stage comes to it."""
+    corpus = config.search.corpus
+    if "corpus" not in config.search.active or corpus is None:
+        return None
+    index = corpus_index_path(config, workdir)
+    if index.is_file():
+        return None
+    if corpus.source is None:
+        return (
+            f"no corpus index at {index} ([search.corpus] index): build it with "
+            f"`kgclip corpus index SOURCE -o {index}`, or set [search.corpus] source to build it here"
+        )
+    if not corpus.source.exists():
+        return f"no corpus index at {index}, and no {corpus.source} to build it from ([search.corpus] source)"
+    return None
+
+
 class CorpusError(RuntimeError):
     """A corpus index that is missing or not a kgclip corpus."""
 
@@ -92,6 +113,7 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
     digest = hashlib.sha256()
     count = 0
     _remove_stale_temporaries(out)
+    state = source_state(src)  # before reading: a change made during the build is seen next time
     with atomic_path(out) as tmp:
         db = sqlite3.connect(tmp)
         try:
@@ -113,6 +135,9 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
                 "subject_rule": str(RULE_VERSION),
                 "kgclip_version": __version__,
                 "source": str(src),
+                "source_real": os.path.realpath(src),
+                "source_state": state,
+                "importer": importer,
                 "roots": orjson.dumps(corpus_roots(src)).decode(),
                 "corpus_id": corpus_id,
                 "items": str(count),
@@ -122,6 +147,71 @@ def build_index(src: Path, out: Path, importer: str = "auto") -> IndexReport:
         finally:
             db.close()
     return IndexReport(out, count, dict(skipped), corpus_id, time.monotonic() - began)
+
+
+def source_state(src: Path) -> str:
+    """What a stat tells of a corpus source: the path, size and modification time of every file
+    below a folder that an importer reads (images, captions, sidecars; sorted, as the importers
+    walk), or the table file's. Two states are equal when no such file was added, removed, renamed
+    or rewritten (a rewrite that keeps size and time is missed)."""
+    digest = hashlib.sha256()
+
+    def add(path: str, rel: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            digest.update(f"{rel}\0{exc.errno}\n".encode(errors="surrogateescape"))
+            return
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="surrogateescape"))
+
+    if os.path.isdir(src):
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if read_by_importers(name):
+                    path = os.path.join(dirpath, name)
+                    add(path, os.path.relpath(path, src))
+    else:
+        add(str(src), ".")
+    return digest.hexdigest()[:16]
+
+
+def outdated(index: Path, src: Path, importer: str = "auto") -> str | None:
+    """Why a current index no longer shows `src` as the importer reads it now (built from another
+    source or importer, or the source changed since); None when it still does, and when `src` is
+    gone (the index is all there is left of it)."""
+    if not os.path.exists(src):
+        return None
+    meta = _read_meta(index)
+    built = meta.get("source_real") or os.path.realpath(meta.get("source", ""))
+    if built != os.path.realpath(src):
+        return f"it was built from {meta.get('source')}, not {src}"
+    if meta.get("importer", importer) != importer:
+        return f"it was built with the {meta['importer']} importer, not {importer}"
+    if meta.get("source_state") != source_state(src):
+        return f"{src} changed since it was built"
+    return None
+
+
+def skipped_files(index: Path) -> list[tuple[str, str]]:
+    """Every file the build of `index` skipped, with its reason, in the order met."""
+    _read_meta(index)
+    db = sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return [(str(p), str(r)) for p, r in db.execute("SELECT path, reason FROM skipped ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def write_skip_report(index: Path, out: Path) -> int:
+    """The skipped files of `index` as a CSV table (`path,reason`) at `out`; returns how many."""
+    rows = skipped_files(index)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(("path", "reason"))
+    writer.writerows(rows)
+    atomic_write_bytes(out, text.getvalue().encode())
+    return len(rows)
 
 
 def _remove_stale_temporaries(out: Path) -> None:

@@ -13,6 +13,7 @@ is skipped instead of hanging the index forever.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import re
@@ -24,11 +25,15 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 import pyarrow.parquet as pq
+from PIL import Image
 
+from kgclip.fetch.images import ACCEPTED_EXTENSIONS
 from kgclip.localfiles import NotRegularFile, open_regular, read_text, within
 
-RASTER = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+RASTER = frozenset(ACCEPTED_EXTENSIONS)  # every format fetch accepts
 VECTOR = {".svg", ".svgz"}
+META_KEYS = ("license", "attribution", "page_url")
+SIDECARS = (".txt", ".json")  # captions (and Tux Paint's), metadata
 TUXPAINT_COPYRIGHT = Path("/usr/share/doc/tuxpaint-stamps-default/copyright")
 
 
@@ -119,10 +124,10 @@ def tuxpaint(root: Path) -> Iterator[CorpusItem | Skipped]:
     roots = corpus_roots(root)
     for path in _walk_sorted(root):
         suffix = path.suffix.lower()
-        if suffix in VECTOR:
-            yield Skipped(str(path), "vector_image")
-            continue
         if suffix not in RASTER:
+            problem = format_problem(suffix)
+            if problem is not None:
+                yield Skipped(str(path), problem)
             continue
         caption = _caption(path, path.with_name(path.stem.removesuffix("_mirror") + ".txt"), roots)
         if isinstance(caption, Skipped):
@@ -134,6 +139,29 @@ def tuxpaint(root: Path) -> Iterator[CorpusItem | Skipped]:
             yield Skipped(str(path), "empty_caption")
             continue
         yield CorpusItem(file_uri(path), text, _category(path, root), licence, attribution)
+
+
+def format_problem(suffix: str) -> str | None:
+    """Why a file with this suffix, not one fetch accepts, is no corpus image: a vector image, or
+    a format Pillow knows that fetch refuses. None for a file that is no image at all (captions,
+    sidecars, sounds), which is not worth a line in the list of skipped files."""
+    if suffix in VECTOR:
+        return "vector_image"
+    other = _pillow_extensions().get(suffix)
+    return None if other is None else f"unsupported_format: {other}"
+
+
+def read_by_importers(name: str) -> bool:
+    """Whether the folder and Tux Paint importers read (or list as skipped) a file of this name:
+    images, captions and sidecars. A change to any other file changes no index."""
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in RASTER or suffix in SIDECARS or format_problem(suffix) is not None
+
+
+@functools.cache
+def _pillow_extensions() -> dict[str, str]:
+    Image.init()
+    return dict(Image.registered_extensions())
 
 
 def _caption(image: Path, caption: Path, roots: list[str]) -> str | Skipped:
@@ -185,10 +213,10 @@ def folder(root: Path) -> Iterator[CorpusItem | Skipped]:
     roots = corpus_roots(root)
     for path in _walk_sorted(root):
         suffix = path.suffix.lower()
-        if suffix in VECTOR:
-            yield Skipped(str(path), "vector_image")
-            continue
         if suffix not in RASTER:
+            problem = format_problem(suffix)
+            if problem is not None:
+                yield Skipped(str(path), problem)
             continue
         caption = _caption(path, path.with_suffix(".txt"), roots)
         if isinstance(caption, Skipped):
@@ -223,10 +251,22 @@ def _sidecar_meta(path: Path) -> dict[str, str] | Skipped:
     except orjson.JSONDecodeError as exc:
         return Skipped(str(path), f"bad_sidecar_json: {exc}")
     if not isinstance(data, dict):
-        return Skipped(str(path), "bad_sidecar_json: not an object")
-    return {
-        k: str(v) for k, v in data.items() if k in {"license", "attribution", "page_url"} and v is not None
-    }
+        return Skipped(str(path), f"bad_sidecar_json: a JSON {_json_kind(data)}, not an object")
+    meta = {}
+    for key in META_KEYS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return Skipped(str(path), f"bad_sidecar_json: {key} is a JSON {_json_kind(value)}, not a string")
+        if value.strip():
+            meta[key] = value.strip()
+    return meta
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "array", bool: "boolean", int: "number", float: "number", str: "string", dict: "object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 LOCATION_COLUMNS = ("path", "url", "uri", "image")

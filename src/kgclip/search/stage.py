@@ -14,7 +14,13 @@ from kgclip.progress import console, meter
 from kgclip.search.base import Found, SearchBackend
 from kgclip.search.brave import BraveBackend
 from kgclip.search.commons import CommonsBackend
-from kgclip.search.corpus import CorpusBackend, build_index, corpus_index_path, index_is_current
+from kgclip.search.corpus import (
+    CorpusBackend,
+    build_index,
+    corpus_index_path,
+    index_is_current,
+    outdated,
+)
 from kgclip.search.gbif import GbifBackend
 from kgclip.search.google_cse import GoogleCseBackend
 from kgclip.search.inaturalist import INaturalistBackend
@@ -45,9 +51,16 @@ def open_corpus(config: Config, workdir: Workdir) -> CorpusBackend:
     corpus = config.search.corpus
     assert corpus is not None
     index = corpus_index_path(config, workdir)
-    stale = index.exists() and not index_is_current(index)
-    if (stale or not index.exists()) and corpus.source is not None:
-        why = "rebuilding the corpus index (it is an older format)" if stale else "building corpus index"
+    why = None
+    if corpus.source is not None:
+        if not index.exists():
+            why = "building the corpus index"
+        elif not index_is_current(index):
+            why = "rebuilding the corpus index (it is an older format)"
+        elif (changed := outdated(index, corpus.source, corpus.importer)) is not None:
+            why = f"rebuilding the corpus index ({changed})"
+    if why is not None:
+        assert corpus.source is not None
         console.print(f"search: {why} {index} from {corpus.source}")
         report = build_index(corpus.source, index, corpus.importer)
         console.print(
@@ -63,20 +76,29 @@ def wordnet_path(config: Config) -> Path | None:
 
 
 def open_backends(config: Config, workdir: Workdir, ledger: SearchLedger) -> dict[str, SearchBackend]:
-    """Every backend the config uses; a web backend with a missing key fails here, before any work."""
+    """Every backend the config uses; a web backend with a missing key fails here, before any work,
+    and the backends opened before it are closed."""
     out: dict[str, SearchBackend] = {}
-    for name in config.search.active:
-        if name == "corpus":
-            out[name] = open_corpus(config, workdir)
-        else:
-            section = getattr(config.search, name)
-            assert section is not None  # guaranteed by SearchConfig validation
-            out[name] = WEB[name](section, ledger.used_today(name))
+    try:
+        for name in config.search.active:
+            if name == "corpus":
+                out[name] = open_corpus(config, workdir)
+            else:
+                section = getattr(config.search, name)
+                assert section is not None  # guaranteed by SearchConfig validation
+                out[name] = WEB[name](section, ledger.used_today(name))
+    except BaseException:
+        for backend in out.values():
+            backend.close()
+        raise
     return out
 
 
 def backend_fingerprint(config: Config, workdir: Workdir) -> str:
-    """The corpus id once an index exists (else what it will be built from), and the web backends."""
+    """The corpus id once an index exists (else what it will be built from), and the web backends.
+
+    An index built from a `source` that has changed since (or from another source or importer)
+    counts as unbuilt: the search stage is stale, and its next run rebuilds the index."""
     parts = []
     for name in config.search.active:
         if name != "corpus":
@@ -85,6 +107,11 @@ def backend_fingerprint(config: Config, workdir: Workdir) -> str:
         index = corpus_index_path(config, workdir)
         corpus = config.search.corpus
         assert corpus is not None
+        if corpus.source is not None and index_is_current(index):
+            changed = outdated(index, corpus.source, corpus.importer)
+            if changed is not None:  # the next run rebuilds it
+                parts.append(digest_of("outdated", changed))
+                continue
         if index_is_current(index):
             backend = CorpusBackend(index, corpus.match, corpus.match_categories, wordnet_path(config))
             try:
@@ -104,7 +131,11 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.search
     queries = list(read_records(ctx.path("queries.parquet"), Query))
     ledger = SearchLedger(ctx.path(LEDGER))
-    backends = open_backends(ctx.config, ctx.workdir, ledger)
+    try:
+        backends = open_backends(ctx.config, ctx.workdir, ledger)
+    except BaseException:
+        ledger.close()
+        raise
     try:
         keys = {
             (q.query_id, name): backends[name].request_key(q, cfg.top_k)

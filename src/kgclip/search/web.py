@@ -1,14 +1,14 @@
 """The shared machinery of web image-search backends: keys, limits, retries, pagination.
 
 A backend subclass says only how a query becomes request parameters and how a response becomes
-results. Everything about being a polite, robust client lives here, once: the key is read from
-the environment variable the config names (never logged, never part of a ledger key), requests
-go through the backend's RateLimiter, 429 pauses the whole backend for Retry-After, 5xx,
-timeouts and garbled bodies are retried with backoff, an error a service reports inside an HTTP
-200 body is retried or recorded as the subclass judges it, and a rejected key stops the stage
-instead of poisoning the ledger with thousands of failures. So does a service that cannot be
-reached at all (no network, a wrong host name: `max_connect_failures` connection attempts in a row
-fail), instead of crawling through every query's retries for days.
+results. Everything about being a polite, robust client lives here, once: the key is read from the
+environment variable the config names (never logged, never part of a ledger key), requests go
+through the backend's RateLimiter, 429 pauses the whole backend for Retry-After (seconds or an
+HTTP date), 5xx, timeouts and garbled bodies are retried with backoff, an error a service reports
+inside an HTTP 200 body is retried or recorded as the subclass judges it, and a rejected key stops
+the stage instead of poisoning the ledger with thousands of failures. So does a service that
+cannot be reached at all (no network, a wrong host name: `max_connect_failures` connection
+attempts in a row fail), instead of crawling through every query's retries for days.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import orjson
 
 from kgclip.config import WebBackendConfig
 from kgclip.redact import protect, redact
+from kgclip.retryafter import parse_retry_after
 from kgclip.search.base import Found, Outcome
 from kgclip.search.ratelimit import QuotaExhausted, RateLimiter
 from kgclip.tables import Query
@@ -204,7 +205,7 @@ class WebBackend:
         if status in (401, 403):
             raise SearchError(f"{self.name}: HTTP {status}: the API key or access was refused")
         backoff = self.cfg.backoff_s * 2 ** len(failures)
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 429 or status >= 500:
             failures.append(f"HTTP {status}")
             return None, retry_after or backoff
@@ -238,12 +239,6 @@ class WebBackend:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value and value.strip().replace(".", "", 1).isdigit():
-        return float(value)
-    return None
 
 
 def _unique(found: list[Found]) -> list[Found]:

@@ -1,1 +1,1 @@
-"""Texts derived from entities: natural types, (later) attributes, and search queries."""
+"""Texts derived from entities: natural types, attributes, and search queries."""

@@ -95,43 +95,47 @@ async def ask_model(
     examples, hint_names = data["examples"], data["hint_names"]
     out: list[Attribute] = []
     unmentioned = 0
-    with meter(f"attributes ({llm.label})", len(entities)) as m:
+    try:
+        with meter(f"attributes ({llm.label})", len(entities)) as m:
 
-        async def one(entity: Entity) -> list[Attribute]:
-            nonlocal unmentioned
-            categories = acfg.categories[set_of(entity)]
-            listing = "\n".join(f"- {c}: {examples.get(c, '')}".rstrip(": ") for c in categories)
-            others = [n for n in names_of(entity)[1:] if n]
-            line = entity_line(entity) + (
-                ", also known as " + ", ".join(f'"{n}"' for n in others) if others else ""
-            )
-            text = template.format(
-                entity=line,
-                categories=listing,
-                max_per_category=acfg.max_per_category,
-                hints=hint_lines(entity, hint_names),
-            )
-            schema = answer_schema(categories, acfg.max_per_category)
-            try:
-                answer = await llm.structured([{"role": "user", "content": text}], schema)
-            except InvalidAnswer:
+            async def one(entity: Entity) -> list[Attribute]:
+                nonlocal unmentioned
+                categories = acfg.categories[set_of(entity)]
+                listing = "\n".join(f"- {c}: {examples.get(c, '')}".rstrip(": ") for c in categories)
+                others = [n for n in names_of(entity)[1:] if n]
+                line = entity_line(entity) + (
+                    ", also known as " + ", ".join(f'"{n}"' for n in others) if others else ""
+                )
+                text = template.format(
+                    entity=line,
+                    categories=listing,
+                    max_per_category=acfg.max_per_category,
+                    hints=hint_lines(entity, hint_names),
+                )
+                schema = answer_schema(categories, acfg.max_per_category)
+                try:
+                    answer = await llm.structured([{"role": "user", "content": text}], schema)
+                except InvalidAnswer:
+                    m.advance()
+                    return []
                 m.advance()
-                return []
-            m.advance()
-            rows = []
-            for i, category in enumerate(categories):
-                for inst in getattr(answer.value, f"c{i}"):
-                    if not mentions_entity(inst.query, entity):
-                        unmentioned += 1
-                        continue
-                    rows.append(
-                        Attribute(entity.id, category, inst.attribute.strip(), inst.query.strip(), llm.label)
-                    )
-            return rows
+                rows = []
+                for i, category in enumerate(categories):
+                    for inst in getattr(answer.value, f"c{i}"):
+                        if not mentions_entity(inst.query, entity):
+                            unmentioned += 1
+                            continue
+                        rows.append(
+                            Attribute(
+                                entity.id, category, inst.attribute.strip(), inst.query.strip(), llm.label
+                            )
+                        )
+                return rows
 
-        for rows in await asyncio.gather(*(one(e) for e in entities)):
-            out.extend(rows)
-    await llm.close()
+            for rows in await asyncio.gather(*(one(e) for e in entities)):
+                out.extend(rows)
+    finally:
+        await llm.close()
     return out, llm.usage, unmentioned
 
 

@@ -108,6 +108,9 @@ class LLM:
         self.label = f"llm:{cfg.model}"
         self._unsupported: set[Mode] = set()
         self._gate = asyncio.Semaphore(cfg.concurrency)
+        self._first = asyncio.Lock()
+        self._reached = False
+        self._unreachable: str | None = None
         self._client = openai.AsyncOpenAI(
             base_url=cfg.base_url, api_key=key, max_retries=cfg.max_retries, timeout=cfg.timeout_s
         )
@@ -200,8 +203,11 @@ class LLM:
                 self._unsupported.add(mode)
                 self.usage.downgrades.append(mode)
                 continue
-            except (openai.APIConnectionError, openai.APIStatusError) as exc:
-                raise LLMError(f"{self.label}: {type(exc).__name__}: {exc}") from None
+            except openai.APIConnectionError as exc:
+                raise LLMError(self._connection_failure(exc)) from None
+            except openai.APIStatusError as exc:
+                where = f"{self.label} at {self.cfg.base_url}"
+                raise LLMError(f"{where}: {type(exc).__name__}: {exc}") from None
             if response.usage is not None:
                 self.usage.prompt_tokens += response.usage.prompt_tokens
                 self.usage.completion_tokens += response.usage.completion_tokens
@@ -214,9 +220,34 @@ class LLM:
             return choice.message.content or ""
         raise LLMError(f"{self.label}: no request form was accepted")
 
+    def _connection_failure(self, exc: openai.APIConnectionError) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            why = f"no answer within {self.cfg.timeout_s:g} s"
+        else:
+            why = _root_cause(exc)
+        tries = f" ({self.cfg.max_retries + 1} attempts)" if self.cfg.max_retries else ""
+        return f"{self.label}: cannot reach the LLM server at {self.cfg.base_url}: {why}{tries}"
+
     async def _create(self, messages: list[dict[str, str]], params: dict[str, Any]) -> ChatCompletion:
-        """One completion. The openai client retries 429 (Retry-After), 5xx and timeouts itself;
-        a garbled body (not JSON, or not a completion) it passes through, so that is retried here."""
+        """One completion; the first goes alone, so that a server that cannot be reached fails
+        once, with its URL, rather than once for every request waiting (`concurrency` of them)."""
+        if not self._reached:
+            async with self._first:
+                if self._unreachable is not None:
+                    raise LLMError(self._unreachable)
+                if not self._reached:
+                    try:
+                        response = await self._complete(messages, params)
+                    except openai.APIConnectionError as exc:
+                        self._unreachable = self._connection_failure(exc)
+                        raise LLMError(self._unreachable) from None
+                    self._reached = True
+                    return response
+        return await self._complete(messages, params)
+
+    async def _complete(self, messages: list[dict[str, str]], params: dict[str, Any]) -> ChatCompletion:
+        """The openai client retries 429 (Retry-After), 5xx and timeouts itself; a garbled body
+        (not JSON, or not a completion) it passes through, so that is retried here."""
         for attempt in range(self.cfg.max_retries + 1):
             async with self._gate:
                 self.usage.requests += 1
@@ -239,6 +270,23 @@ class LLM:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason in an exception chain: `Connection refused`, not `Connection error.`"""
+    why = str(exc)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None and current.errno > 0:
+            why = os.strerror(current.errno)
+        elif isinstance(current, OSError) and current.strerror:
+            why = current.strerror
+        elif str(current):
+            why = str(current)
+        current = current.__cause__ or current.__context__
+    return why
 
 
 def _constraint(mode: Mode, want: dict[str, Any]) -> dict[str, Any]:

@@ -68,27 +68,29 @@ async def _ask(
     llm = LLM(cfg.llm, cache)
     template = prompt("types.txt")
     fallbacks = {"no_candidates": 0, "invalid_answer": 0}
-    with meter(f"types ({llm.label})", len(kept)) as m:
+    try:
+        with meter(f"types ({llm.label})", len(kept)) as m:
 
-        async def one(entity: Entity) -> NaturalType:
-            options = candidates(entity, by_id, excluded)
-            m.advance()
-            if not options:
-                fallbacks["no_candidates"] += 1
-                return kg_type(entity, by_id, cfg.kg, excluded)
-            shuffled = sorted(options, key=lambda c: (-c.popularity, c.id))
-            random.Random(f"{ctx.config.seed}:{entity.id}").shuffle(shuffled)
-            listing = "\n".join(f"{c.name} ({c.description}) {c.id}" for c in shuffled)
-            text = template.format(entity=entity_line(entity), candidates=listing)
-            lines = {choice_line(c): c for c in shuffled}
-            try:
-                answer = await llm.choose([{"role": "user", "content": text}], list(lines))
-            except InvalidAnswer:
-                fallbacks["invalid_answer"] += 1
-                fallback = kg_type(entity, by_id, cfg.kg, excluded)
-                return dataclasses.replace(fallback, method=f"{fallback.method} (llm fallback)")
-            return natural_type(entity, lines[answer.value], llm.label)
+            async def one(entity: Entity) -> NaturalType:
+                options = candidates(entity, by_id, excluded)
+                m.advance()
+                if not options:
+                    fallbacks["no_candidates"] += 1
+                    return kg_type(entity, by_id, cfg.kg, excluded)
+                shuffled = sorted(options, key=lambda c: (-c.popularity, c.id))
+                random.Random(f"{ctx.config.seed}:{entity.id}").shuffle(shuffled)
+                listing = "\n".join(f"{c.name} ({c.description}) {c.id}" for c in shuffled)
+                text = template.format(entity=entity_line(entity), candidates=listing)
+                lines = {choice_line(c): c for c in shuffled}
+                try:
+                    answer = await llm.choose([{"role": "user", "content": text}], list(lines))
+                except InvalidAnswer:
+                    fallbacks["invalid_answer"] += 1
+                    fallback = kg_type(entity, by_id, cfg.kg, excluded)
+                    return dataclasses.replace(fallback, method=f"{fallback.method} (llm fallback)")
+                return natural_type(entity, lines[answer.value], llm.label)
 
-        types = await asyncio.gather(*(one(e) for e in entities if e.id in kept))
-    await llm.close()
+            types = await asyncio.gather(*(one(e) for e in entities if e.id in kept))
+    finally:
+        await llm.close()
     return list(types), llm.usage, fallbacks

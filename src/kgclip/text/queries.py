@@ -266,10 +266,19 @@ def build(inp: Inputs, cfg: QueriesConfig) -> tuple[list[Query], list[Rejected]]
             rejects.extend(Rejected("queries", q.query_id, "budget_per_kind", q.text) for q in made[cap:])
             made = made[:cap]
         for q in made:
-            queries.setdefault(q.query_id, q)
+            kept = queries.setdefault(q.query_id, q)
+            if kept is not q:  # the same kind, text and parameters: one query, and the drop recorded
+                item = q.entity_id or q.query_id
+                rejects.append(Rejected("queries", item, "duplicate", _duplicate(q, kept)))
     # Builders return their kind's priority order (type-attribute queries most frequent first),
     # which a budget cap and a reader of the table both rely on.
     return list(queries.values()), sorted(rejects, key=lambda r: (r.item, r.detail))
+
+
+def _duplicate(dropped: Query, kept: Query) -> str:
+    what = f"{dropped.text!r}" + (f" (attribute {dropped.attribute!r})" if dropped.attribute else "")
+    owner = f" of {kept.entity_id}" if kept.entity_id else ""
+    return f"{what} is already query {kept.query_id}{owner}"
 
 
 def ambiguity_stats(queries: list[Query], rejects: list[Rejected]) -> dict[str, dict[str, int]]:

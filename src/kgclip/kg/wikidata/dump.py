@@ -277,38 +277,47 @@ def scan(
     )
     edges_log: Spill[Any] | None = Spill(state_dir / EDGES, start["edges"]) if state_dir else None
     result = Scan(Graph(), candidates, start["lines"], start["parsed"], start["bytes"])
-    if edges_log is not None:
-        for chunk in edges_log.chunks():
-            for prop, pairs in chunk:
-                result.graph.add_edges(prop, pairs)
-    work = partial(scan_block, require_image=require_image)
-    last = time.monotonic()
-    with dump_stream(path) as stream, meter(f"wikidata dump {path.name} (MiB read)", None) as m:
-        _skip(stream, result.bytes)
-        sizes: list[int] = []
+    try:
+        if edges_log is not None:
+            for chunk in edges_log.chunks():
+                for prop, pairs in chunk:
+                    result.graph.add_edges(prop, pairs)
+        work = partial(scan_block, require_image=require_image)
+        last = time.monotonic()
+        with dump_stream(path) as stream, meter(f"wikidata dump {path.name} (MiB read)", None) as m:
+            _skip(stream, result.bytes)
+            sizes: list[int] = []
 
-        def measured() -> Iterator[bytes]:
-            for block in blocks(stream, block_bytes):
-                sizes.append(len(block))
-                yield block
+            def measured() -> Iterator[bytes]:
+                for block in blocks(stream, block_bytes):
+                    sizes.append(len(block))
+                    yield block
 
-        for part in ordered_map(work, measured(), workers):
-            result.lines += part.lines
-            result.parsed += part.parsed
-            pairs = [(prop, edges) for prop, edges in part.edges.items() if edges]
-            for prop, edges in pairs:
-                result.graph.add_edges(prop, edges)
-            result.candidates.add(part.candidates)
-            if edges_log is not None:
-                edges_log.add(pairs)
-            done = sizes.pop(0)
-            result.bytes += done
-            m.advance(done >> 20)
-            if state_dir is not None and edges_log is not None and time.monotonic() - last >= checkpoint_s:
-                _save_checkpoint(state_dir, identity, result, edges_log)
-                last = time.monotonic()
-    if edges_log is not None:
-        edges_log.close()
+            for part in ordered_map(work, measured(), workers):
+                result.lines += part.lines
+                result.parsed += part.parsed
+                pairs = [(prop, edges) for prop, edges in part.edges.items() if edges]
+                for prop, edges in pairs:
+                    result.graph.add_edges(prop, edges)
+                result.candidates.add(part.candidates)
+                if edges_log is not None:
+                    edges_log.add(pairs)
+                done = sizes.pop(0)
+                result.bytes += done
+                m.advance(done >> 20)
+                if (
+                    state_dir is not None
+                    and edges_log is not None
+                    and time.monotonic() - last >= checkpoint_s
+                ):
+                    _save_checkpoint(state_dir, identity, result, edges_log)
+                    last = time.monotonic()
+    except BaseException:
+        candidates.close()  # the caller closes it only when the scan succeeds
+        raise
+    finally:
+        if edges_log is not None:
+            edges_log.close()
     return result
 
 

@@ -8,7 +8,6 @@ answer cached in SQLite so that a re-run of the stage sends no query at all.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
+from kgclip.retryafter import parse_retry_after
 from kgclip.useragent import user_agent
 
 ENDPOINTS = {
@@ -128,9 +128,7 @@ class SparqlClient:
                     break
                 wait = retry.wait if retry.wait is not None else self.backoff * 2**attempt
                 self.sleep(min(wait, self.max_wait))
-        raise SparqlError(
-            f"{self.endpoint.url}: gave up after {self.attempts} attempts: {'; '.join(failures)}"
-        )
+        raise SparqlError(f"{self.endpoint.url}: gave up after {self.attempts} attempts: {_tally(failures)}")
 
     def _once(self, query: str) -> bytes:
         self.sent += 1
@@ -145,6 +143,8 @@ class SparqlClient:
                 response = self._http.post(self.endpoint.url, data={"query": query})
         except httpx.TimeoutException as exc:
             raise _Retry(f"timeout ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            raise _Retry(f"cannot connect: {exc}") from None
         except httpx.TransportError as exc:
             raise _Retry(f"transport error: {exc}") from None
         status = response.status_code
@@ -171,14 +171,15 @@ class SparqlClient:
         self._http.close()
 
 
+def _tally(failures: list[str]) -> str:
+    """`HTTP 500; timeout`; a reason that repeats is said once with its count: `... (5 times)`."""
+    counts: dict[str, int] = {}
+    for failure in failures:
+        counts[failure] = counts.get(failure, 0) + 1
+    return "; ".join(why if n == 1 else f"{why} ({n} times)" for why, n in counts.items())
+
+
 def _retry_after(value: str | None, default: float | None) -> float | None:
-    """Seconds from a Retry-After header: a number, or an HTTP date."""
-    if not value:
-        return default
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when - time.time())
+    """Seconds from a Retry-After header (a number or an HTTP date), else `default`."""
+    seconds = parse_retry_after(value)
+    return default if seconds is None else seconds
