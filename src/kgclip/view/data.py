@@ -1,0 +1,175 @@
+"""What each page shows, read from the viewer's index (one indexed query per piece)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kgclip.view.index import connect
+
+PAGE = 48
+
+
+def _loads(value: str | None) -> Any:
+    return orjson.loads(value) if value else []
+
+
+class Store:
+    """Read-only access to one index; one SQLite connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._summary: dict[str, Any] | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = connect(self.path)
+        return db
+
+    def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        return self.db.execute(sql, args).fetchone()
+
+    def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return self.db.execute(sql, args).fetchall()
+
+    def summary(self) -> dict[str, Any]:
+        """Whole-dataset counts, computed once per server."""
+        if self._summary is None:
+            self._summary = {
+                "samples": self.one("SELECT count(*) FROM samples")[0],
+                "splits": self.all("SELECT split, count(*) n FROM samples GROUP BY split ORDER BY n DESC"),
+                "entities": self.one("SELECT count(*) FROM entities WHERE pictures > 0")[0],
+                "licences": self.all(
+                    "SELECT license, count(*) n FROM samples GROUP BY license ORDER BY n DESC LIMIT 20"
+                ),
+                "rejections": self.rejection_counts(),
+            }
+        return self._summary
+
+    def sample(self, key: str) -> dict[str, Any] | None:
+        row = self.one("SELECT * FROM samples WHERE key = ?", key)
+        if row is None:
+            return None
+        s = dict(row)
+        for col in ("urls", "page_urls", "alt_texts", "query_ids", "entity_ids"):
+            s[col] = _loads(s[col])
+        s["evidence"] = [orjson.loads(e) for e in _loads(s["evidence"])]
+        s["queries"] = [self.query(q) for q in s["query_ids"]]
+        s["entities"] = [self.entity(e) for e in s["entity_ids"]]
+        return s
+
+    def query(self, query_id: str) -> dict[str, Any]:
+        row = self.one("SELECT * FROM queries WHERE query_id = ?", query_id)
+        return dict(row) if row else {"query_id": query_id, "kind": "?", "text": "", "entity_id": None}
+
+    def entity(self, entity_id: str) -> dict[str, Any] | None:
+        row = self.one("SELECT * FROM entities WHERE id = ?", entity_id)
+        if row is None:
+            return None
+        e = dict(row)
+        for col in ("aliases", "parents", "common_names"):
+            e[col] = _loads(e[col])
+        return e
+
+    def entity_names(self, ids: list[str]) -> dict[str, str]:
+        out = {}
+        for i in ids:
+            row = self.one("SELECT name FROM entities WHERE id = ?", i)
+            out[i] = row[0] if row else i
+        return out
+
+    def entity_queries(self, entity_id: str) -> dict[str, list[sqlite3.Row]]:
+        by_kind: dict[str, list[sqlite3.Row]] = defaultdict(list)
+        for q in self.all(
+            "SELECT * FROM queries WHERE entity_id = ? ORDER BY kind, hits DESC, text", entity_id
+        ):
+            by_kind[q["kind"]].append(q)
+        return dict(by_kind)
+
+    def attributes(self, entity_id: str) -> list[sqlite3.Row]:
+        return self.all(
+            "SELECT * FROM attributes WHERE entity_id = ? ORDER BY category, attribute", entity_id
+        )
+
+    def entity_pictures(self, entity_id: str, page: int) -> list[sqlite3.Row]:
+        return self.all(
+            "SELECT s.key, s.sha256, s.caption FROM sample_entities e JOIN samples s ON s.key = e.key "
+            "WHERE e.entity_id = ? ORDER BY e.key LIMIT ? OFFSET ?",
+            entity_id,
+            PAGE,
+            page * PAGE,
+        )
+
+    def tree(self, q: str | None) -> list[dict[str, Any]]:
+        """Roots → natural types → entities with pictures (those whose name matches `q`, if given)."""
+        sql = "SELECT id, name, root, type_id, type_name, pictures FROM entities WHERE pictures > 0"
+        args: list[Any] = []
+        if q:
+            sql += " AND (name LIKE ? ESCAPE '\\' OR aliases LIKE ? ESCAPE '\\')"
+            like = "%" + re.sub(r"([%_\\])", r"\\\1", q) + "%"
+            args += [like, like]
+        rows = self.all(sql + " ORDER BY pictures DESC, name", *args)
+        roots: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            root = roots.setdefault(r["root"], {"id": r["root"], "types": {}, "pictures": 0})
+            t = root["types"].setdefault(
+                r["type_id"], {"id": r["type_id"], "name": r["type_name"], "entities": [], "pictures": 0}
+            )
+            t["entities"].append(r)
+            t["pictures"] += r["pictures"]
+            root["pictures"] += r["pictures"]
+        names = self.entity_names(list(roots))
+        out = []
+        for root in sorted(roots.values(), key=lambda x: -x["pictures"]):
+            root["name"] = names[root["id"]]
+            root["types"] = sorted(root["types"].values(), key=lambda x: -x["pictures"])
+            out.append(root)
+        return out
+
+    def rejection_counts(self) -> list[sqlite3.Row]:
+        return self.all(
+            "SELECT stage, reason, count(*) n FROM rejected GROUP BY stage, reason ORDER BY n DESC"
+        )
+
+    def rejections(self, stage: str, reason: str, page: int) -> list[sqlite3.Row]:
+        return self.all(
+            "SELECT item, detail FROM rejected WHERE stage = ? AND reason = ? LIMIT ? OFFSET ?",
+            stage,
+            reason,
+            PAGE,
+            page * PAGE,
+        )
+
+    def search(self, q: str, limit: int = PAGE) -> dict[str, list[sqlite3.Row]]:
+        """Full text over entity names and aliases, alt texts and captions, and query texts."""
+        words = re.findall(r"\w+", q)
+        if not words:
+            return {"entity": [], "sample": [], "query": []}
+        match = " ".join('"' + w.replace('"', "") + '"' for w in words)
+        out = {}
+        for kind in ("entity", "sample", "query"):
+            out[kind] = self.all(
+                "SELECT ref, snippet(search, 2, '', '', '…', 12) snip FROM search "
+                "WHERE search MATCH ? AND kind = ? ORDER BY rank LIMIT ?",
+                match,
+                kind,
+                limit,
+            )
+        out["sample"] = [
+            {
+                "key": r["ref"],
+                "snip": r["snip"],
+                "sha256": self.one("SELECT sha256 FROM samples WHERE key=?", r["ref"])[0],
+            }
+            for r in out["sample"]
+        ]
+        return out
