@@ -1,0 +1,242 @@
+"""`kgclip view`: the pages over plain HTTP (Starlette's TestClient) on the demo harvest, with hostile
+texts planted in it: everything escaped, no path outside the work directory, no write endpoint."""
+
+import io
+import re
+import sqlite3
+import tarfile
+
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from kgclip.cli import app as cli_app
+from kgclip.view import images
+from kgclip.view.app import create_app
+from kgclip.view.index import CACHE_DIR, index_path
+from view_fixtures import ENTITY, JS_URL, KEY, PAYLOADS, hostile_copy
+
+
+@pytest.fixture(scope="module")
+def workdir(demo_run, tmp_path_factory):
+    return hostile_copy(demo_run, tmp_path_factory.mktemp("view") / "work")
+
+
+@pytest.fixture(scope="module")
+def client(workdir):
+    return TestClient(create_app(workdir))
+
+
+def member(workdir, name):
+    with tarfile.open(workdir / "shards" / "shard-00000.tar") as tar:
+        return tar.extractfile(name).read()
+
+
+def test_overview_shows_the_card_numbers_stages_and_plots(client):
+    html = client.get("/").text
+    assert "<b>187</b> samples covering <b>157</b> entities" in html
+    assert re.search(r"<td>curate</td><td class=\"\w+\">", html)
+    assert "too_small" in html
+    plots = re.findall(r'src="/card/([\w-]+\.png)"', html)
+    assert "licences.png" in plots
+    response = client.get(f"/card/{plots[0]}")
+    assert response.status_code == 200
+    assert response.content.startswith(b"\x89PNG")
+
+
+def test_entity_tree_counts_and_filter(client):
+    html = client.get("/tree").text
+    assert "living thing" in html
+    assert '<a href="/entity/wn%3An01882714">koala</a> (1)' in html
+    filtered = client.get("/tree", params={"q": "koala"}).text
+    assert "koala" in filtered
+    assert ">mushroom</a>" in html and ">mushroom</a>" not in filtered
+    assert "No entity with pictures matches" in client.get("/tree", params={"q": "%_nothing"}).text
+
+
+def test_entity_page(client):
+    html = client.get(f"/entity/{ENTITY}").text
+    assert '<h1 id="name">koala</h1>' in html
+    assert "koala bear" in html  # aliases
+    assert 'href="http://wordnetweb.princeton.edu/perl/webwn?s=koala"' in html
+    assert "koala.n.01" in html
+    assert f'href="/picture/{KEY}"' in html
+    assert f'src="/image/{KEY}.jpg?thumb=160"' in html
+    assert "<h3>entity (" in html  # queries by kind
+
+
+def test_entity_grid_pages(client):
+    bird = "wn:n01503061"  # 10 pictures in the demo
+    first = client.get(f"/entity/{bird}").text
+    assert len(re.findall(r'<a href="/picture/', first)) == 10
+    assert "page 1 of 1" in first
+    assert len(re.findall(r'<a href="/picture/', client.get(f"/entity/{bird}?page=1").text)) == 0
+
+
+def test_picture_page_shows_every_text_and_sampled_captions(client):
+    html = client.get(f"/picture/{KEY}").text
+    assert '<img id="picture" src="/image/000000000.jpg"' in html
+    assert "<li>A koala.</li>" in html
+    assert "GPL-2" in html and "Tux Paint stamps" in html
+    assert "147×200 (source 147×200)" in html
+    assert '<span class="kind">entity</span> koala' in html
+    assert len(re.findall(r"<td>epoch \d</td>", html)) == 5
+    assert "chances: alt" in html
+
+
+@pytest.mark.parametrize("path", [f"/picture/{KEY}", f"/entity/{ENTITY}", "/search?q=koala"])
+def test_hostile_texts_are_escaped(client, path):
+    html = client.get(path).text
+    for payload in PAYLOADS:
+        assert payload not in html
+    assert "<script" not in html.lower()
+    assert "onerror=" not in html.lower().replace("onerror=&#34;", "")
+    if path.startswith("/picture"):
+        assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in html
+        assert "&lt;img src=x onerror=&#34;window.__xss = 2&#34;&gt;" in html
+        assert f'href="{JS_URL}"' not in html and "javascript:" in html  # shown as text, not a link
+
+
+def test_image_is_the_shard_member_with_caching_headers(client, workdir):
+    response = client.get(f"/image/{KEY}.jpg")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.content == member(workdir, f"{KEY}.jpg")
+    assert "immutable" in response.headers["cache-control"]
+    etag = response.headers["etag"]
+    again = client.get(f"/image/{KEY}.jpg", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+
+
+def test_thumbnails_are_made_once_and_cached(client, workdir):
+    response = client.get(f"/image/{KEY}.jpg", params={"thumb": "160"})
+    assert response.status_code == 200
+    with Image.open(io.BytesIO(response.content)) as im:
+        assert max(im.size) == 160
+    cached = list((workdir / CACHE_DIR / "thumbs").rglob("*-160.jpg"))
+    assert len(cached) == 1 and cached[0].read_bytes() == response.content
+    assert client.get(f"/image/{KEY}.jpg", params={"thumb": "9999"}).status_code == 404
+    assert client.get(f"/image/{KEY}.jpg", params={"thumb": "-1"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/image/..%2F..%2F..%2Fetc%2Fpasswd.jpg",
+        "/image/../../etc/passwd",
+        "/card/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/card/..%2Fmanifest.json",
+        "/card/manifest.json",
+        "/entity/..%2F..%2Fetc%2Fpasswd",
+        "/picture/..%2Fsamples.parquet",
+        "/image/nosuchkey.jpg",
+        "/../../etc/passwd",
+    ],
+)
+def test_paths_outside_are_refused(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    for leaked in ("root:", "PAR1", "kgclip_version"):
+        assert leaked not in response.text
+
+
+def test_no_write_endpoints(client):
+    for path in ("/", f"/picture/{KEY}", f"/image/{KEY}.jpg", "/search"):
+        assert client.post(path).status_code == 405
+        assert client.delete(path).status_code == 405
+
+
+def test_member_outside_the_shards_is_refused(workdir, tmp_path):
+    with pytest.raises(images.NotServed):
+        images.shard_path(workdir, "train", "../samples.parquet")
+    with pytest.raises(images.NotServed):
+        images.shard_path(workdir, "train", "/etc/passwd")
+    with pytest.raises(images.NotServed):
+        images.shard_path(workdir, "train", "no-such-shard.tar")
+    size = (workdir / "shards" / "shard-00000.tar").stat().st_size
+    with pytest.raises(images.NotServed):
+        images.read_member(workdir, "train", "shard-00000.tar", size - 10, 100)
+    with pytest.raises(images.NotServed):
+        images.read_member(workdir, "train", "shard-00000.tar", None, None)
+    head = images.read_member(workdir, "train", "shard-00000.tar", 512, 4)
+    assert head == member(workdir, f"{KEY}.jpg")[:4]
+
+
+def test_a_tampered_index_row_cannot_leave_the_shards(workdir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy)
+    db = sqlite3.connect(index_path(copy))
+    db.execute("UPDATE samples SET shard = '../config.json', jpg_offset = 0, jpg_size = 50 WHERE key = ''")
+    db.execute("UPDATE samples SET jpg_offset = 1000000000 WHERE key = '000000001'")
+    db.commit()
+    db.close()
+    client = TestClient(create_app(copy))
+    assert client.get(f"/image/{KEY}.jpg").status_code == 404
+    assert client.get("/image/000000001.jpg").status_code == 404
+    assert client.get("/image/000000002.jpg").status_code == 200
+
+
+def test_index_is_built_once_and_rebuilt_when_samples_change(workdir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy)
+    path = index_path(copy)
+    stamp = path.stat().st_mtime_ns
+    create_app(copy)
+    assert path.stat().st_mtime_ns == stamp
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(copy / "samples.parquet")
+    pq.write_table(table.slice(1), copy / "samples.parquet")
+    client = TestClient(create_app(copy))
+    assert index_path(copy) != path and not path.exists()
+    assert client.get(f"/picture/{KEY}").status_code == 404
+    assert client.get("/picture/000000001").status_code == 200
+
+
+def test_search(client):
+    html = client.get("/search", params={"q": "koala"}).text
+    assert 'href="/entity/wn%3An01882714"' in html
+    assert f'href="/picture/{KEY}"' in html
+    for hostile in ('"', 'koala" OR *', "NEAR(a b", "*", "'; DROP TABLE samples; --"):
+        assert client.get("/search", params={"q": hostile}).status_code == 200
+
+
+def test_rejections_by_reason_with_detail(client):
+    html = client.get("/rejections").text
+    assert "too_small" in html and "no_results" in html
+    items = client.get("/rejections", params={"stage": "fetch", "reason": "too_small"}).text
+    assert "walnut_shelled.png" in items
+    assert "shorter side &lt; min_side 32" in items
+
+
+def test_not_a_workdir_is_refused(tmp_path):
+    (tmp_path / "samples.parquet").write_bytes(b"")
+    with pytest.raises(Exception, match="not a kgclip work directory"):
+        create_app(tmp_path)
+
+
+runner = CliRunner()
+
+
+def test_cli_view_binds_loopback_and_prints_the_url(workdir, monkeypatch):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    result = runner.invoke(cli_app, ["view", str(workdir), "--port", "8123"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:8123/" in result.output
+    assert calls == [{"host": "127.0.0.1", "port": 8123, "log_level": "warning"}]
+
+
+def test_cli_view_without_a_harvest_exits_2(tmp_path):
+    (tmp_path / ".kgclip-workdir").write_text("")
+    result = runner.invoke(cli_app, ["view", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "no samples.parquet" in result.output
+
