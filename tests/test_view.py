@@ -169,7 +169,9 @@ def test_a_tampered_index_row_cannot_leave_the_shards(workdir, tmp_path):
     copy = tmp_path / "work"
     shutil.copytree(workdir, copy)
     db = sqlite3.connect(index_path(copy))
-    db.execute("UPDATE samples SET shard = '../config.json', jpg_offset = 0, jpg_size = 50 WHERE key = ''")
+    db.execute(
+        "UPDATE samples SET shard = '../config.json', jpg_offset = 0, jpg_size = 50 WHERE key = '000000000'"
+    )
     db.execute("UPDATE samples SET jpg_offset = 1000000000 WHERE key = '000000001'")
     db.commit()
     db.close()
