@@ -6,6 +6,7 @@ import re
 import sqlite3
 import tarfile
 
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from starlette.testclient import TestClient
@@ -190,8 +191,6 @@ def test_index_is_built_once_and_rebuilt_when_samples_change(workdir, tmp_path):
     stamp = path.stat().st_mtime_ns
     create_app(copy)
     assert path.stat().st_mtime_ns == stamp
-    import pyarrow.parquet as pq
-
     table = pq.read_table(copy / "samples.parquet")
     pq.write_table(table.slice(1), copy / "samples.parquet")
     client = TestClient(create_app(copy))
@@ -214,6 +213,37 @@ def test_rejections_by_reason_with_detail(client):
     items = client.get("/rejections", params={"stage": "fetch", "reason": "too_small"}).text
     assert "walnut_shelled.png" in items
     assert "shorter side &lt; min_side 32" in items
+
+
+def test_a_picture_curate_dropped_is_shown_from_its_part(client, workdir):
+    html = client.get("/rejections", params={"stage": "curate", "reason": "eval_copy"}).text
+    assert "crow.png" in html
+    assert "cub:&lt;script&gt;window.__xss = 1&lt;/script&gt; (distance 3)" in html
+    src = re.search(r'<img loading="lazy" src="(/rejected/(\d+)\.jpg)\?thumb=160"', html)
+    assert src
+    full = client.get(src.group(1))
+    assert full.status_code == 200 and full.headers["cache-control"].endswith("immutable")
+    with Image.open(io.BytesIO(full.content)) as im:
+        crow = next(
+            r
+            for r in pq.read_table(workdir / "fetched.parquet").to_pylist()
+            if r["url"].endswith("/crow.png")
+        )
+        assert im.format == "JPEG" and im.size == (crow["width"], crow["height"])
+    assert client.get(src.group(1), params={"thumb": "160"}).status_code == 200
+    # a rejection without fetched pixels (fetch's too_small) has no picture
+    small = client.get("/rejections", params={"stage": "fetch", "reason": "too_small"}).text
+    assert "/rejected/" not in small
+    assert client.get("/rejected/1.jpg").status_code == 404
+    assert client.get("/rejected/999999.jpg").status_code == 404
+    assert client.get("/rejected/..%2F..%2Fetc%2Fpasswd.jpg").status_code == 404
+
+
+def test_thumbnail_and_full_image_have_their_own_etags(client):
+    full = client.get(f"/image/{KEY}.jpg").headers["etag"]
+    thumb = client.get(f"/image/{KEY}.jpg", params={"thumb": "160"}).headers["etag"]
+    assert full != thumb
+    assert client.get(f"/image/{KEY}.jpg", headers={"If-None-Match": thumb}).status_code == 200
 
 
 def test_not_a_workdir_is_refused(tmp_path):
@@ -241,4 +271,3 @@ def test_cli_view_without_a_harvest_exits_2(tmp_path):
     result = runner.invoke(cli_app, ["view", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 2
     assert "no samples.parquet" in result.output
-

@@ -25,12 +25,23 @@ PAYLOADS = (SCRIPT, ONERROR, BREAKOUT)
 
 def hostile_copy(demo: Path, dst: Path) -> Path:
     """The demo work directory with payloads in the koala picture's alt texts, caption, URLs and shard
-    JSON, and in the koala entity's description."""
+    JSON, in the koala entity's description, and in a curate rejection's detail (the crow)."""
     shutil.copytree(demo, dst)
     _set_sample(dst / "samples.parquet")
     _set_description(dst / "entities.parquet")
     _set_shard_json(dst / "shards" / "shard-00000.tar")
+    _add_curate_rejection(dst)
     return dst
+
+
+def _add_curate_rejection(workdir: Path) -> None:
+    """A fetched picture that curate dropped as an evaluation set's copy (the demo drops none)."""
+    fetched = pq.read_table(workdir / "fetched.parquet").to_pylist()
+    url = next(r["url"] for r in fetched if r["status"] == "ok" and r["url"].endswith("/crow.png"))
+    table = pq.read_table(workdir / "rejected.parquet")
+    row = {"stage": "curate", "item": url, "reason": "eval_copy", "detail": f"cub:{SCRIPT} (distance 3)"}
+    extra = pa.Table.from_pylist([row], schema=table.schema)
+    pq.write_table(pa.concat_tables([table, extra]), workdir / "rejected.parquet")
 
 
 def _replace(table: pa.Table, name: str, values: list) -> pa.Table:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from kgclip.view import images
 from kgclip.view.data import PAGE, Store
-from kgclip.view.index import ViewError, open_index
+from kgclip.view.index import PARTS, ViewError, open_index
 from kgclip.workdir import Workdir
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -190,21 +190,32 @@ class Viewer:
     # -- images
 
     async def image(self, request: Request) -> Response:
-        key = request.path_params["key"]
         row = self.store.one(
-            "SELECT sha256, split, shard, jpg_offset, jpg_size FROM samples WHERE key = ?", key
+            "SELECT sha256, split, shard, jpg_offset, jpg_size FROM samples WHERE key = ?",
+            request.path_params["key"],
         )
+        return self._jpeg(request, row, None)
+
+    async def rejected_image(self, request: Request) -> Response:
+        row = self.store.one(
+            "SELECT sha256, 'parts' split, part shard, jpg_offset, jpg_size FROM rejected "
+            "WHERE rowid = ? AND part IS NOT NULL",
+            request.path_params["n"],
+        )
+        return self._jpeg(request, row, PARTS)
+
+    def _jpeg(self, request: Request, row: Any, folder: str | None) -> Response:
         if row is None:
             return self.not_found("no such picture")
-        etag = f'"{row["sha256"]}"'
+        size = request.query_params.get("thumb")
+        etag = f'"{row["sha256"]}-{size or "full"}"'
         headers = {"Cache-Control": IMMUTABLE, "ETag": etag}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         try:
             data = images.read_member(
-                self.workdir, row["split"], row["shard"], row["jpg_offset"], row["jpg_size"]
+                self.workdir, row["split"], row["shard"], row["jpg_offset"], row["jpg_size"], folder=folder
             )
-            size = request.query_params.get("thumb")
             if size is not None:
                 if not size.isdigit():
                     return self.not_found("no such thumbnail size")
@@ -222,6 +233,7 @@ class Viewer:
             Route("/picture/{key}", self.picture),
             Route("/image/{key}.jpg", self.image),
             Route("/rejections", self.rejections),
+            Route("/rejected/{n:int}.jpg", self.rejected_image),
             Route("/search", self.search),
         ]
 

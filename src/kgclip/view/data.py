@@ -142,7 +142,8 @@ class Store:
 
     def rejections(self, stage: str, reason: str, page: int) -> list[sqlite3.Row]:
         return self.all(
-            "SELECT item, detail FROM rejected WHERE stage = ? AND reason = ? LIMIT ? OFFSET ?",
+            "SELECT rowid n, item, detail, part IS NOT NULL pictured FROM rejected "
+            "WHERE stage = ? AND reason = ? LIMIT ? OFFSET ?",
             stage,
             reason,
             PAGE,

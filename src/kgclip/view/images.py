@@ -21,18 +21,21 @@ class NotServed(LookupError):
     """The sample or member is not in the shards (or its path would leave them)."""
 
 
-def shard_path(workdir: Path, split: str, shard: str) -> Path:
-    folder = (workdir / SHARD_DIRS.get(split, "shards")).resolve()
+def shard_path(workdir: Path, split: str, shard: str, folder_name: str | None = None) -> Path:
+    folder = (workdir / (folder_name or SHARD_DIRS.get(split, "shards"))).resolve()
     path = (folder / shard).resolve()
     if path.parent != folder or not path.name.endswith(".tar") or not path.is_file():
         raise NotServed(f"{shard!r} is not a shard")
     return path
 
 
-def read_member(workdir: Path, split: str, shard: str, offset: int | None, size: int | None) -> bytes:
+def read_member(
+    workdir: Path, split: str, shard: str, offset: int | None, size: int | None, *, folder: str | None = None
+) -> bytes:
+    """`size` bytes at `offset` of a shard (of the split's folder, or of `folder`: parts/)."""
     if offset is None or size is None:
         raise NotServed("no such member in the shard")
-    path = shard_path(workdir, split, shard)
+    path = shard_path(workdir, split, shard, folder)
     if offset < 0 or size < 0 or offset + size > path.stat().st_size:
         raise NotServed("member outside the shard")
     with open(path, "rb") as fh:

@@ -19,6 +19,7 @@ from kgclip.workdir import file_digest
 
 CACHE_DIR = "cache/view"
 SHARD_DIRS = {"train": "shards", "val": "val"}
+PARTS = "parts"  # fetch's parts: where the pixels of pictures curate dropped lie
 INDEX_VERSION = "1"
 BATCH = 20_000
 
@@ -36,7 +37,8 @@ CREATE TABLE entities (
 CREATE TABLE queries (query_id TEXT PRIMARY KEY, kind TEXT, text TEXT, entity_id TEXT,
   attribute TEXT, decision TEXT, hits INT DEFAULT 0);
 CREATE TABLE attributes (entity_id TEXT, category TEXT, attribute TEXT, query TEXT, method TEXT);
-CREATE TABLE rejected (stage TEXT, reason TEXT, item TEXT, detail TEXT);
+CREATE TABLE rejected (stage TEXT, reason TEXT, item TEXT, detail TEXT,
+  part TEXT, sha256 TEXT, jpg_offset INT, jpg_size INT);
 CREATE TABLE info (name TEXT PRIMARY KEY, value TEXT);
 """
 
@@ -116,9 +118,10 @@ def build(workdir: Path, path: Path) -> None:
         )
         for table in [workdir / "rejected.parquet", *sorted((workdir / "rejects").glob("*.parquet"))]:
             db.executemany(
-                "INSERT INTO rejected VALUES (?,?,?,?)",
+                "INSERT INTO rejected (stage, reason, item, detail) VALUES (?,?,?,?)",
                 ((r["stage"], r["reason"], r["item"], r.get("detail")) for r in _rows(table)),
             )
+        _locate_rejected_pictures(db, workdir)
         db.executescript(INDEXES)
         db.execute(
             "UPDATE entities SET pictures = (SELECT count(*) FROM sample_entities s WHERE s.entity_id = id)"
@@ -254,6 +257,29 @@ def _load_queries(db: sqlite3.Connection, workdir: Path) -> None:
             )
         ),
     )
+
+
+def _locate_rejected_pictures(db: sqlite3.Connection, workdir: Path) -> None:
+    """Where the pixels of pictures curate dropped lie (they were fetched: their part and member)."""
+    urls = {r[0] for r in db.execute("SELECT item FROM rejected WHERE stage = 'curate'")}
+    if not urls:
+        return
+    by_part: dict[str, list[tuple[str, str, str]]] = {}
+    for r in _rows(workdir / "fetched.parquet", ["url", "status", "part", "member", "pixel_sha256"]):
+        if r["url"] in urls and r["status"] == "ok" and r["part"] and r["member"]:
+            by_part.setdefault(r["part"], []).append((r["url"], r["member"], r["pixel_sha256"]))
+    for part, rows in by_part.items():
+        path = workdir / PARTS / part
+        members = member_offsets(path) if path.is_file() else {}
+        db.executemany(
+            "UPDATE rejected SET part = ?, sha256 = ?, jpg_offset = ?, jpg_size = ? "
+            "WHERE stage = 'curate' AND item = ?",
+            (
+                (part, sha, *members[f"{member}.jpg"], url)
+                for url, member, sha in rows
+                if f"{member}.jpg" in members
+            ),
+        )
 
 
 def connect(path: Path) -> sqlite3.Connection:
