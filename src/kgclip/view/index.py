@@ -167,6 +167,8 @@ def _load_samples(db: sqlite3.Connection, workdir: Path) -> None:
         split = r.get("split") or "train"
         folder = SHARD_DIRS.get(split, "shards")
         if (folder, r["shard"]) not in offsets:
+            if len(offsets) >= 4:  # samples come shard by shard (per split): keep a few shards' offsets
+                del offsets[next(iter(offsets))]
             shard = workdir / folder / r["shard"]
             offsets[(folder, r["shard"])] = member_offsets(shard) if shard.is_file() else {}
         members = offsets[(folder, r["shard"])]
