@@ -271,3 +271,23 @@ def test_cli_view_without_a_harvest_exits_2(tmp_path):
     result = runner.invoke(cli_app, ["view", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 2
     assert "no samples.parquet" in result.output
+
+
+def test_member_offsets_match_tarfile(workdir, tmp_path):
+    from kgclip.tario import add_member
+    from kgclip.view.index import _tarfile_offsets, member_offsets
+
+    tars = [*(workdir / "shards").glob("*.tar"), *(workdir / "parts").glob("*.tar")]
+    odd = tmp_path / "odd.tar"  # a long name (a GNU or PAX header) and a folder: tarfile's way
+    with tarfile.open(odd, "w") as tar:
+        add_member(tar, "a" * 150 + ".jpg", b"x" * 700)
+        tar.addfile(tarfile.TarInfo("folder/"))
+        add_member(tar, "b.jpg", b"y")
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w", format=tarfile.USTAR_FORMAT) as tar:
+        add_member(tar, "sub/" * 30 + "c.jpg", b"z" * 513)  # a ustar prefix
+        add_member(tar, "d.json", b"{}")
+    for path in [*tars, odd, plain]:
+        expected = _tarfile_offsets(path)
+        assert member_offsets(path) == expected and expected
+    assert member_offsets(plain)["d.json"][1] == 2
