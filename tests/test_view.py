@@ -16,7 +16,7 @@ from kgclip.cli import app as cli_app
 from kgclip.view import images
 from kgclip.view.app import create_app
 from kgclip.view.index import CACHE_DIR, index_path
-from view_fixtures import ENTITY, JS_URL, KEY, PAYLOADS, hostile_copy
+from view_fixtures import ENTITY, JS_URL, KEY, PAYLOADS, SCRIPT, hostile_copy
 
 
 @pytest.fixture(scope="module")
@@ -291,3 +291,43 @@ def test_member_offsets_match_tarfile(workdir, tmp_path):
         expected = _tarfile_offsets(path)
         assert member_offsets(path) == expected and expected
     assert member_offsets(plain)["d.json"][1] == 2
+
+
+def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
+    import shutil
+
+    import orjson
+
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy)
+    client = TestClient(create_app(copy))
+    assert "No training runs" in client.get("/runs").text
+    result = {
+        "dataset": "gcompris",
+        "task": "zeroshot_classification",
+        "model": "m",
+        "metrics": {"acc1": 0.25, "acc5": 0.5, "mean_per_class_recall": 0.2},
+        "kgclip": {
+            "names": "lemma",
+            "prompts": "none",
+            "images": 84,
+            "classes": 4,
+            "chance": {"acc1": 0.25, "acc5": 1.0},
+            "per_class_recall": [0.0, 1.0, 0.5, None],
+            "confused": [["koala", SCRIPT, 3]],
+        },
+    }
+    (copy / "runs" / "r1" / "eval").mkdir(parents=True)
+    (copy / "runs" / "r1" / "eval" / "gcompris_lemma_none_m_en_zeroshot_classification.json").write_bytes(
+        orjson.dumps(result)
+    )
+    (copy / "runs" / "r2").mkdir()
+    assert 'href="/runs/r1"' in client.get("/runs").text
+    html = client.get("/runs/r1").text
+    assert "acc1 25.00% (25.00%)" in html
+    assert "0%: 1 · 1–25%: 0 · 25–50%: 1 · 50–75%: 0 · 75–99%: 0 · 100%: 1" in html
+    assert '<a href="/search?q=koala">koala</a>' in html
+    assert "&lt;script&gt;" in html and SCRIPT not in html
+    assert "no evaluation results yet" in client.get("/runs/r2").text
+    for bad in ("/runs/nosuch", "/runs/r1%2F..%2F..", "/runs/..%2F..%2Fetc"):
+        assert client.get(bad).status_code == 404

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from kgclip.view import images
+from kgclip.view import images, runs
 from kgclip.view.data import PAGE, Store
 from kgclip.view.index import PARTS, ViewError, open_index
 from kgclip.workdir import Workdir
@@ -187,6 +187,15 @@ class Viewer:
         q = request.query_params.get("q", "").strip()
         return self.page("search.html", title="search", q=q, results=self.store.search(q) if q else None)
 
+    async def runs(self, request: Request) -> Response:
+        run = request.path_params.get("run")
+        found = runs.results(self.workdir, run) if run is not None else None
+        if run is not None and found is None:
+            return self.not_found("no such run")
+        return self.page(
+            "runs.html", title="runs", names=runs.run_names(self.workdir), run=run, results=found or []
+        )
+
     # -- images
 
     async def image(self, request: Request) -> Response:
@@ -235,6 +244,8 @@ class Viewer:
             Route("/rejections", self.rejections),
             Route("/rejected/{n:int}.jpg", self.rejected_image),
             Route("/search", self.search),
+            Route("/runs", self.runs),
+            Route("/runs/{run}", self.runs),
         ]
 
 
