@@ -207,6 +207,29 @@ def test_search(client):
         assert client.get("/search", params={"q": hostile}).status_code == 200
 
 
+def pictures_found(client, **params):
+    html = client.get("/search", params=params).text
+    return re.findall(r'<a href="/picture/(\d+)">', html)
+
+
+def test_search_filters(client):
+    assert 'value="GPL-2"' in client.get("/search").text  # the licence choices
+    assert len(pictures_found(client, licence="GPL-2")) == 48  # a page of them, without text
+    assert pictures_found(client, q="koala", licence="no-such-licence") == []
+    assert pictures_found(client, q="koala", backend="corpus") == [KEY]
+    assert pictures_found(client, q="koala", backend="web") == []
+    assert pictures_found(client, q="koala", backend="%") == []
+    assert pictures_found(client, q="koala", kind="entity") == [KEY]
+    assert pictures_found(client, q="koala", kind="type_attribute") == []
+    assert pictures_found(client, q="koala", root="wn:n00004258") == [KEY]
+    assert pictures_found(client, q="koala", type="wn:n00015388") == [KEY]  # animal
+    assert pictures_found(client, q="koala", type="wn:n00017222") == []  # plant
+    plants = pictures_found(client, type="wn:n00017222")
+    assert plants and KEY not in plants
+    entities = client.get("/search", params={"q": "koala", "type": "wn:n00017222"}).text
+    assert 'href="/entity/wn%3An01882714"' not in entities
+
+
 def test_rejections_by_reason_with_detail(client):
     html = client.get("/rejections").text
     assert "too_small" in html and "no_results" in html

@@ -25,6 +25,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 IMMUTABLE = "public, max-age=31536000, immutable"
 CARD_FILE = re.compile(r"[A-Za-z0-9_-]+\.png")
 CAPTION_DRAWS = 5
+SEARCH_FILTERS = ("root", "type", "kind", "backend", "licence")
 
 
 def safe_url(url: str | None) -> str | None:
@@ -185,7 +186,16 @@ class Viewer:
 
     async def search(self, request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
-        return self.page("search.html", title="search", q=q, results=self.store.search(q) if q else None)
+        filters = {k: request.query_params.get(k, "") for k in SEARCH_FILTERS}
+        asked = bool(q) or any(filters.values())
+        return self.page(
+            "search.html",
+            title="search",
+            q=q,
+            filters=filters,
+            facets=self.store.facets(),
+            results=self.store.search(q, filters) if asked else None,
+        )
 
     async def runs(self, request: Request) -> Response:
         run = request.path_params.get("run")

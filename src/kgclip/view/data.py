@@ -27,6 +27,7 @@ class Store:
         self.path = path
         self._local = threading.local()
         self._summary: dict[str, Any] | None = None
+        self._facets: dict[str, list[tuple[str, str]]] | None = None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -150,27 +151,88 @@ class Store:
             page * PAGE,
         )
 
-    def search(self, q: str, limit: int = PAGE) -> dict[str, list[sqlite3.Row]]:
-        """Full text over entity names and aliases, alt texts and captions, and query texts."""
+    def facets(self) -> dict[str, list[tuple[str, str]]]:
+        """The search filters' choices as (value, label), computed once per server."""
+        if self._facets is None:
+            roots = [r[0] for r in self.all("SELECT DISTINCT root FROM entities WHERE pictures > 0")]
+            backends = set()
+            for (b,) in self.all("SELECT DISTINCT backends FROM samples"):
+                backends.update(x for x in (b or "").split(",") if x)
+            self._facets = {
+                "root": sorted(self.entity_names(roots).items(), key=lambda kv: kv[1]),
+                "type": [
+                    (r[0], r[1])
+                    for r in self.all(
+                        "SELECT DISTINCT type_id, type_name FROM entities WHERE pictures > 0 "
+                        "AND type_id IS NOT NULL ORDER BY type_name"
+                    )
+                ],
+                "kind": [(r[0], r[0]) for r in self.all("SELECT DISTINCT kind FROM queries WHERE hits > 0")],
+                "backend": [(b, b) for b in sorted(backends)],
+                "licence": [(r["license"], r["license"]) for r in self.summary()["licences"] if r["license"]],
+            }
+        return self._facets
+
+    def search(self, q: str, filters: dict[str, str], limit: int = PAGE) -> dict[str, list]:
+        """Full text over entity names and aliases, alt texts and captions, and query texts; pictures
+        filtered by root, natural type, query kind, backend and licence (without text: just filtered)."""
         words = re.findall(r"\w+", q)
-        if not words:
-            return {"entity": [], "sample": [], "query": []}
-        match = " ".join('"' + w.replace('"', "") + '"' for w in words)
-        out = {}
-        for kind in ("entity", "sample", "query"):
-            out[kind] = self.all(
+        match = " ".join('"' + w + '"' for w in words)
+        out: dict[str, list] = {"entity": [], "sample": [], "query": []}
+        if words:
+            where, args = "search MATCH ? AND search.kind = 'entity'", [match]
+            for col in ("root", "type"):
+                if filters.get(col):
+                    where += f" AND e.{'root' if col == 'root' else 'type_id'} = ?"
+                    args.append(filters[col])
+            out["entity"] = self.all(
                 "SELECT ref, snippet(search, 2, '', '', '…', 12) snip FROM search "
-                "WHERE search MATCH ? AND kind = ? ORDER BY rank LIMIT ?",
-                match,
-                kind,
+                f"JOIN entities e ON e.id = search.ref WHERE {where} ORDER BY rank LIMIT ?",
+                *args,
                 limit,
             )
-        out["sample"] = [
-            {
-                "key": r["ref"],
-                "snip": r["snip"],
-                "sha256": self.one("SELECT sha256 FROM samples WHERE key=?", r["ref"])[0],
-            }
-            for r in out["sample"]
-        ]
+            where, args = "search MATCH ? AND search.kind = 'query'", [match]
+            if filters.get("kind"):
+                where += " AND q.kind = ?"
+                args.append(filters["kind"])
+            out["query"] = self.all(
+                "SELECT ref, q.kind, snippet(search, 2, '', '', '…', 12) snip FROM search "
+                f"JOIN queries q ON q.query_id = search.ref WHERE {where} ORDER BY rank LIMIT ?",
+                *args,
+                limit,
+            )
+        if not words and not any(filters.values()):
+            return out
+        if words:
+            sql = (
+                "SELECT s.key, s.sha256, snippet(search, 2, '', '', '…', 12) snip FROM search "
+                "JOIN samples s ON s.key = search.ref WHERE search MATCH ? AND search.kind = 'sample'"
+            )
+            args = [match]
+        else:
+            sql, args = "SELECT s.key, s.sha256, s.caption snip FROM samples s WHERE 1", []
+        entity_filter = (
+            " AND EXISTS (SELECT 1 FROM sample_entities se JOIN entities e ON e.id = se.entity_id "
+            "WHERE se.key = s.key AND e.{} = ?)"
+        )
+        if filters.get("root"):
+            sql += entity_filter.format("root")
+            args.append(filters["root"])
+        if filters.get("type"):
+            sql += entity_filter.format("type_id")
+            args.append(filters["type"])
+        if filters.get("kind"):
+            sql += (
+                " AND EXISTS (SELECT 1 FROM sample_queries sq JOIN queries q ON q.query_id = sq.query_id "
+                "WHERE sq.key = s.key AND q.kind = ?)"
+            )
+            args.append(filters["kind"])
+        if filters.get("backend"):
+            sql += " AND s.backends LIKE ? ESCAPE '\\'"
+            args.append("%," + re.sub(r"([%_\\])", r"\\\1", filters["backend"]) + ",%")
+        if filters.get("licence"):
+            sql += " AND s.license = ?"
+            args.append(filters["licence"])
+        sql += (" ORDER BY rank" if words else " ORDER BY s.key") + " LIMIT ?"
+        out["sample"] = self.all(sql, *args, limit)
         return out

@@ -20,7 +20,7 @@ from kgclip.workdir import file_digest
 CACHE_DIR = "cache/view"
 SHARD_DIRS = {"train": "shards", "val": "val"}
 PARTS = "parts"  # fetch's parts: where the pixels of pictures curate dropped lie
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 BATCH = 20_000
 
 SCHEMA = """
@@ -28,8 +28,9 @@ CREATE TABLE samples (
   key TEXT PRIMARY KEY, shard TEXT, split TEXT, sha256 TEXT, width INT, height INT,
   orig_width INT, orig_height INT, license TEXT, attribution TEXT, caption TEXT,
   urls TEXT, page_urls TEXT, alt_texts TEXT, query_ids TEXT, entity_ids TEXT, evidence TEXT,
-  jpg_offset INT, jpg_size INT, json_offset INT, json_size INT);
+  jpg_offset INT, jpg_size INT, json_offset INT, json_size INT, backends TEXT);
 CREATE TABLE sample_entities (entity_id TEXT, pos INT, key TEXT);
+CREATE TABLE sample_queries (key TEXT, query_id TEXT);
 CREATE TABLE entities (
   id TEXT PRIMARY KEY, name TEXT, aliases TEXT, description TEXT, root TEXT, parents TEXT,
   wordnet TEXT, wordnet_name TEXT, wikidata TEXT, taxon_name TEXT, common_names TEXT, depth INT,
@@ -44,6 +45,9 @@ CREATE TABLE info (name TEXT PRIMARY KEY, value TEXT);
 
 INDEXES = """
 CREATE INDEX sample_entities_entity ON sample_entities (entity_id, key);
+CREATE INDEX sample_entities_key ON sample_entities (key);
+CREATE INDEX sample_queries_key ON sample_queries (key);
+CREATE INDEX samples_license ON samples (license);
 CREATE INDEX entities_type ON entities (type_id);
 CREATE INDEX queries_entity ON queries (entity_id);
 CREATE INDEX attributes_entity ON attributes (entity_id);
@@ -185,7 +189,9 @@ def _load_samples(db: sqlite3.Connection, workdir: Path) -> None:
         "entity_ids",
         "evidence",
     ]
-    batch, links = [], []
+    batch: list = []
+    links: list = []
+    found: list = []
     for r in _rows(workdir / "samples.parquet", cols):
         split = r.get("split") or "train"
         folder = SHARD_DIRS.get(split, "shards")
@@ -218,19 +224,36 @@ def _load_samples(db: sqlite3.Connection, workdir: Path) -> None:
                 _json(r.get("evidence")),
                 *jpg,
                 *meta,
+                _backends(r.get("evidence")),
             )
         )
         links.extend((e, i, r["key"]) for i, e in enumerate(r["entity_ids"] or []))
+        found.extend((r["key"], q) for q in r["query_ids"] or [])
         if len(batch) >= BATCH:
-            _flush_samples(db, batch, links)
-    _flush_samples(db, batch, links)
+            _flush_samples(db, batch, links, found)
+    _flush_samples(db, batch, links, found)
 
 
-def _flush_samples(db: sqlite3.Connection, batch: list, links: list) -> None:
-    db.executemany(f"INSERT INTO samples VALUES ({','.join('?' * 21)})", batch)
+def _backends(evidence: list[str] | None) -> str:
+    """The search backends that found a sample, as ',a,b,' (so `LIKE '%,a,%'` finds one)."""
+    names = set()
+    for e in evidence or []:
+        try:
+            backend = orjson.loads(e).get("backend")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(backend, str):
+            names.add(backend)
+    return "," + ",".join(sorted(names)) + "," if names else ""
+
+
+def _flush_samples(db: sqlite3.Connection, batch: list, links: list, found: list) -> None:
+    db.executemany(f"INSERT INTO samples VALUES ({','.join('?' * 22)})", batch)
     db.executemany("INSERT INTO sample_entities VALUES (?,?,?)", links)
+    db.executemany("INSERT INTO sample_queries VALUES (?,?)", found)
     batch.clear()
     links.clear()
+    found.clear()
 
 
 def _load_entities(db: sqlite3.Connection, workdir: Path) -> None:
