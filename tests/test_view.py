@@ -344,12 +344,14 @@ def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
     (copy / "runs" / "r1" / "eval" / "gcompris_lemma_none_m_en_zeroshot_classification.json").write_bytes(
         orjson.dumps(result)
     )
+    (copy / "runs" / "r1" / "eval" / "broken.json").write_text("{")
     (copy / "runs" / "r2").mkdir()
     assert 'href="/runs/r1"' in client.get("/runs").text
     html = client.get("/runs/r1").text
     assert "acc1 25.00% (25.00%)" in html
     assert "0%: 1 · 1–25%: 0 · 25–50%: 1 · 50–75%: 0 · 75–99%: 0 · 100%: 1" in html
     assert '<a href="/search?q=koala">koala</a>' in html
+    assert "<td>broken.json</td><td>unreadable: " in html
     assert "&lt;script&gt;" in html and SCRIPT not in html
     assert "no evaluation results yet" in client.get("/runs/r2").text
     for bad in ("/runs/nosuch", "/runs/r1%2F..%2F..", "/runs/..%2F..%2Fetc"):

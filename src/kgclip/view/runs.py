@@ -33,10 +33,10 @@ def results(workdir: Path, run: str) -> list[dict[str, Any]] | None:
     for path in files:
         try:
             r = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError:
-            continue
+        except orjson.JSONDecodeError as e:
+            r = {"dataset": path.name, "task": f"unreadable: {e}"}
         if not isinstance(r, dict):
-            continue
+            r = {"dataset": path.name, "task": "unreadable: not a JSON object"}
         k = r.get("kgclip") if isinstance(r.get("kgclip"), dict) else {}
         recalls = [x for x in k.get("per_class_recall") or [] if isinstance(x, int | float)]
         out.append(
