@@ -345,6 +345,9 @@ def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
         orjson.dumps(result)
     )
     (copy / "runs" / "r1" / "eval" / "broken.json").write_text("{")
+    nan = result | {"dataset": "tiny", "metrics": {"acc1": 0.5, "acc5": "NaN"}}
+    bare_nan = orjson.dumps(nan).decode().replace('"NaN"', "NaN")
+    (copy / "runs" / "r1" / "eval" / "tiny.json").write_text(bare_nan)
     (copy / "runs" / "r2").mkdir()
     assert 'href="/runs/r1"' in client.get("/runs").text
     html = client.get("/runs/r1").text
@@ -352,6 +355,7 @@ def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
     assert "0%: 1 · 1–25%: 0 · 25–50%: 1 · 50–75%: 0 · 75–99%: 0 · 100%: 1" in html
     assert '<a href="/search?q=koala">koala</a>' in html
     assert "<td>broken.json</td><td>unreadable: " in html
+    assert "<td>tiny</td>" in html and "acc5 nan%" in html
     assert "&lt;script&gt;" in html and SCRIPT not in html
     assert "no evaluation results yet" in client.get("/runs/r2").text
     for bad in ("/runs/nosuch", "/runs/r1%2F..%2F..", "/runs/..%2F..%2Fetc"):

@@ -4,11 +4,10 @@ A run is named by a request only through the listing of runs/: a name not listed
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 RUN_NAME = re.compile(r"[\w.-]+")
 
@@ -31,9 +30,9 @@ def results(workdir: Path, run: str) -> list[dict[str, Any]] | None:
         files = sorted(steps[-1].glob("*.json")) if steps else []
     out = []
     for path in files:
-        try:
-            r = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError as e:
+        try:  # the stdlib's parser: CLIP_benchmark writes a bare NaN (acc5 with fewer than 5 classes)
+            r = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             r = {"dataset": path.name, "task": f"unreadable: {e}"}
         if not isinstance(r, dict):
             r = {"dataset": path.name, "task": "unreadable: not a JSON object"}
