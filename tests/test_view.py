@@ -56,6 +56,21 @@ def test_entity_tree_counts_and_filter(client):
     assert "No entity with pictures matches" in client.get("/tree", params={"q": "%_nothing"}).text
 
 
+def test_entity_tree_lists_a_few_entities_per_type_and_links_to_all(client, monkeypatch):
+    from kgclip.view import data
+
+    monkeypatch.setattr(data, "TREE_PER_TYPE", 2)
+    html = client.get("/tree").text
+    animal = re.search(r"animal · (\d+) entities · (\d+) pictures</summary>\n<ul>(.*?)</ul>", html, re.S)
+    assert animal and int(animal.group(1)) > 2
+    assert animal.group(3).count("<a href=\"/entity/") == 2
+    assert f'href="/tree?type=wn%3An00015388">all {animal.group(1)} entities of animal</a>' in animal.group(3)
+    everything = client.get("/tree", params={"type": "wn:n00015388"}).text
+    assert everything.count('<a href="/entity/') == int(animal.group(1))
+    assert "plant ·" not in everything
+    assert "No entity with pictures" in client.get("/tree", params={"type": "no-such-type"}).text
+
+
 def test_entity_page(client):
     html = client.get(f"/entity/{ENTITY}").text
     assert '<h1 id="name">koala</h1>' in html

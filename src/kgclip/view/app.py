@@ -121,7 +121,10 @@ class Viewer:
 
     async def tree(self, request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
-        return self.page("tree.html", title="entity tree", roots=self.store.tree(q or None), q=q)
+        type_id = request.query_params.get("type")
+        return self.page(
+            "tree.html", title="entity tree", roots=self.store.tree(q or None, type_id), q=q, type_id=type_id
+        )
 
     async def entity(self, request: Request) -> Response:
         entity_id = request.path_params["entity_id"]

@@ -14,6 +14,8 @@ import orjson
 from kgclip.view.index import connect
 
 PAGE = 48
+TREE_PER_TYPE = 50  # entities listed under each type in the whole tree
+TREE_ALL = 5000  # under the one type asked for
 
 
 def _loads(value: str | None) -> Any:
@@ -43,15 +45,14 @@ class Store:
         return self.db.execute(sql, args).fetchall()
 
     def summary(self) -> dict[str, Any]:
-        """Whole-dataset counts, computed once per server."""
+        """Whole-dataset counts: read from the summary tables the index build made."""
         if self._summary is None:
+            splits = self.all("SELECT split, n FROM summary_splits")
             self._summary = {
-                "samples": self.one("SELECT count(*) FROM samples")[0],
-                "splits": self.all("SELECT split, count(*) n FROM samples GROUP BY split ORDER BY n DESC"),
+                "samples": sum(r["n"] for r in splits),
+                "splits": splits,
                 "entities": self.one("SELECT count(*) FROM entities WHERE pictures > 0")[0],
-                "licences": self.all(
-                    "SELECT license, count(*) n FROM samples GROUP BY license ORDER BY n DESC LIMIT 20"
-                ),
+                "licences": self.all("SELECT license, n FROM summary_licences LIMIT 20"),
                 "rejections": self.rejection_counts(),
             }
         return self._summary
@@ -110,36 +111,57 @@ class Store:
             page * PAGE,
         )
 
-    def tree(self, q: str | None) -> list[dict[str, Any]]:
-        """Roots → natural types → entities with pictures (those whose name matches `q`, if given)."""
-        sql = "SELECT id, name, root, type_id, type_name, pictures FROM entities WHERE pictures > 0"
-        args: list[Any] = []
+    def tree(self, q: str | None, type_id: str | None = None) -> list[dict[str, Any]]:
+        """Roots → natural types → entities with pictures: every type with its counts, and its
+        `TREE_PER_TYPE` most pictured entities (all of one type's for `type_id`); with `q`, only the
+        entities whose name or alias contains it."""
+        where, args = "pictures > 0", []
         if q:
-            sql += " AND (name LIKE ? ESCAPE '\\' OR aliases LIKE ? ESCAPE '\\')"
+            where += " AND (name LIKE ? ESCAPE '\\' OR aliases LIKE ? ESCAPE '\\')"
             like = "%" + re.sub(r"([%_\\])", r"\\\1", q) + "%"
             args += [like, like]
-        rows = self.all(sql + " ORDER BY pictures DESC, name", *args)
-        roots: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            root = roots.setdefault(r["root"], {"id": r["root"], "types": {}, "pictures": 0})
-            t = root["types"].setdefault(
-                r["type_id"], {"id": r["type_id"], "name": r["type_name"], "entities": [], "pictures": 0}
+        if type_id == "":  # the entities without a natural type
+            where += " AND type_id IS NULL"
+        elif type_id is not None:
+            where += " AND type_id = ?"
+            args.append(type_id)
+        if q or type_id is not None:
+            groups = self.all(
+                "SELECT root, type_id, type_name, count(*) entities, sum(pictures) pictures "
+                f"FROM entities WHERE {where} GROUP BY root, type_id",
+                *args,
             )
-            t["entities"].append(r)
-            t["pictures"] += r["pictures"]
-            root["pictures"] += r["pictures"]
+        else:
+            groups = self.all("SELECT * FROM summary_types")
+        per_type = TREE_ALL if type_id is not None else TREE_PER_TYPE
+        rows = self.all(
+            "SELECT * FROM (SELECT id, name, root, type_id, pictures, row_number() OVER "
+            f"(PARTITION BY root, type_id ORDER BY pictures DESC, name) rn FROM entities WHERE {where}) "
+            "WHERE rn <= ? ORDER BY rn",
+            *args,
+            per_type,
+        )
+        listed: dict[tuple[str, str | None], list[sqlite3.Row]] = defaultdict(list)
+        for r in rows:
+            listed[(r["root"], r["type_id"])].append(r)
+        roots: dict[str, dict[str, Any]] = {}
+        for g in groups:
+            root = roots.setdefault(g["root"], {"id": g["root"], "types": [], "pictures": 0})
+            root["types"].append(
+                dict(g)
+                | {"id": g["type_id"], "name": g["type_name"], "listed": listed[(g["root"], g["type_id"])]}
+            )
+            root["pictures"] += g["pictures"]
         names = self.entity_names(list(roots))
         out = []
         for root in sorted(roots.values(), key=lambda x: -x["pictures"]):
             root["name"] = names[root["id"]]
-            root["types"] = sorted(root["types"].values(), key=lambda x: -x["pictures"])
+            root["types"].sort(key=lambda x: -x["pictures"])
             out.append(root)
         return out
 
     def rejection_counts(self) -> list[sqlite3.Row]:
-        return self.all(
-            "SELECT stage, reason, count(*) n FROM rejected GROUP BY stage, reason ORDER BY n DESC"
-        )
+        return self.all("SELECT stage, reason, n FROM summary_rejections")
 
     def rejections(self, stage: str, reason: str, page: int) -> list[sqlite3.Row]:
         return self.all(
@@ -156,20 +178,23 @@ class Store:
         if self._facets is None:
             roots = [r[0] for r in self.all("SELECT DISTINCT root FROM entities WHERE pictures > 0")]
             backends = set()
-            for (b,) in self.all("SELECT DISTINCT backends FROM samples"):
+            for (b,) in self.all("SELECT backends FROM summary_backends"):
                 backends.update(x for x in (b or "").split(",") if x)
             self._facets = {
                 "root": sorted(self.entity_names(roots).items(), key=lambda kv: kv[1]),
                 "type": [
                     (r[0], r[1])
                     for r in self.all(
-                        "SELECT DISTINCT type_id, type_name FROM entities WHERE pictures > 0 "
-                        "AND type_id IS NOT NULL ORDER BY type_name"
+                        "SELECT DISTINCT type_id, type_name FROM summary_types WHERE type_id IS NOT NULL "
+                        "ORDER BY type_name"
                     )
                 ],
                 "kind": [(r[0], r[0]) for r in self.all("SELECT DISTINCT kind FROM queries WHERE hits > 0")],
                 "backend": [(b, b) for b in sorted(backends)],
-                "licence": [(r["license"], r["license"]) for r in self.summary()["licences"] if r["license"]],
+                "licence": [
+                    (r["license"], r["license"])
+                    for r in self.all("SELECT license FROM summary_licences WHERE license IS NOT NULL")
+                ],
             }
         return self._facets
 

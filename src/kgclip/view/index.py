@@ -20,7 +20,7 @@ from kgclip.workdir import file_digest
 CACHE_DIR = "cache/view"
 SHARD_DIRS = {"train": "shards", "val": "val"}
 PARTS = "parts"  # fetch's parts: where the pixels of pictures curate dropped lie
-INDEX_VERSION = "2"
+INDEX_VERSION = "3"
 BATCH = 20_000
 
 SCHEMA = """
@@ -54,6 +54,17 @@ CREATE INDEX attributes_entity ON attributes (entity_id);
 CREATE INDEX rejected_reason ON rejected (stage, reason);
 CREATE VIRTUAL TABLE search USING fts5 (kind UNINDEXED, ref UNINDEXED, text);
 """
+
+
+SUMMARIES = """
+CREATE TABLE summary_splits AS SELECT split, count(*) n FROM samples GROUP BY split ORDER BY n DESC;
+CREATE TABLE summary_licences AS SELECT license, count(*) n FROM samples GROUP BY license ORDER BY n DESC;
+CREATE TABLE summary_rejections AS
+  SELECT stage, reason, count(*) n FROM rejected GROUP BY stage, reason ORDER BY n DESC;
+CREATE TABLE summary_backends AS SELECT DISTINCT backends FROM samples;
+CREATE TABLE summary_types AS SELECT root, type_id, type_name, count(*) entities, sum(pictures) pictures
+  FROM entities WHERE pictures > 0 GROUP BY root, type_id;
+"""  # whole-table counts, made once with the index so that no page scans a whole table for them
 
 
 class ViewError(RuntimeError):
@@ -162,6 +173,7 @@ def build(workdir: Path, path: Path) -> None:
             "INSERT INTO search SELECT 'sample', key, coalesce(caption, '') || ' ' || alt_texts FROM samples"
         )
         db.execute("INSERT INTO search SELECT 'query', query_id, text FROM queries WHERE hits > 0")
+        db.executescript(SUMMARIES)
         db.commit()
     finally:
         db.close()
