@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -238,8 +239,7 @@ def main() -> None:
             f"synthetic workdir: {args.samples:,} samples, {args.entities:,} entities in "
             f"{time.perf_counter() - t:.0f} s at {root}"
         )
-    for old in (root / "cache" / "view").glob("index-*.sqlite"):
-        old.unlink()
+    shutil.rmtree(root / "cache" / "view", ignore_errors=True)  # the index and thumbnails made anew
     t = time.perf_counter()
     subprocess.run(
         [

@@ -114,6 +114,14 @@ def test_hostile_texts_are_escaped(client, path):
         assert f'href="{JS_URL}"' not in html and "javascript:" in html  # shown as text, not a link
 
 
+def test_pages_forbid_scripts(client):
+    for path in ("/", f"/picture/{KEY}", "/picture/nosuchkey", "/tree", "/search?q=koala"):
+        response = client.get(path)
+        csp = response.headers.get("content-security-policy", "")
+        assert "default-src 'none'" in csp and "script" not in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
 def test_image_is_the_shard_member_with_caching_headers(client, workdir):
     response = client.get(f"/image/{KEY}.jpg")
     assert response.status_code == 200

@@ -119,6 +119,15 @@ def test_walk_overview_tree_entity_picture_rejections(server, browser, tmp_path)
     no_xss(browser)
 
 
+def test_the_policy_blocks_a_payload_that_got_into_a_page(server, browser):
+    # were escaping ever to fail, the Content-Security-Policy still stops inline handlers
+    browser.get(server + f"/picture/{KEY}")
+    planted = "<img src=x onerror='window.__xss = 8'>"
+    browser.execute_script("document.body.insertAdjacentHTML('beforeend', arguments[0])", planted)
+    time.sleep(0.5)
+    no_xss(browser)
+
+
 def test_search_page_shows_hostile_snippets_as_text(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -131,8 +140,8 @@ def test_search_page_shows_hostile_snippets_as_text(server, browser, tmp_path):
 
 
 def test_the_check_would_see_a_payload_run(server, browser):
-    # the same browser runs a script put in a page, so `no_xss` can fail
-    browser.get(server + "/")
+    # the same browser runs a script put in a page without the viewer's policy, so `no_xss` can fail
+    browser.get("data:text/html,<p>control</p>")
     planted = "<img src=x onerror='window.__xss = 9'>"
     browser.execute_script("document.body.insertAdjacentHTML('beforeend', arguments[0])", planted)
     time.sleep(0.5)
