@@ -224,7 +224,9 @@ def test_index_is_built_once_and_rebuilt_when_samples_change(workdir, tmp_path):
 
 def test_search(client):
     html = client.get("/search", params={"q": "koala"}).text
-    assert 'href="/entity/wn%3An01882714"' in html
+    assert 'href="/entity/wn%3An01882714">koala · koala bear · kangaroo bear' in html
+    assert "&lt;/script&gt; · A koala. · &lt;img src=x" in html  # caption, then the other alt texts
+    assert "[" not in re.search(r'id="pictures">(.*?)</div>', html, re.S).group(1)
     assert f'href="/picture/{KEY}"' in html
     for hostile in ('"', 'koala" OR *', "NEAR(a b", "*", "'; DROP TABLE samples; --"):
         assert client.get("/search", params={"q": hostile}).status_code == 200

@@ -20,7 +20,7 @@ from kgclip.workdir import file_digest
 CACHE_DIR = "cache/view"
 SHARD_DIRS = {"train": "shards", "val": "val"}
 PARTS = "parts"  # fetch's parts: where the pixels of pictures curate dropped lie
-INDEX_VERSION = "3"
+INDEX_VERSION = "4"
 BATCH = 20_000
 
 SCHEMA = """
@@ -165,12 +165,14 @@ def build(workdir: Path, path: Path) -> None:
             "UPDATE entities SET pictures = (SELECT count(*) FROM sample_entities s WHERE s.entity_id = id)"
         )
         db.execute(
-            "INSERT INTO search SELECT 'entity', id, name || ' ' || "
-            "coalesce(replace(replace(replace(aliases, '[', ''), ']', ''), '\"', ''), '') "
+            "INSERT INTO search SELECT 'entity', id, name || coalesce(' · ' || "
+            "(SELECT group_concat(value, ' · ') FROM json_each(entities.aliases)), '') "
             "FROM entities WHERE pictures > 0"
         )
-        db.execute(
-            "INSERT INTO search SELECT 'sample', key, coalesce(caption, '') || ' ' || alt_texts FROM samples"
+        db.execute(  # the caption, then the alt texts that differ from it
+            "INSERT INTO search SELECT 'sample', key, coalesce(caption, '') || coalesce(' · ' || "
+            "(SELECT group_concat(value, ' · ') FROM json_each(samples.alt_texts) "
+            "WHERE value IS NOT samples.caption), '') FROM samples"
         )
         db.execute("INSERT INTO search SELECT 'query', query_id, text FROM queries WHERE hits > 0")
         db.executescript(SUMMARIES)
