@@ -82,6 +82,7 @@ def open_index(workdir: Path) -> Path:
     """The index for the work directory as it is now, built first when missing (older ones removed)."""
     path = index_path(workdir)
     if not path.is_file():
+        print(f"view: indexing {workdir} once (a minute per million samples)", flush=True)
         started = time.monotonic()
         build(workdir, path)
         print(f"view: index built in {time.monotonic() - started:.1f}s at {path}")
