@@ -187,7 +187,7 @@ def test_member_outside_the_shards_is_refused(workdir, tmp_path):
     assert head == member(workdir, f"{KEY}.jpg")[:4]
 
 
-def test_a_tampered_index_row_cannot_leave_the_shards(workdir, tmp_path):
+def test_a_tampered_index_row_cannot_leave_the_shards(client, workdir, tmp_path):  # client: indexed
     import shutil
 
     copy = tmp_path / "work"
@@ -205,7 +205,7 @@ def test_a_tampered_index_row_cannot_leave_the_shards(workdir, tmp_path):
     assert client.get("/image/000000002.jpg").status_code == 200
 
 
-def test_index_is_built_once_and_rebuilt_when_samples_change(workdir, tmp_path):
+def test_index_is_built_once_and_rebuilt_when_samples_change(client, workdir, tmp_path):  # client: indexed
     import shutil
 
     copy = tmp_path / "work"
