@@ -69,6 +69,16 @@ def shot(driver, tmp_path, name):
     return path
 
 
+def loaded_width(driver, image, timeout=15.0) -> int:
+    """The image's natural width once the browser has loaded it (0 if it never does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        width = driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
+        if width or time.monotonic() > deadline:
+            return int(width or 0)
+        time.sleep(0.1)
+
+
 def no_xss(driver):
     assert driver.execute_script("return window.__xss === undefined"), "a planted payload ran"
 
@@ -79,7 +89,7 @@ def test_walk_overview_tree_entity_picture_rejections(server, browser, tmp_path)
     browser.get(server + "/")
     assert "187" in browser.find_element(By.ID, "numbers").text
     plots = browser.find_elements(By.CSS_SELECTOR, "figure img")
-    assert plots and all(browser.execute_script("return arguments[0].naturalWidth", p) > 0 for p in plots)
+    assert plots and all(loaded_width(browser, p) > 0 for p in plots)
     shot(browser, tmp_path, "1-overview")
 
     browser.find_element(By.LINK_TEXT, "entity tree").click()
@@ -94,16 +104,15 @@ def test_walk_overview_tree_entity_picture_rejections(server, browser, tmp_path)
     assert "<script>window.__xss = 1</script>" in description and "onerror=" in description
     thumbs = browser.find_elements(By.CSS_SELECTOR, "#pictures img")
     assert thumbs
-    browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
-    time.sleep(0.3)
-    assert browser.execute_script("return arguments[0].naturalWidth", thumbs[0]) > 0
+    browser.execute_script("arguments[0].scrollIntoView()", thumbs[0])
+    assert loaded_width(browser, thumbs[0]) > 0
     shot(browser, tmp_path, "3-entity")
     no_xss(browser)
 
     thumbs[0].click()
     assert browser.current_url.endswith(f"/picture/{KEY}")
     picture = browser.find_element(By.ID, "picture")
-    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", picture) > 0
+    assert loaded_width(browser, picture) > 0
     alts = browser.find_element(By.ID, "alt-texts").text
     for payload in PAYLOADS:
         assert payload in alts  # shown as text
