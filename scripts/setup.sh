@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up kgclip on a fresh Debian machine: system packages, then a pinned virtual env in .venv.
 #   bash scripts/setup.sh                 # the tool: harvest and train (torch, open_clip)
-#   bash scripts/setup.sh --dev           # plus the test and lint tools
+#   bash scripts/setup.sh --dev           # plus the test and lint tools, and Chromium for the browser test
 #   bash scripts/setup.sh --harvest-only  # harvesting alone, without torch
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(wordnet-base wordnet-sense-index tuxpaint-stamps-default gcompris-qt-data)
 LOCK=requirements/train.txt
 case "${1:-}" in
-  --dev) LOCK=requirements/dev.txt ;;
+  --dev) LOCK=requirements/dev.txt; DEBIAN_PACKAGES+=(chromium chromium-driver) ;;  # the viewer's browser test
   --harvest-only) LOCK=requirements/runtime.txt ;;
   "") ;;
   *) echo "setup: unknown option $1 (--dev, --harvest-only)" >&2; exit 2 ;;

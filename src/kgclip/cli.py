@@ -1018,6 +1018,31 @@ def audit(
         json_out.write_bytes(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2))
 
 
+@app.command(cls=Command)
+@friendly
+def view(
+    workdir: Annotated[Path, typer.Argument(metavar="WORKDIR", help="work directory of a harvest")],
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="port to listen on")
+    ] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="address to bind; keep loopback unless you mean it")
+    ] = "127.0.0.1",
+) -> None:
+    """Browse a harvest in a web browser: entities, pictures, texts, licences, rejections (read-only)."""
+    import uvicorn
+
+    from kgclip.view.app import create_app
+    from kgclip.view.index import ViewError
+
+    try:
+        web = create_app(workdir)
+    except ViewError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"view: http://{host}:{port}/ (Ctrl-C to stop)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
 @config_app.command("list", cls=Command)
 def config_list() -> None:
     """Names of the bundled configs."""
