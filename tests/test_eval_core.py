@@ -23,7 +23,7 @@ from kgclip.eval.run import EvalOptions, evaluate
 from kgclip.eval.sets import ClassInfo
 from kgclip.eval.wds import read_wds, write_wds
 from kgclip.eval.zeroshot import class_means, classifier
-from kgclip.progress import console
+from kgclip.progress import console, results
 from kgclip.train.errors import ModelError
 from kgclip.train.models import BUNDLED
 
@@ -49,6 +49,7 @@ def test_a_checkpoint_file_gives_clip_benchmark_shaped_results_and_a_labelled_be
     shapes, weights, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(console, "width", 200)
+    monkeypatch.setattr(results, "width", 200)  # the tables go to stdout
     out = tmp_path / "out"
     result = invoke(
         str(weights), "--model", "kgclip-tiny", "--set", f"wds:{shapes}", "--prompts", "set",

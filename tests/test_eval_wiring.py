@@ -29,7 +29,7 @@ from kgclip.eval.retrieval import retrieval_chance
 from kgclip.eval.run import EvalOptions, evaluate
 from kgclip.eval.sets import RETRIEVAL, EvalSet, Item, fingerprint_of
 from kgclip.eval.wds import write_wds
-from kgclip.progress import console
+from kgclip.progress import console, results
 from test_eval_harvest_set import split_run  # noqa: F401 (the harvest-with-a-split fixture)
 from test_eval_ovad import make_ovad
 
@@ -96,6 +96,7 @@ def _plain_recalls(sim: np.ndarray, text_image: np.ndarray, slack: float = 0.0) 
 
 def test_a_retrieval_wds_folder_gives_recalls_that_match_a_direct_computation(weights, tmp_path, monkeypatch):
     monkeypatch.setattr(console, "width", 220)
+    monkeypatch.setattr(results, "width", 220)  # the tables go to stdout
     evalset = captions_set()
     folder = tmp_path / "captions"
     write_wds(evalset, folder)
@@ -158,6 +159,7 @@ def test_the_harvest_split_is_evaluated_as_retrieval(weights, split_run, tmp_pat
 
 def test_ovad_through_kgclip_eval_matches_evaluate_ovad_called_directly(weights, tmp_path, monkeypatch):
     monkeypatch.setattr(console, "width", 220)
+    monkeypatch.setattr(results, "width", 220)  # the tables go to stdout
     root = make_ovad(tmp_path / "datasets")
     out = tmp_path / "out"
     result = invoke(str(weights), "--model", "kgclip-tiny", "--set", f"ovad:{root}", "-o", str(out),
