@@ -473,18 +473,7 @@ def status(
     cfg = _workdir_config(workdir, config)
     states = pipeline_status(cfg, Workdir(workdir))
     if as_json:
-        stages = [
-            {
-                "stage": st.stage.name,
-                "state": st.state,
-                "why": st.why,
-                "rows": st.record.rows if st.record else None,
-                "seconds": st.record.seconds if st.record else None,
-                "finished": st.record.finished if st.record else None,
-            }
-            for st in states
-        ]
-        shown = {"workdir": str(workdir), "config": cfg.name, "stages": stages}
+        shown = {"workdir": str(workdir), "config": cfg.name, "stages": [st.as_dict() for st in states]}
         typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
     table = Table("stage", "state", "why", "rows", "seconds", title=f"{workdir} ({cfg.name})")

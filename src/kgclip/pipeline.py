@@ -176,6 +176,18 @@ class StageState:
     def usable(self) -> bool:
         return self.state in ("done", "pending")
 
+    def as_dict(self) -> dict[str, object]:
+        """What `status --json` prints and the viewer shows for one stage."""
+        rec = self.record
+        return {
+            "stage": self.stage.name,
+            "state": self.state,
+            "why": self.why,
+            "rows": rec.rows if rec else None,
+            "seconds": rec.seconds if rec else None,
+            "finished": rec.finished if rec else None,
+        }
+
 
 def stage_by_name(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
     for stage in stages:

@@ -58,23 +58,8 @@ class KindCheck:
         for last in (words[-1], *self.variants(words[-1])):
             offsets = self.wordnet.senses("_".join([*words[:-1], last]))
             if offsets:
-                return not any(own in self._whole_closure(o) for o in offsets)
+                return not any(own in self._closure(o, wholes=True) for o in offsets)
         return False
-
-    @functools.lru_cache(maxsize=65536)  # noqa: B019 (one checker per backend, kept for its life)
-    def _whole_closure(self, offset: int) -> frozenset[int]:
-        """Everything a synset is, or is a part or product of: hypernyms, and the part and
-        substance holonyms of the food and organism parts on the way (pepper fruit → capsicum)."""
-        seen, stack = set(), [offset]
-        while stack:
-            here = stack.pop()
-            if here not in seen:
-                seen.add(here)
-                synset = self.wordnet.by_offset(here)
-                stack.extend(synset.related(HYPERNYM, INSTANCE_HYPERNYM))
-                if synset.lexfile in LIVING_LEXFILES:
-                    stack.extend(synset.related(PART_HOLONYM, SUBSTANCE_HOLONYM))
-        return frozenset(seen)
 
     def folder_fits(self, category: str, entity_id: str | None) -> bool:
         """Whether a picture's folder is about the entity's kind of thing: one of its words names
@@ -133,11 +118,18 @@ class KindCheck:
                     return frozenset(o for s in offsets for o in self._closure(s))
         return frozenset()
 
-    def _closure(self, offset: int) -> set[int]:
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 (one checker per backend, kept for its life)
+    def _closure(self, offset: int, wholes: bool = False) -> frozenset[int]:
+        """A synset and everything it is (hypernyms); with `wholes`, also what it is a part or
+        product of, through the part and substance holonyms of food and organism parts on the way
+        (pepper fruit → capsicum)."""
         seen, stack = set(), [offset]
         while stack:
             here = stack.pop()
             if here not in seen:
                 seen.add(here)
-                stack.extend(self.wordnet.by_offset(here).related(HYPERNYM, INSTANCE_HYPERNYM))
-        return seen
+                synset = self.wordnet.by_offset(here)
+                stack.extend(synset.related(HYPERNYM, INSTANCE_HYPERNYM))
+                if wholes and synset.lexfile in LIVING_LEXFILES:
+                    stack.extend(synset.related(PART_HOLONYM, SUBSTANCE_HOLONYM))
+        return frozenset(seen)

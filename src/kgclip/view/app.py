@@ -97,16 +97,7 @@ class Viewer:
         try:
             from kgclip.pipeline import status as pipeline_status
 
-            stages = [
-                {
-                    "name": st.stage.name,
-                    "state": st.state,
-                    "why": st.why,
-                    "rows": st.record.rows if st.record else None,
-                    "seconds": st.record.seconds if st.record else None,
-                }
-                for st in pipeline_status(self.config(), Workdir(self.workdir))
-            ]
+            stages = [st.as_dict() for st in pipeline_status(self.config(), Workdir(self.workdir))]
         except (ConfigError, orjson.JSONDecodeError) as e:
             stage_error = str(e)
         plots = sorted(p.name for p in (self.workdir / "card").glob("*.png") if CARD_FILE.fullmatch(p.name))
