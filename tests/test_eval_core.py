@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from eval_fixtures import CLASSES, TEMPLATES, add_corrupt, shapes_set, tiny_checkpoint, write_shapes
@@ -56,7 +57,7 @@ def test_a_checkpoint_file_gives_clip_benchmark_shaped_results_and_a_labelled_be
         "--prompts", "none", "-o", str(out), "--cache", str(tmp_path / "cache"), "--workers", "0",
     )
     assert result.exit_code == 0, result.output
-    files = sorted(p.name for p in out.iterdir())
+    files = sorted(p.name for p in out.glob("*.json"))
     assert files == [
         "shapes_name_best-over-prompts_kgclip-tiny_en_zeroshot_classification.json",
         "shapes_name_none_kgclip-tiny_en_zeroshot_classification.json",
@@ -76,6 +77,17 @@ def test_a_checkpoint_file_gives_clip_benchmark_shaped_results_and_a_labelled_be
     winner = rows[files[1] if best["kgclip"]["prompts"] == "none" else files[2]]
     assert best["metrics"] == winner["metrics"]
     assert "best over prompts" in result.output and "(12.50%)" in result.output  # acc1 beside chance
+    # what the viewer reads: class names and counts, and the confused pairs' example images
+    assert k["class_names"] == CLASSES and k["class_images"] == [5] * 8
+    assert len(k["confused_examples"]) == len(k["confused"]) > 0
+    label_of = {item.key: item.label for item in read_wds(shapes).items()}
+    for (true, taken, count), shown in zip(k["confused"], k["confused_examples"], strict=True):
+        assert 0 < len(shown["mistakes"]) <= min(3, count) and len(shown["taken_for"]) == 1
+        assert {label_of[e["key"]] for e in shown["mistakes"]} == {CLASSES.index(true)}
+        assert label_of[shown["taken_for"][0]["key"]] == CLASSES.index(taken)
+        for e in shown["mistakes"] + shown["taken_for"]:
+            with Image.open(out / "examples" / e["file"]) as im:
+                assert im.format == "JPEG" and max(im.size) <= 256
 
 
 def test_a_second_eval_of_the_same_pair_is_served_from_the_cache(shapes, weights, tmp_path):
@@ -114,7 +126,7 @@ def test_workers_keep_the_set_order_and_corrupt_images_are_skipped_and_counted(s
     )
     assert result.exit_code == 0, result.output
     assert "3 unreadable skipped" in result.output
-    (row,) = [json.loads(p.read_text()) for p in (tmp_path / "o").iterdir()]
+    (row,) = [json.loads(p.read_text()) for p in (tmp_path / "o").glob("*.json")]
     assert row["kgclip"]["skipped"] == {"unreadable": 3} and row["kgclip"]["images"] == 40
 
 

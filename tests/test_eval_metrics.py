@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 from sklearn.metrics import balanced_accuracy_score
 
+from kgclip.eval import examples
 from kgclip.eval.metrics import chance, classification_metrics
 from kgclip.eval.results import best_over_prompts, file_name, table
 
@@ -43,6 +44,25 @@ def test_acc1_acc5_and_mean_per_class_recall_on_a_worked_example():
     assert m["mean_per_class_recall"] == balanced_accuracy_score(LABELS, LOGITS.argmax(axis=1))
     # the most frequent mistake first (c taken for d twice), then by class order
     assert m["confused"] == [["c", "d", 2], ["a", "f", 1], ["b", "a", 1], ["d", "c", 1]]
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_each_confused_pair_gets_its_mistaken_images_and_one_of_the_class_taken_for():
+    keys = [f"img{i}" for i in range(len(LABELS))]
+    m = classification_metrics(LOGITS, LABELS, NAMES)
+    picked = examples.pick(LOGITS.argmax(axis=1), LABELS, keys, m["confused"], NAMES, per_pair=1)
+    # c taken for d: images 4 and 7, the first kept; of d, image 5 was right
+    # a taken for f: image 1; f has no image at all. b taken for a: image 3; a was right on image 0.
+    assert picked == [
+        {"mistakes": ["img4"], "taken_for": ["img5"]},
+        {"mistakes": ["img1"], "taken_for": []},
+        {"mistakes": ["img3"], "taken_for": ["img0"]},
+        {"mistakes": ["img6"], "taken_for": ["img4"]},  # d taken for c: c was never right, its first image
+    ]
+    assert examples.pick(LOGITS.argmax(axis=1), LABELS, keys, m["confused"][:1], NAMES, 5)[0]["mistakes"] == [
+        "img4",
+        "img7",
+    ]
 
 
 def test_acc5_is_nan_with_fewer_than_five_classes_as_in_clip_benchmark():

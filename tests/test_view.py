@@ -361,11 +361,20 @@ def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
             "images": 84,
             "classes": 4,
             "chance": {"acc1": 0.25, "acc5": 1.0},
+            "class_names": ["koala", SCRIPT, "unicorn", "Koala bear"],
+            "class_images": [4, 2, 2, 0],
             "per_class_recall": [0.0, 1.0, 0.5, None],
-            "confused": [["koala", SCRIPT, 3]],
+            "confused": [["koala", SCRIPT, 3], [SCRIPT, "KOALA", 1]],
+            "confused_examples": [
+                {"mistakes": [{"key": "k1", "file": "0123456789abcdef.jpg"}], "taken_for": []},
+                {"mistakes": [{"key": "k2", "file": "../../etc/passwd"}], "taken_for": []},
+            ],
         },
     }
-    (copy / "runs" / "r1" / "eval").mkdir(parents=True)
+    (copy / "runs" / "r1" / "eval" / "examples").mkdir(parents=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buf, "JPEG")
+    (copy / "runs" / "r1" / "eval" / "examples" / "0123456789abcdef.jpg").write_bytes(buf.getvalue())
     (copy / "runs" / "r1" / "eval" / "gcompris_lemma_none_m_en_zeroshot_classification.json").write_bytes(
         orjson.dumps(result)
     )
@@ -378,7 +387,28 @@ def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
     html = client.get("/runs/r1").text
     assert "acc1 25.00% (25.00%)" in html
     assert "0%: 1 · 1–25%: 0 · 25–50%: 1 · 50–75%: 0 · 75–99%: 0 · 100%: 1" in html
-    assert '<a href="/search?q=koala">koala</a>' in html
+    # class names link to the entity of that name (any case), else to a search
+    assert '<a href="/entity/wn%3An01882714">koala</a>' in html
+    assert '<a href="/entity/wn%3An01882714">KOALA</a>' in html
+    assert re.search(r'href="/search\?q=unicorn" class="muted"[^>]*>unicorn</a>', html)
+    # per-class recall, lowest first, classes without images last, with the entity's training pictures
+    cells = r"<tr><td><a [^>]*>([^<]*)</a></td><td>(\d*)</td><td>([^<]*)</td><td>(\d*)</td></tr>"
+    rows = re.findall(cells, html.split('<section class="result">')[1])  # gcompris's; tiny's follows
+    script = "&lt;script&gt;window.__xss = 1&lt;/script&gt;"
+    assert [r[0] for r in rows] == ["koala", "unicorn", script, "Koala bear"]
+    assert rows[0] == ("koala", "4", "0.0%", "1") and rows[3][1:] == ("0", "no images", "")
+    # the mistakes' example images come from the run's examples folder; a file name that is not one
+    # the evaluation writes is neither shown nor served
+    assert 'src="/runs/r1/examples/0123456789abcdef.jpg"' in html and "passwd" not in html
+    example = client.get("/runs/r1/examples/0123456789abcdef.jpg")
+    assert example.status_code == 200 and example.headers["content-type"] == "image/jpeg"
+    for bad in ("/runs/r1/examples/..%2F..%2Fconfig.json", "/runs/r1/examples/ffffffffffffffff.jpg",
+                "/runs/r2/examples/0123456789abcdef.jpg", "/runs/nosuch/examples/0123456789abcdef.jpg"):
+        assert client.get(bad).status_code == 404, bad
+    # and the class it was taken for shows our training pictures of it (koala has one)
+    (koala_key,) = re.findall(r'href="/picture/([^"]+)"', client.get("/entity/wn%3An01882714").text)
+    training = re.search(r'<td class="training">(.*?)</td>', html.split("KOALA")[1]).group(1)
+    assert f'href="/picture/{koala_key}"' in training
     assert "<td>broken.json</td><td>unreadable: " in html
     assert "<td>tiny</td>" in html and "acc5 nan%" in html
     assert "&lt;script&gt;" in html and SCRIPT not in html

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kgclip import __version__
-from kgclip.eval import results
+from kgclip.eval import examples, results
 from kgclip.eval.classtexts import ClassTexts, KGNames, class_texts
 from kgclip.eval.embed import DEFAULT_CACHE, ImageEmbeddings, encode_pil, image_embeddings, text_embeddings
 from kgclip.eval.metrics import chance, classification_metrics
@@ -43,6 +43,7 @@ class EvalOptions:
     batch_size: int = 128
     workers: int = 0
     ovad_prompts: str = "all"  # OVAD's own prompt sets (ovad.PROMPT_SETS); a spec's prompts= overrides it
+    examples: int = 3  # mistaken images kept per confused pair (eval/examples.py); 0: none
 
 
 OVAD_METRICS = ("mAP", "head", "medium", "tail")
@@ -73,7 +74,7 @@ def evaluate(m: EvalModel, specs: Sequence[str], opts: EvalOptions) -> list[dict
         if kind == "ovad":
             found_here = [_ovad(m, path, options["prompts"], opts, cache)]
         else:
-            found_here = evaluate_set(m, open_set(spec), kg, opts, cache)
+            found_here = evaluate_set(m, open_set(spec), kg, opts, cache, out)
         for found in found_here:
             results.write(found, out)
             done.append(found)
@@ -81,7 +82,7 @@ def evaluate(m: EvalModel, specs: Sequence[str], opts: EvalOptions) -> list[dict
 
 
 def evaluate_set(
-    m: EvalModel, evalset: EvalSet, kg: KGNames, opts: EvalOptions, cache: Path
+    m: EvalModel, evalset: EvalSet, kg: KGNames, opts: EvalOptions, cache: Path, out: Path
 ) -> list[dict[str, Any]]:
     if evalset.task not in (CLASSIFICATION, RETRIEVAL):
         raise EvalSetError(f"{evalset.source}: a {evalset.task} set, which kgclip eval does not score")
@@ -97,18 +98,26 @@ def evaluate_set(
     if evalset.task == RETRIEVAL:
         return [_retrieval(m, evalset, emb, cache, embed_seconds)]
     found: list[dict[str, Any]] = []
+    names = [c.name for c in evalset.classes]
     for style in opts.names:
-        per_prompt = []
+        per_prompt, picks = [], []
         for prompts in opts.prompts:
             t0 = time.perf_counter()
             texts = class_texts(evalset, style, prompts, kg)
             logits = scores(emb.features, classifier(m, texts.texts, cache))
-            metrics = classification_metrics(logits, emb.labels, [c.name for c in evalset.classes])
+            metrics = classification_metrics(logits, emb.labels, names)
             ranks = _ranks(m, evalset, emb, logits, style, prompts, kg, cache)
             seconds = embed_seconds + time.perf_counter() - t0
             per_prompt.append(_result(m, evalset, emb, texts, metrics, seconds, emb.cached))
             if ranks:
                 per_prompt[-1]["kgclip"]["ranks"] = ranks
+            if opts.examples:
+                predicted = logits.argmax(axis=1)
+                confused = metrics["confused"]
+                picks.append(examples.pick(predicted, emb.labels, emb.keys, confused, names, opts.examples))
+        if picks:
+            wanted = {k for picked in picks for pair in picked for ks in pair.values() for k in ks}
+            examples.attach(per_prompt, picks, examples.write(evalset, wanted, out / examples.FOLDER))
         found += per_prompt
         if len(per_prompt) > 1:
             found.append(results.best_over_prompts(per_prompt))
@@ -204,6 +213,8 @@ def _result(
         "set_fingerprint": evalset.fingerprint,
         "embeddings_cached": cached,
         "images_per_second": round(emb.images_per_second, 1),
+        "class_names": [c.name for c in evalset.classes],
+        "class_images": np.bincount(emb.labels, minlength=n_classes).tolist(),
         "per_class_recall": metrics["per_class_recall"],
         "confused": metrics["confused"],
     }

@@ -96,6 +96,7 @@ class Validator:
             cache=Path(cache),
             batch_size=self.cfg.batch_size,
             workers=self.cfg.workers,
+            examples=0,  # a check during training: the final `kgclip eval` keeps example images
         )
 
     def _eval_model(self, model: torch.nn.Module, step: int, samples_seen: int) -> EvalModel:

@@ -25,6 +25,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 IMMUTABLE = "public, max-age=31536000, immutable"
 CARD_FILE = re.compile(r"[A-Za-z0-9_-]+\.png")
 CAPTION_DRAWS = 5
+TAKEN_FOR_PICTURES = 3
 SEARCH_FILTERS = ("root", "type", "kind", "backend", "licence")
 # a second guard behind the escaping: the pages run no script at all, and load images only from here
 PAGE_HEADERS = {
@@ -203,9 +204,30 @@ class Viewer:
         found = runs.results(self.workdir, run) if run is not None else None
         if run is not None and found is None:
             return self.not_found("no such run")
+        names = [c for r in found or [] for c in [row[0] for row in r["per_class"]] + _confused_names(r)]
+        known = self.store.entities_named(names)
+        pictured = {  # the training pictures of each class a mistake was taken for
+            p: self.store.entity_pictures(known[p]["id"], 0)[:TAKEN_FOR_PICTURES]
+            for r in found or []
+            for _, p, _, _ in r["confused"]
+            if p in known
+        }
         return self.page(
-            "runs.html", title="runs", names=runs.run_names(self.workdir), run=run, results=found or []
+            "runs.html",
+            title="runs",
+            names=runs.run_names(self.workdir),
+            run=run,
+            results=found or [],
+            known=known,
+            pictured=pictured,
         )
+
+    async def run_example(self, request: Request) -> Response:
+        path = runs.example_path(self.workdir, request.path_params["run"], request.path_params["name"])
+        if path is None:
+            return self.not_found("no such example image")
+        headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+        return Response(path.read_bytes(), media_type="image/jpeg", headers=headers)
 
     # -- images
 
@@ -257,7 +279,12 @@ class Viewer:
             Route("/search", self.search),
             Route("/runs", self.runs),
             Route("/runs/{run}", self.runs),
+            Route("/runs/{run}/examples/{name}", self.run_example),
         ]
+
+
+def _confused_names(result: dict[str, Any]) -> list[str]:
+    return [name for true, taken, _, _ in result["confused"] for name in (true, taken)]
 
 
 def _page(request: Request) -> int:

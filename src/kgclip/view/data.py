@@ -89,6 +89,19 @@ class Store:
             out[i] = row[0] if row else i
         return out
 
+    def entities_named(self, names: list[str]) -> dict[str, sqlite3.Row]:
+        """name -> the most pictured entity of that name (any case), for names an entity has."""
+        out = {}
+        for name in dict.fromkeys(names):
+            row = self.one(
+                "SELECT id, name, pictures FROM entities WHERE name = ? COLLATE NOCASE "
+                "ORDER BY pictures DESC, id LIMIT 1",
+                name,
+            )
+            if row is not None:
+                out[name] = row
+        return out
+
     def entity_queries(self, entity_id: str) -> dict[str, list[sqlite3.Row]]:
         by_kind: dict[str, list[sqlite3.Row]] = defaultdict(list)
         for q in self.all(

@@ -6,12 +6,10 @@ folders."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
-from PIL import Image
-
+from kgclip.thumbnail import jpeg_thumbnail
 from kgclip.view.index import CACHE_DIR, SHARD_DIRS
 
 THUMB_SIZES = (160, 320)
@@ -50,14 +48,9 @@ def thumbnail(workdir: Path, sha256: str, size: int, jpeg: bytes) -> bytes:
     path = workdir / CACHE_DIR / "thumbs" / sha256[:2] / f"{sha256}-{size}.jpg"
     if path.is_file():
         return path.read_bytes()
-    with Image.open(io.BytesIO(jpeg)) as im:
-        im = im.convert("RGB")
-        im.thumbnail((size, size))
-        out = io.BytesIO()
-        im.save(out, "JPEG", quality=85)
-    data = out.getvalue()
+    data = jpeg_thumbnail(jpeg, size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # a cache: renamed whole, not fsynced
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return data

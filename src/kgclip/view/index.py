@@ -20,7 +20,7 @@ from kgclip.workdir import file_digest
 CACHE_DIR = "cache/view"
 SHARD_DIRS = {"train": "shards", "val": "val"}
 PARTS = "parts"  # fetch's parts: where the pixels of pictures curate dropped lie
-INDEX_VERSION = "4"
+INDEX_VERSION = "5"
 BATCH = 20_000
 
 SCHEMA = """
@@ -49,6 +49,7 @@ CREATE INDEX sample_entities_key ON sample_entities (key);
 CREATE INDEX sample_queries_key ON sample_queries (key);
 CREATE INDEX samples_license ON samples (license);
 CREATE INDEX entities_type ON entities (type_id);
+CREATE INDEX entities_name ON entities (name COLLATE NOCASE);
 CREATE INDEX queries_entity ON queries (entity_id);
 CREATE INDEX attributes_entity ON attributes (entity_id);
 CREATE INDEX rejected_reason ON rejected (stage, reason);

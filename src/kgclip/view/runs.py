@@ -1,6 +1,8 @@
 """Training runs' evaluation results (runs/NAME/eval/*.json, as `kgclip eval` writes them; docs/eval.md).
 
-A run is named by a request only through the listing of runs/: a name not listed there is no run."""
+A run is named by a request only through the listing of runs/: a name not listed there is no run.
+Example images of confused pairs are files in runs/NAME/eval/examples/ named by a digest
+(eval/examples.py); a request names one only through that pattern."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 RUN_NAME = re.compile(r"[\w.-]+")
+EXAMPLE_FILE = re.compile(r"[0-9a-f]{16}\.jpg")
+CLASSES_SHOWN = 1000  # per result, the classes of lowest recall first
 
 
 def run_names(workdir: Path) -> list[str]:
@@ -37,7 +41,10 @@ def results(workdir: Path, run: str) -> list[dict[str, Any]] | None:
         if not isinstance(r, dict):
             r = {"dataset": path.name, "task": "unreadable: not a JSON object"}
         k = r.get("kgclip") if isinstance(r.get("kgclip"), dict) else {}
-        recalls = [x for x in k.get("per_class_recall") or [] if isinstance(x, int | float)]
+        per_class = k.get("per_class_recall") or []
+        recalls = [x for x in per_class if isinstance(x, int | float)]
+        confused = [c for c in k.get("confused") or [] if isinstance(c, list) and len(c) == 3]
+        examples = k.get("confused_examples") if isinstance(k.get("confused_examples"), list) else []
         out.append(
             {
                 "file": path.name,
@@ -52,10 +59,48 @@ def results(workdir: Path, run: str) -> list[dict[str, Any]] | None:
                 "classes": k.get("classes"),
                 "step": k.get("step"),
                 "recall_buckets": _buckets(recalls),
-                "confused": [c for c in k.get("confused") or [] if isinstance(c, list) and len(c) == 3],
+                "per_class": _per_class(k.get("class_names"), k.get("class_images"), per_class),
+                "confused": [
+                    (*c, _example_files(examples[i] if i < len(examples) else None))
+                    for i, c in enumerate(confused)
+                ],
             }
         )
     return out
+
+
+def example_path(workdir: Path, run: str, name: str) -> Path | None:
+    """The example image's file, or None when the run or the file name is not one kgclip writes."""
+    if run not in run_names(workdir) or not EXAMPLE_FILE.fullmatch(name):
+        return None
+    path = workdir / "runs" / run / "eval" / "examples" / name
+    return path if path.is_file() else None
+
+
+def _example_files(pair: Any) -> dict[str, list[str]]:
+    """{"mistakes": [file], "taken_for": [file]}: only names that an example route would serve."""
+    pair = pair if isinstance(pair, dict) else {}
+    out = {}
+    for role in ("mistakes", "taken_for"):
+        shown = pair.get(role) if isinstance(pair.get(role), list) else []
+        out[role] = [
+            e["file"] for e in shown if isinstance(e, dict) and EXAMPLE_FILE.fullmatch(str(e.get("file")))
+        ]
+    return out
+
+
+def _per_class(names: Any, images: Any, recalls: list[Any]) -> list[tuple[str, int | None, float | None]]:
+    """(class, images, recall), lowest recall first (classes without images last); results written
+    before eval recorded class names have none."""
+    if not isinstance(names, list) or len(names) != len(recalls):
+        return []
+    counts = images if isinstance(images, list) and len(images) == len(names) else [None] * len(names)
+    rows = [
+        (str(n), c if isinstance(c, int) else None, r if isinstance(r, int | float) else None)
+        for n, c, r in zip(names, counts, recalls, strict=True)
+    ]
+    rows.sort(key=lambda row: (row[2] is None, row[2] if row[2] is not None else 0.0, row[0]))
+    return rows[:CLASSES_SHOWN]
 
 
 def _buckets(recalls: list[float]) -> list[tuple[str, int]]:
