@@ -2,19 +2,33 @@
 curate stage drops their copies from a harvest and says which evaluation image each matched."""
 
 import io
+import re
 import shutil
 import tarfile
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from fifo_guard import fifos
 from kgclip.cli import _run, app
 from kgclip.config import load
-from kgclip.curate.decontam import DecontamError, EvalIndex, build_index, parse_source
+from kgclip.curate.decontam import (
+    MATCHES,
+    DecontamError,
+    EvalIndex,
+    _eval_thumbnail,
+    _matched,
+    build_index,
+    match_file,
+    parse_source,
+    save_matches,
+)
 from kgclip.pipeline import stage_by_name, state_of
+from kgclip.tables import Rejected
+from kgclip.view.app import create_app
 from kgclip.workdir import Workdir
 
 
@@ -76,6 +90,54 @@ def test_curate_drops_copies_of_evaluation_images(photo_run, photo_config, evals
     assert rejected["tulip_07.jpg"].startswith("bench:images/tulip.png")
     stats = Workdir(work).load_manifest()["curate"].stats
     assert stats["eval_copies_dropped"] == {"bench": 3}
+
+    # each dropped picture keeps a small copy of the evaluation image it matched, for the viewer
+    urls = {r.item.rsplit("/", 1)[1]: r.item for r in _eval_copies(work)}
+    sizes = {}
+    for name in rejected:
+        with Image.open(work / MATCHES / match_file(urls[name])) as im:
+            sizes[name] = im.size
+    assert sizes["lion_02.jpg"] == (320, 240)  # the 600x450 evaluation image, not the harvested 4:3 one
+    assert sizes["zebra_05.jpg"] == (320, 246)  # 860x660: the frame is the evaluation image's
+    client = TestClient(create_app(work))
+    html = client.get("/rejections", params={"stage": "curate", "reason": "eval_copy"}).text
+    pages = re.findall(r'<a href="/rejected/(\d+)"><code>', html)
+    assert len(pages) == 3
+    item = client.get(f"/rejected/{pages[0]}").text
+    assert 'id="dropped"' in item and f'src="/eval-match/{pages[0]}.jpg"' in item
+    shown = client.get(f"/eval-match/{pages[0]}.jpg")
+    assert shown.status_code == 200 and shown.content.startswith(b"\xff\xd8")
+    too_small = client.get("/rejections", params={"stage": "fetch", "reason": "too_small"}).text
+    other = re.findall(r'href="/rejected/(\d+)"', too_small)[0]
+    assert client.get(f"/eval-match/{other}.jpg").status_code == 404  # not an eval copy
+
+    # with the evaluation set gone, a new curate run keeps no stale copy, and the page says why
+    shutil.move(evalset, tmp_path / "moved")
+    assert save_matches([index], _eval_copies(work), work / MATCHES) == 0
+    assert not list((work / MATCHES).iterdir())
+    assert "not kept in this work directory" in client.get(f"/rejected/{pages[0]}").text
+
+
+def _eval_copies(work):
+    return [
+        Rejected(r["stage"], r["item"], r["reason"], r["detail"])
+        for r in pq.read_table(work / "rejected.parquet").to_pylist()
+        if r["reason"] == "eval_copy"
+    ]
+
+
+def test_a_kept_match_never_reads_outside_its_sets_folder(tmp_path):
+    root = tmp_path / "set"
+    root.mkdir()
+    Image.new("RGB", (50, 40), "blue").save(tmp_path / "outside.jpg")
+    Image.new("RGB", (50, 40), "red").save(root / "inside.jpg")
+    assert _eval_thumbnail(root, "inside.jpg") is not None
+    assert _eval_thumbnail(root, "../outside.jpg") is None
+    assert _eval_thumbnail(root, "nosuch.tar/x.jpg") is None
+    roots = {"a": root, "a:b": root}  # the longest set name that the detail starts with wins
+    assert _matched("a:b:inside.jpg (distance 3)", roots) == ("a:b", "inside.jpg")
+    assert _matched("a:inside.jpg (distance 0)", roots) == ("a", "inside.jpg")
+    assert _matched("c:inside.jpg (distance 0)", roots) is None
 
 
 def test_a_changed_index_makes_curate_stale(photo_run, photo_config, evalset, tmp_path):

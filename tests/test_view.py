@@ -281,7 +281,16 @@ def test_a_picture_curate_dropped_is_shown_from_its_part(client, workdir):
     assert client.get(src.group(1), params={"thumb": "160"}).status_code == 200
     # a rejection without fetched pixels (fetch's too_small) has no picture
     small = client.get("/rejections", params={"stage": "fetch", "reason": "too_small"}).text
-    assert "/rejected/" not in small
+    assert 'src="/rejected/' not in small and 'href="/rejected/1"' in small
+    assert 'id="dropped"' not in client.get("/rejected/1").text
+    # the dropped picture's own page: its picture, the hostile detail as text, and why the matched
+    # evaluation image is not shown (this work directory was curated without a decontamination index)
+    page = client.get(f"/rejected/{src.group(2)}").text
+    assert f'<img id="dropped" src="/rejected/{src.group(2)}.jpg?thumb=320"' in page
+    assert "cub:&lt;script&gt;window.__xss = 1&lt;/script&gt; (distance 3)" in page and SCRIPT not in page
+    assert "The evaluation image is not kept in this work directory" in page
+    assert client.get(f"/eval-match/{src.group(2)}.jpg").status_code == 404
+    assert client.get("/rejected/999999").status_code == 404
     assert client.get("/rejected/1.jpg").status_code == 404
     assert client.get("/rejected/999999.jpg").status_code == 404
     assert client.get("/rejected/..%2F..%2Fetc%2Fpasswd.jpg").status_code == 404

@@ -6,13 +6,17 @@ CLIP_benchmark's `wds_*` folders) into a parquet index: per image its hash and t
 crops, 4% and 9% off (curate/phash.py). The curate stage then drops every harvested picture within
 `decontam_distance` bits of any of them, and records which evaluation image it matched.
 
-The index stores no pixels, only 63-bit hashes and the images' names, so it can be shared.
+The index stores no pixels, only 63-bit hashes, the images' names and where each set lay when it was
+indexed, so it can be shared. That location lets the curate stage keep a thumbnail of the evaluation
+image each dropped picture matched (`save_matches`), for the viewer to show the pair.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import tarfile
 import time
 from collections import Counter
@@ -32,9 +36,13 @@ from kgclip.fetch.images import Rejection, working_mode
 from kgclip.localfiles import not_regular, open_regular, read_regular
 from kgclip.progress import console, meter
 from kgclip.tables import Rejected
-from kgclip.workdir import atomic_path
+from kgclip.thumbnail import UNREADABLE, jpeg_thumbnail
+from kgclip.workdir import atomic_path, atomic_write_bytes, digest_of
 from kgclip.workers import process_pool
 
+MATCHES = "decontam"  # workdir folder: the evaluation image each dropped picture matched, small
+MATCH_SIZE = 320
+DISTANCE = re.compile(r"(.*) \(distance \d+\)", re.DOTALL)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 FORMAT = "kgclip-decontam-1"
 SCHEMA = pa.schema(
@@ -87,7 +95,11 @@ def build_index(sources: list[tuple[str, Path]], out: Path, workers: int = 0) ->
                 rows["image"].append(image)
                 rows["variant"].append(variant)
                 rows["phash"].append(h)
-    meta = {"format": FORMAT, "phash_version": str(phash.VERSION)}
+    meta = {
+        "format": FORMAT,
+        "phash_version": str(phash.VERSION),
+        "sources": json.dumps({name: str(path.resolve()) for name, path in sources}),
+    }
     table = pa.table(rows, schema=SCHEMA).replace_schema_metadata(meta)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -215,3 +227,73 @@ def drop_eval_copies(
     )
     per_set = dict(Counter(m[0] for m in matched.values()))
     return [g for g in groups if g.pixel_sha256 not in matched], removed, per_set
+
+
+def match_file(url: str) -> str:
+    """The file under MATCHES that shows the evaluation image the picture from `url` was dropped for."""
+    return digest_of("eval-match", url) + ".jpg"
+
+
+def save_matches(paths: list[Path], removed: list[Rejected], folder: Path) -> int:
+    """Keep a thumbnail of the evaluation image each dropped picture matched, read from where its set
+    lay when indexed, so the pair can be shown later without the set. A picture whose match cannot
+    be read now loses any thumbnail an earlier run kept (never a stale one). Returns how many were kept."""
+    roots: dict[str, Path] = {}
+    for path in paths:
+        for name, root in _sources(path).items():
+            roots.setdefault(name, root)
+    thumbs: dict[tuple[str, str], bytes | None] = {}
+    kept = 0
+    for r in removed:
+        target = folder / match_file(r.item)
+        where = _matched(r.detail, roots)
+        if where is not None and where not in thumbs:
+            thumbs[where] = _eval_thumbnail(roots[where[0]], where[1])
+        data = thumbs.get(where) if where is not None else None
+        if data is None:
+            target.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(target, data)
+            kept += 1
+    return kept
+
+
+def _sources(path: Path) -> dict[str, Path]:
+    """Set name -> its folder, as recorded by `build_index` (indexes built before that record none)."""
+    meta = pq.read_schema(path).metadata or {}
+    try:
+        found = json.loads(meta.get(b"sources", b"{}"))
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): Path(v) for k, v in found.items() if isinstance(v, str)}
+
+
+def _matched(detail: str, roots: dict[str, Path]) -> tuple[str, str] | None:
+    """(set, image) of an `eval_copy` detail, "SET:IMAGE (distance D)"; the longest known set name
+    wins, so a colon inside a set's or an image's name is no ambiguity."""
+    m = DISTANCE.fullmatch(detail)
+    if m is None:
+        return None
+    names = [n for n in roots if m.group(1).startswith(n + ":")]
+    if not names:
+        return None
+    name = max(names, key=len)
+    return name, m.group(1)[len(name) + 1 :]
+
+
+def _eval_thumbnail(root: Path, image: str) -> bytes | None:
+    """The image named as `_images` names it (a path under `root`, or `TAR/MEMBER`), small; None when
+    it is not there, not readable, or its name would leave `root`."""
+    parts = image.split("/")
+    tar_at = next((i for i, part in enumerate(parts[:-1]) if part.lower().endswith(".tar")), None)
+    file_parts = parts if tar_at is None else parts[: tar_at + 1]
+    path = root.joinpath(*file_parts)
+    if not path.resolve().is_relative_to(root.resolve()):
+        return None
+    member = None if tar_at is None else "/".join(parts[tar_at + 1 :])
+    try:
+        return jpeg_thumbnail(_Loader(str(path), member).read(), MATCH_SIZE)
+    except (*UNREADABLE, tarfile.TarError, KeyError):
+        return None

@@ -20,7 +20,7 @@ import orjson
 from kgclip.config import Config
 from kgclip.curate.balance import balance
 from kgclip.curate.card import ShardImages, ambiguity_summary, write_card
-from kgclip.curate.decontam import drop_eval_copies
+from kgclip.curate.decontam import MATCHES, drop_eval_copies, save_matches
 from kgclip.curate.dedup import Group, group_duplicates
 from kgclip.curate.licences import filter_licences
 from kgclip.curate.shards import PartReader, write_shard, write_sizes
@@ -70,6 +70,7 @@ def run(ctx: StageContext) -> StageResult:
         groups, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
     )
     rejected.extend(removed)
+    save_matches(index_paths(ctx.config, ctx.workdir), removed, ctx.path(MATCHES))
     counts["eval_copies_dropped"] = per_set
     groups, refused = filter_licences(groups)
     rejected.extend(refused)

@@ -186,6 +186,19 @@ class Viewer:
             page=page,
         )
 
+    async def rejected_item(self, request: Request) -> Response:
+        """One dropped item: its picture when it was fetched, and for a copy of an evaluation image the
+        image it matched, side by side."""
+        row = self.store.one(
+            "SELECT rowid n, stage, reason, item, detail, part IS NOT NULL pictured FROM rejected "
+            "WHERE rowid = ?",
+            request.path_params["n"],
+        )
+        if row is None:
+            return self.not_found("no such rejected item")
+        matched = self._kept_match(row) is not None
+        return self.page("rejected.html", title=f"rejected: {row['reason']}", r=row, matched=matched)
+
     async def search(self, request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
         filters = {k: request.query_params.get(k, "") for k in SEARCH_FILTERS}
@@ -246,6 +259,22 @@ class Viewer:
         )
         return self._jpeg(request, row, PARTS)
 
+    async def eval_match(self, request: Request) -> Response:
+        row = self.store.one("SELECT reason, item FROM rejected WHERE rowid = ?", request.path_params["n"])
+        path = self._kept_match(row)
+        if path is None:
+            return self.not_found("no evaluation image kept for this picture")
+        return Response(path.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    def _kept_match(self, row: Any) -> Path | None:
+        """The evaluation image a picture dropped as its copy matched, as the curate stage kept it."""
+        from kgclip.curate.decontam import MATCHES, match_file
+
+        if row is None or row["reason"] != "eval_copy":
+            return None
+        path = self.workdir / MATCHES / match_file(row["item"])
+        return path if path.is_file() else None
+
     def _jpeg(self, request: Request, row: Any, folder: str | None) -> Response:
         if row is None:
             return self.not_found("no such picture")
@@ -276,6 +305,8 @@ class Viewer:
             Route("/image/{key}.jpg", self.image),
             Route("/rejections", self.rejections),
             Route("/rejected/{n:int}.jpg", self.rejected_image),
+            Route("/rejected/{n:int}", self.rejected_item),
+            Route("/eval-match/{n:int}.jpg", self.eval_match),
             Route("/search", self.search),
             Route("/runs", self.runs),
             Route("/runs/{run}", self.runs),
