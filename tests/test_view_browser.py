@@ -127,6 +127,14 @@ def test_walk_overview_tree_entity_picture_rejections(server, browser, tmp_path)
     shot(browser, tmp_path, "5-rejections")
     no_xss(browser)
 
+    browser.find_element(By.LINK_TEXT, "rejections").click()
+    browser.find_element(By.LINK_TEXT, "eval_copy").click()
+    browser.find_element(By.CSS_SELECTOR, "#items a[href^='/rejected/']").click()
+    assert loaded_width(browser, browser.find_element(By.ID, "dropped")) > 0
+    assert "<script>window.__xss = 1</script>" in browser.find_element(By.ID, "detail").text
+    shot(browser, tmp_path, "6-rejected-item")
+    no_xss(browser)
+
 
 def test_the_policy_blocks_a_payload_that_got_into_a_page(server, browser):
     # were escaping ever to fail, the Content-Security-Policy still stops inline handlers
