@@ -418,6 +418,8 @@ def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
     (koala_key,) = re.findall(r'href="/picture/([^"]+)"', client.get("/entity/wn%3An01882714").text)
     training = re.search(r'<td class="training">(.*?)</td>', html.split("KOALA")[1]).group(1)
     assert f'href="/picture/{koala_key}"' in training
+    first = re.search(r'<td class="training">(.*?)</td>', html.split('<table class="confused">')[1]).group(1)
+    assert "no entity of this name" in first  # the script-named class taken for: no such entity
     assert "<td>broken.json</td><td>unreadable: " in html
     assert "<td>tiny</td>" in html and "acc5 nan%" in html
     assert "&lt;script&gt;" in html and SCRIPT not in html
