@@ -63,7 +63,7 @@ def test_entity_tree_lists_a_few_entities_per_type_and_links_to_all(client, monk
     html = client.get("/tree").text
     animal = re.search(r"animal · (\d+) entities · (\d+) pictures</summary>\n<ul>(.*?)</ul>", html, re.S)
     assert animal and int(animal.group(1)) > 2
-    assert animal.group(3).count("<a href=\"/entity/") == 2
+    assert animal.group(3).count('<a href="/entity/') == 2
     assert f'href="/tree?type=wn%3An00015388">all {animal.group(1)} entities of animal</a>' in animal.group(3)
     everything = client.get("/tree", params={"type": "wn:n00015388"}).text
     assert everything.count('<a href="/entity/') == int(animal.group(1))
@@ -99,6 +99,47 @@ def test_picture_page_shows_every_text_and_sampled_captions(client):
     assert '<span class="kind">entity</span> koala' in html
     assert len(re.findall(r"<td>epoch \d</td>", html)) == 5
     assert "chances: alt" in html
+
+
+def test_picture_page_tells_the_merged_copies_apart(workdir, tmp_path):
+    """A near duplicate merged into the koala picture (planted: the demo merges none) is listed with its
+    source size and its distance from the kept picture; a URL without a fetch record says so."""
+    import shutil
+
+    import pyarrow as pa
+
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy)
+    fetched = pq.read_table(copy / "fetched.parquet")
+    kept_url = pq.read_table(copy / "samples.parquet").to_pylist()[0]["urls"][0]
+    kept = next(r for r in fetched.to_pylist() if r["url"] == kept_url)
+    near = kept | {
+        "url": "https://example.org/near.jpg",
+        "pixel_sha256": "0" * 64,
+        "phash": kept["phash"] ^ 0b1011,
+        "orig_width": 294,
+        "orig_height": 400,
+        "source_bytes": 12345,
+    }
+    pq.write_table(
+        pa.concat_tables([fetched, pa.Table.from_pylist([near], schema=fetched.schema)]),
+        copy / "fetched.parquet",
+    )
+    samples = pq.read_table(copy / "samples.parquet")
+    urls = samples.column("urls").to_pylist()
+    urls[0] = [*urls[0], near["url"]]
+    i = samples.schema.get_field_index("urls")
+    samples = samples.set_column(
+        i, samples.schema.field(i), pa.array(urls, type=samples.schema.field(i).type)
+    )
+    pq.write_table(samples, copy / "samples.parquet")
+    html = TestClient(create_app(copy)).get(f"/picture/{KEY}").text
+    cells = re.findall(r'<td>([^<]*)</td><td class="copy">([^<]*)</td>', html)
+    assert cells == [
+        ("147×200, 45,239 bytes", "this picture"),
+        ("294×400, 12,345 bytes", "a near duplicate, 3 bits apart"),
+    ]
+    assert '<td colspan="2" class="muted">no fetch record</td>' in html  # the planted javascript: URL
 
 
 @pytest.mark.parametrize("path", [f"/picture/{KEY}", f"/entity/{ENTITY}", "/search?q=koala"])
@@ -411,8 +452,12 @@ def test_runs_page_shows_results_and_confused_pairs(workdir, tmp_path):
     assert 'src="/runs/r1/examples/0123456789abcdef.jpg"' in html and "passwd" not in html
     example = client.get("/runs/r1/examples/0123456789abcdef.jpg")
     assert example.status_code == 200 and example.headers["content-type"] == "image/jpeg"
-    for bad in ("/runs/r1/examples/..%2F..%2Fconfig.json", "/runs/r1/examples/ffffffffffffffff.jpg",
-                "/runs/r2/examples/0123456789abcdef.jpg", "/runs/nosuch/examples/0123456789abcdef.jpg"):
+    for bad in (
+        "/runs/r1/examples/..%2F..%2Fconfig.json",
+        "/runs/r1/examples/ffffffffffffffff.jpg",
+        "/runs/r2/examples/0123456789abcdef.jpg",
+        "/runs/nosuch/examples/0123456789abcdef.jpg",
+    ):
         assert client.get(bad).status_code == 404, bad
     # and the class it was taken for shows our training pictures of it (koala has one)
     (koala_key,) = re.findall(r'href="/picture/([^"]+)"', client.get("/entity/wn%3An01882714").text)

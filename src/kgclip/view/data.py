@@ -65,9 +65,26 @@ class Store:
         for col in ("urls", "page_urls", "alt_texts", "query_ids", "entity_ids"):
             s[col] = _loads(s[col])
         s["evidence"] = [orjson.loads(e) for e in _loads(s["evidence"])]
+        s["copies"] = self.copies(s["urls"], s["sha256"])
         s["queries"] = [self.query(q) for q in s["query_ids"]]
         s["entities"] = [self.entity(e) for e in s["entity_ids"]]
         return s
+
+    def copies(self, urls: list[str], kept_sha256: str) -> list[dict[str, Any]]:
+        """Per URL merged into a sample: its source size, and whether its pixels are the kept
+        picture's or a near duplicate's (with the perceptual hashes' distance); None if not fetched."""
+        rows = {u: self.one("SELECT * FROM copies WHERE url = ?", u) for u in urls}
+        kept = next((r for r in rows.values() if r is not None and r["pixel_sha256"] == kept_sha256), None)
+        out = []
+        for url, r in rows.items():
+            copy: dict[str, Any] = {"url": url, "fetched": r is not None}
+            if r is not None:
+                copy |= dict(r)
+                copy["same_pixels"] = r["pixel_sha256"] == kept_sha256
+                both = kept is not None and kept["phash"] is not None and r["phash"] is not None
+                copy["distance"] = (kept["phash"] ^ r["phash"]).bit_count() if both else None
+            out.append(copy)
+        return out
 
     def query(self, query_id: str) -> dict[str, Any]:
         row = self.one("SELECT * FROM queries WHERE query_id = ?", query_id)

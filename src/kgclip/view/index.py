@@ -20,7 +20,7 @@ from kgclip.workdir import file_digest
 CACHE_DIR = "cache/view"
 SHARD_DIRS = {"train": "shards", "val": "val"}
 PARTS = "parts"  # fetch's parts: where the pixels of pictures curate dropped lie
-INDEX_VERSION = "5"
+INDEX_VERSION = "6"
 BATCH = 20_000
 
 SCHEMA = """
@@ -40,6 +40,8 @@ CREATE TABLE queries (query_id TEXT PRIMARY KEY, kind TEXT, text TEXT, entity_id
 CREATE TABLE attributes (entity_id TEXT, category TEXT, attribute TEXT, query TEXT, method TEXT);
 CREATE TABLE rejected (stage TEXT, reason TEXT, item TEXT, detail TEXT,
   part TEXT, sha256 TEXT, jpg_offset INT, jpg_size INT);
+CREATE TABLE copies (url TEXT PRIMARY KEY, orig_width INT, orig_height INT, source_bytes INT,
+  pixel_sha256 TEXT, phash INT);
 CREATE TABLE info (name TEXT PRIMARY KEY, value TEXT);
 """
 
@@ -147,6 +149,7 @@ def build(workdir: Path, path: Path) -> None:
     try:
         db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
         _load_samples(db, workdir)
+        _load_copies(db, workdir)
         _load_entities(db, workdir)
         _load_queries(db, workdir)
         db.executemany(
@@ -182,6 +185,19 @@ def build(workdir: Path, path: Path) -> None:
     finally:
         db.close()
     os.replace(tmp, path)
+
+
+def _load_copies(db: sqlite3.Connection, workdir: Path) -> None:
+    """Every fetched picture's source size and hashes: what tells a sample's merged copies apart."""
+    cols = ["url", "status", "orig_width", "orig_height", "source_bytes", "pixel_sha256", "phash"]
+    db.executemany(
+        "INSERT OR REPLACE INTO copies VALUES (?,?,?,?,?,?)",
+        (
+            tuple(r.get(c) for c in cols if c != "status")
+            for r in _rows(workdir / "fetched.parquet", cols)
+            if r["status"] == "ok"
+        ),
+    )
 
 
 def _load_samples(db: sqlite3.Connection, workdir: Path) -> None:
