@@ -224,6 +224,24 @@ def timed(client: httpx.Client, urls: list[str]) -> list[float]:
     return out
 
 
+def write_fetched(root: Path, n: int) -> None:
+    """Each sample's one copy as fetch records it: what the picture page's near-duplicate group reads."""
+    pq.write_table(
+        pa.table(
+            {
+                "url": [f"https://example.org/{i}.jpg" for i in range(n)],
+                "status": ["ok"] * n,
+                "orig_width": [640] * n,
+                "orig_height": [480] * n,
+                "source_bytes": [40_000 + i % 1000 for i in range(n)],
+                "pixel_sha256": [f"{i:064x}" for i in range(n)],
+                "phash": [i * 2654435761 % (1 << 63) for i in range(n)],
+            }
+        ),
+        root / "fetched.parquet",
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1_000_000)
@@ -239,6 +257,8 @@ def main() -> None:
             f"synthetic workdir: {args.samples:,} samples, {args.entities:,} entities in "
             f"{time.perf_counter() - t:.0f} s at {root}"
         )
+    if not (root / "fetched.parquet").is_file():
+        write_fetched(root, args.samples)
     shutil.rmtree(root / "cache" / "view", ignore_errors=True)  # the index and thumbnails made anew
     t = time.perf_counter()
     subprocess.run(
