@@ -454,6 +454,45 @@ def eval_(
 
 @app.command(cls=Command)
 @friendly
+def sweep(
+    sweep_file: Annotated[
+        Path, typer.Argument(metavar="SWEEP", help="a config file with a [sweep] table (docs/sweep.md)")
+    ],
+    workdir: WorkdirOpt,
+    show_status: Annotated[
+        bool, typer.Option("--status", help="show each cell (done, running, partial, missing); run nothing")
+    ] = False,
+) -> None:
+    """Train and evaluate every cell of a grid over [train] keys; done cells are skipped, killed ones
+    resume; then the sweep's table and plots (kgclip report WORKDIR/sweeps/NAME)."""
+    from kgclip.sweep.grid import load_sweep
+    from kgclip.sweep.run import SweepError, cell_state, run_sweep
+
+    grid = load_sweep(sweep_file, workdir)
+    try:
+        states = [cell_state(c, workdir) for c in grid.cells] if show_status else run_sweep(grid, workdir)
+    except SweepError as exc:
+        raise UserError(str(exc)) from None
+    table = Table(*grid.spec.axes, "state", "detail", "run", title=f"sweep {grid.spec.name}")
+    colours = {"done": "green", "running": "cyan", "trained": "yellow", "partial": "magenta"}
+    for st in states:
+        values = [str(v) for v in st.cell.values.values()]
+        table.add_row(*values, Text(st.state, style=colours.get(st.state, "red")), st.detail, st.cell.run)
+    results.print(table)
+    if not show_status:
+        _sweep_report(grid, workdir)
+
+
+def _sweep_report(grid: Any, workdir: Path) -> None:
+    from kgclip.sweep.report import write_sweep_report
+
+    folder = workdir / "sweeps" / grid.spec.name
+    written = write_sweep_report(folder, [c.run for c in grid.cells])
+    console.print(f"sweep {grid.spec.name}: report in {folder / 'report'} (open {written[0]})")
+
+
+@app.command(cls=Command)
+@friendly
 def status(
     workdir: Annotated[Path, typer.Argument(metavar="WORKDIR", help="work directory of a harvest")],
     config: Annotated[

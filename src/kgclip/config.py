@@ -799,6 +799,12 @@ class TrainConfig(Section):
         default=None,
         description="WebDataset shards to train on (a folder, a tar, a brace pattern); none = the workdir's",
     )
+    data_fraction: float = Field(
+        default=1.0, gt=0, le=1, description="the share of the harvest to train on (nested: docs/sweep.md)"
+    )
+    fraction_by: Literal["query", "picture"] = Field(
+        default="query", description="cut the fraction by query, as the method's authors did, or by picture"
+    )
     batch_size: int = Field(default=64, ge=1, description="samples per process and step")
     accum_steps: int = Field(default=1, ge=1, description="gradient accumulation: steps per optimiser step")
     epochs: float = Field(default=1.0, gt=0, description="passes over the shards (sizes.json counts them)")

@@ -115,7 +115,7 @@ def collect(paths: Sequence[Path]) -> tuple[list[Result], int]:
     for path in paths:
         files = _json_files(Path(path))
         for file in files:
-            result = _load(file, strict=Path(path).is_file())
+            result = load_result(file, strict=Path(path).is_file())
             if result is None:
                 ignored += 1
             else:
@@ -144,7 +144,7 @@ def _json_files(path: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.json") if "cache" not in p.relative_to(root).parts)
 
 
-def _load(path: Path, strict: bool) -> Result | None:
+def load_result(path: Path, strict: bool) -> Result | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -337,11 +337,11 @@ def _rank_table(results: Sequence[Result]) -> str:
     return _table(["checkpoint", "benchmark", "rank", "acc1 summed", "acc1 direct"], rows)
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,12 +350,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
     """PNG without a date or software stamp, so the same results give the same file."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -382,7 +382,7 @@ def curves(results: Sequence[Result]) -> dict[str, tuple[str, Curve, float | Non
 
 def plot_curves(results: Sequence[Result], out: Path) -> list[Path]:
     """One plot per benchmark: a line per run, chance dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for benchmark, (metric, series, chance) in curves(results).items():
         fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -395,7 +395,7 @@ def plot_curves(results: Sequence[Result], out: Path) -> list[Path]:
         ax.set_title(benchmark, fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        written.append(_save(fig, out / f"curve_{_safe(benchmark)}.png"))
+        written.append(save_png(fig, out / f"curve_{safe_name(benchmark)}.png"))
     return written
 
 
@@ -404,7 +404,7 @@ def plot_ranks(r: Result, out: Path) -> Path | None:
     ranks = [rank for rank in RANKS if (r.k.get("ranks") or {}).get(rank)]
     if not ranks:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.4
     hows = (("summed", "species probabilities summed"), ("direct", "rank names classified directly"))
@@ -416,7 +416,7 @@ def plot_ranks(r: Result, out: Path) -> Path | None:
     ax.set_ylim(0, 100)
     ax.set_title(f"{r.checkpoint}: {r.benchmark}", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, out / f"ranks_{_safe(r.checkpoint)}_{_safe(r.benchmark)}.png")
+    return save_png(fig, out / f"ranks_{safe_name(r.checkpoint)}_{safe_name(r.benchmark)}.png")
 
 
 def plot_confused(results: Sequence[Result], evalset: EvalSet, out: Path, top: int) -> list[Path]:
@@ -456,7 +456,7 @@ def _thumbnails(evalset: EvalSet, labels: set[int]) -> dict[int, Image.Image]:
 def _confused_figure(
     r: Result, pairs: list[list[Any]], label: dict[str, int], thumbs: dict[int, Image.Image], out: Path
 ) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(pairs), 2, figsize=(5, 2.3 * len(pairs) + 0.6), squeeze=False)
     for row, (true, predicted, count) in zip(axes, pairs, strict=True):
         for ax, name, role in ((row[0], true, "true"), (row[1], predicted, "taken for")):
@@ -468,4 +468,4 @@ def _confused_figure(
             ax.set_title(f"{role}: {name}" + (f" ({count}x)" if role != "true" else ""), fontsize=9)
             ax.axis("off")
     fig.suptitle(f"{r.checkpoint}: {r.benchmark}", fontsize=10)
-    return _save(fig, out / f"confused_{_safe(r.checkpoint)}_{_safe(r.benchmark)}.png")
+    return save_png(fig, out / f"confused_{safe_name(r.checkpoint)}_{safe_name(r.benchmark)}.png")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import braceexpand
+import orjson
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -31,9 +32,10 @@ from torchvision import transforms
 from webdataset.tariterators import tarfile_samples
 
 from kgclip.config import TrainConfig
-from kgclip.train.captions import Caption, CaptionSampler, caption_of
+from kgclip.train.captions import Caption, CaptionSampler, caption_of, is_kgclip_meta
 from kgclip.train.errors import DataError
 from kgclip.train.loss import entity_labels
+from kgclip.train.subset import Subset
 from kgclip.workdir import file_digest
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -164,8 +166,10 @@ class ShardStream(IterableDataset):
         per_epoch: int,
         start: int,
         stop: int,
+        subset: Subset | None = None,
     ) -> None:
         self.shards, self.cfg, self.transform, self.tokenizer = shards, cfg, transform, tokenizer
+        self.subset = subset
         self.seed, self.rank, self.image_size = seed, rank, image_size
         self.per_epoch, self.start, self.stop = per_epoch, start, stop
 
@@ -207,6 +211,8 @@ class ShardStream(IterableDataset):
                 yield {"url": rng.choice(self.shards)}
 
         raw = tarfile_samples(drawn())
+        if self.subset is not None:
+            raw = _in_subset(raw, self.subset)
         bufsize = self.cfg.shuffle_buffer
         if bufsize <= 1:
             yield from raw
@@ -245,6 +251,19 @@ class ShardStream(IterableDataset):
         pixels = self.transform(image)
         tokens = self.tokenizer([caption.text])[0]
         return pixels, tokens, caption, key
+
+
+def _in_subset(raw: Iterator[dict[str, Any]], subset: Subset) -> Iterator[dict[str, Any]]:
+    """The samples of the data fraction, each with its JSON as the subset has it (kept queries only);
+    a sample without kgclip's JSON cannot be placed and is left out."""
+    for sample in raw:
+        try:
+            meta = orjson.loads(sample.get("json") or b"")
+        except orjson.JSONDecodeError:
+            continue
+        chosen = subset.select(meta) if is_kgclip_meta(meta) else None
+        if chosen is not None:
+            yield sample | {"json": chosen}
 
 
 def _share(base: int, a: int, b: int, worker: int, workers: int) -> int:

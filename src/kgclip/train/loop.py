@@ -40,6 +40,7 @@ from kgclip.train.data import (
 from kgclip.train.errors import TrainError
 from kgclip.train.loss import make_loss
 from kgclip.train.models import Built, build, open_clip_config
+from kgclip.train.subset import Subset
 from kgclip.train.validate import Validator
 from kgclip.workdir import atomic_path, atomic_write_bytes
 
@@ -139,6 +140,17 @@ def train(
             dist.destroy_process_group()
 
 
+def _subset_counts(subset: Subset, shards: list[str], workdir: Path | None) -> dict[str, int]:
+    """The data fraction's pictures and queries, counted from the harvest's samples table."""
+    samples = workdir / "samples.parquet" if workdir is not None else None
+    if samples is None or not samples.is_file() or any(Path(s).parent != workdir / "shards" for s in shards):
+        raise TrainError("data_fraction < 1 needs the harvest's own shards (its samples.parquet counts them)")
+    counted = subset.count(samples)
+    if counted["pictures"] == 0:
+        raise TrainError(f"data_fraction {subset.fraction} by {subset.by} keeps no picture of this harvest")
+    return counted
+
+
 def _train(
     config: Config,
     cfg: TrainConfig,
@@ -161,7 +173,9 @@ def _train(
         raise TrainError(f"{run_dir} exists; continue it with --resume, or name another run with --run")
     shards = shard_list(data or cfg.data, workdir or run_dir)
     Validator.check_sets(cfg)
-    p = plan(cfg, count_samples(shards), info.world)
+    subset = Subset.of(cfg, config.seed)
+    counted = _subset_counts(subset, shards, workdir) if subset is not None else None
+    p = plan(cfg, counted["pictures"] if counted else count_samples(shards), info.world)
 
     torch.manual_seed(config.seed + info.rank)
     random.seed(config.seed + info.rank)
@@ -212,6 +226,7 @@ def _train(
         "steps": p.total_steps,
         "steps_per_epoch": p.steps_per_epoch,
         "world_size": info.world,
+        "subset": {"fraction": cfg.data_fraction, "by": cfg.fraction_by, **counted} if counted else None,
         "versions": {
             "kgclip": __version__,
             "torch": torch.__version__,
@@ -243,6 +258,7 @@ def _train(
         per_epoch=per_epoch,
         start=step * cfg.accum_steps,
         stop=p.total_steps * cfg.accum_steps,
+        subset=subset,
     )
     batches = iter(loader(stream, cfg.workers))
     while step < p.total_steps:
