@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kgclip.config import Config, ConfigError, format_errors, load_raw, parse
 from kgclip.workdir import digest_of
 
-NAME = re.compile(r"[A-Za-z0-9_.-]+")
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class SweepSpec(BaseModel):

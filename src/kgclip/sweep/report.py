@@ -13,6 +13,7 @@ import csv
 import io
 from collections import defaultdict
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ def _plot(rows: list[Row], benchmark: str, axes: list[str], out: Path) -> Path:
             points.sort()
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
         ax.set_xscale("log", base=2)
+        fractions = sorted({float(r.values[FRACTION]) for r in mine})
+        ax.set_xticks(fractions, [str(Fraction(f).limit_denominator(1024)) for f in fractions])
+        ax.minorticks_off()
         ax.set_xlabel("data fraction (log scale)")
     else:
         labels = [", ".join(f"{a.rsplit('.', 1)[-1]}={r.values.get(a)}" for a in axes) for r in mine]

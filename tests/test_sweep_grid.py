@@ -1,0 +1,71 @@
+"""Sweep files: the grid, the cells' names and digests, and clear errors (no torch)."""
+
+import pytest
+
+from kgclip.config import ConfigError
+from kgclip.sweep.grid import load_sweep
+
+BASE = """extends = "demo"
+[train]
+max_steps = 2
+[sweep]
+name = "s"
+eval_sets = ["wds:{workdir}/evalsets/x"]
+[sweep.axes]
+data_fraction = [1.0, 0.5, 0.25]
+"captions.sources" = ["alt", "kg", "mixed"]
+"""
+
+
+def _sweep(tmp_path, text=BASE):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    return load_sweep(path, tmp_path / "work")
+
+
+def test_the_grid_is_the_product_of_the_axes_over_the_base_config(tmp_path):
+    grid = _sweep(tmp_path)
+    assert len(grid.cells) == 9
+    cell = grid.cells[4]
+    assert cell.values == {"data_fraction": 0.5, "captions.sources": "kg"}
+    assert cell.config.train.data_fraction == 0.5 and cell.config.train.captions.sources == "kg"
+    assert cell.config.train.max_steps == 2 and cell.config.train.model == "kgclip-tiny"  # base and [train]
+    assert cell.label == "data_fraction-0.5_sources-kg"
+    assert cell.run == f"s__data_fraction-0.5_sources-kg__{cell.digest[:8]}"
+    assert cell.eval_sets == (f"wds:{tmp_path / 'work'}/evalsets/x",)
+    assert len({c.digest for c in grid.cells}) == 9
+
+
+def test_a_changed_setting_makes_other_cells(tmp_path):
+    before = {c.label: c.digest for c in _sweep(tmp_path).cells}
+    longer = _sweep(tmp_path, BASE.replace("max_steps = 2", "max_steps = 3"))
+    after = {c.label: c.digest for c in longer.cells}
+    assert before.keys() == after.keys() and not set(before.values()) & set(after.values())
+    evals = _sweep(tmp_path, BASE.replace('eval_sets = ["wds:{workdir}/evalsets/x"]', "eval_sets = []")).cells
+    assert not {c.digest for c in evals} & set(before.values())
+    assert {c.digest for c in _sweep(tmp_path).cells} == set(before.values())  # and the same is the same
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("[sweep]\n", "[notsweep]\n"), "[sweep]: invalid config\n  name: required key is missing"),
+        (("[sweep.axes]", "[notsweep.axes]"), "[sweep]: invalid config\n  axes: required key is missing"),
+        (('"captions.sources" = ["alt", "kg", "mixed"]', '"captions.sources" = ["alt", "both"]'),
+         "cell data_fraction=1.0, captions.sources=both"),
+        (("data_fraction = [1.0, 0.5, 0.25]", "data_fraction = [1.0, 1.0]"), "listed twice"),
+        (("data_fraction = [1.0, 0.5, 0.25]", "data_fraction = []"), "no values"),
+        (("data_fraction = [1.0, 0.5, 0.25]", "data_fraction = [2.0]"), "less than or equal to 1"),
+        (("data_fraction = [1.0, 0.5, 0.25]", "nosuchkey = [1]"), "train.nosuchkey: unknown key"),
+        (('name = "s"', 'name = "a/b"'), "name"),
+    ],
+)
+def test_a_bad_sweep_file_is_one_clear_error(tmp_path, change, message):
+    with pytest.raises(ConfigError) as err:
+        _sweep(tmp_path, BASE.replace(*change))
+    assert message in str(err.value)
+
+
+def test_a_config_without_a_sweep_table_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"no \[sweep\] table"):
+        _sweep(tmp_path, 'extends = "demo"\n')
