@@ -69,3 +69,22 @@ def test_a_bad_sweep_file_is_one_clear_error(tmp_path, change, message):
 def test_a_config_without_a_sweep_table_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"no \[sweep\] table"):
         _sweep(tmp_path, 'extends = "demo"\n')
+
+
+def test_the_bundled_demo_sweep_is_the_papers_grid(tmp_path):
+    grid = load_sweep("demo", tmp_path)
+    assert [c.label for c in grid.cells][:3] == [
+        "data_fraction-1.0_sources-alt", "data_fraction-1.0_sources-kg", "data_fraction-1.0_sources-mixed"
+    ]
+    assert len(grid.cells) == 9 and grid.cells[0].eval_sets == (f"wds:{tmp_path}/evalsets/gcompris",)
+    with pytest.raises(ConfigError, match="bundled sweeps: demo"):
+        load_sweep("nosuch", tmp_path)
+
+
+def test_a_missing_evaluation_set_fails_before_any_training(tmp_path):
+    from kgclip.eval.sets import EvalSetError
+    from kgclip.sweep.run import run_sweep
+
+    with pytest.raises(EvalSetError, match="evalsets/x"):
+        run_sweep(_sweep(tmp_path), tmp_path / "work")
+    assert not (tmp_path / "work").exists()

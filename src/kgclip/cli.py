@@ -456,7 +456,8 @@ def eval_(
 @friendly
 def sweep(
     sweep_file: Annotated[
-        Path, typer.Argument(metavar="SWEEP", help="a config file with a [sweep] table (docs/sweep.md)")
+        str,
+        typer.Argument(metavar="SWEEP", help="a config file with a [sweep] table, or a bundled sweep (demo)"),
     ],
     workdir: WorkdirOpt,
     show_status: Annotated[

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kgclip.config import Config, ConfigError, format_errors, load_raw, parse
 from kgclip.workdir import digest_of
 
+GRIDS = "kgclip.sweep.grids"
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -78,8 +80,22 @@ class Sweep:
     source: Path
 
 
-def load_sweep(path: Path, workdir: Path) -> Sweep:
+def resolve_sweep(ref: str | Path) -> Path:
+    """A sweep file, or the name of a bundled one (`demo`: the paper's grid on the demo harvest)."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    bundled = resources.files(GRIDS) / f"{path.name.removesuffix('.toml')}.toml"
+    if path.parent == Path(".") and bundled.is_file():
+        return Path(str(bundled))
+    files = resources.files(GRIDS).iterdir()
+    names = sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+    raise ConfigError(f"no sweep file {ref!s} (bundled sweeps: {', '.join(names)})")
+
+
+def load_sweep(ref: str | Path, workdir: Path) -> Sweep:
     """The sweep file's grid, every cell's config validated (an error names the cell and the key)."""
+    path = resolve_sweep(ref)
     raw = load_raw(path)
     table = raw.pop("sweep", None)
     if not isinstance(table, dict):

@@ -84,6 +84,11 @@ def run_cell(cell: Cell, workdir: Path) -> CellState:
 def run_sweep(sweep: Sweep, workdir: Path) -> list[CellState]:
     """Every cell not done yet, here in turn or as Ray tasks; returns every cell's state after."""
     todo = [c for c in sweep.cells if cell_state(c, workdir).state != "done"]
+    if todo:
+        from kgclip.eval.open import open_set
+
+        for spec in dict.fromkeys(s for c in todo for s in c.eval_sets):
+            open_set(spec)  # a wrong set fails now, not after the first cell's training
     where = sweep.spec.executor
     console.print(f"sweep {sweep.spec.name}: {len(sweep.cells)} cells, {len(todo)} to run ({where})")
     if sweep.spec.executor == "ray" and todo:

@@ -1,0 +1,1 @@
+"""Bundled sweep files (`kgclip sweep NAME`)."""
