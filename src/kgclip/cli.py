@@ -963,7 +963,8 @@ def report(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            metavar="RESULTS", help="run folders (their eval/), results folders or results JSON files"
+            metavar="RESULTS",
+            help="run folders (their eval/), results folders or JSON files; or a sweep: WORKDIR/sweeps/NAME",
         ),
     ],
     out: Annotated[
@@ -981,10 +982,22 @@ def report(
         int, typer.Option("--top", min=1, metavar="N", help="confused pairs shown per result")
     ] = 8,
 ) -> None:
-    """A table across runs, checkpoints and benchmarks (markdown and CSV), with plots."""
+    """A table across runs, checkpoints and benchmarks (markdown and CSV), with plots; for a sweep,
+    its cells x benchmarks and the metric against the data fraction (docs/sweep.md)."""
     from kgclip.eval.report import ReportError, collect, write_report
     from kgclip.eval.sets import EvalSetError
 
+    if any((p / "cells").is_dir() for p in inputs):
+        from kgclip.sweep.report import write_sweep_report
+
+        if len(inputs) > 1:
+            raise UserError("a sweep folder is reported on its own: kgclip report WORKDIR/sweeps/NAME")
+        try:
+            written = write_sweep_report(inputs[0], out=out)
+        except ReportError as exc:
+            raise UserError(str(exc)) from None
+        console.print(f"report: sweep {inputs[0].name}; {len(written)} files in {out} (open {written[0]})")
+        return
     try:
         results, ignored = collect(inputs)
         chosen = None

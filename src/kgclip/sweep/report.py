@@ -61,11 +61,13 @@ def collect(folder: Path, runs: list[str] | None = None) -> list[Row]:
     return rows
 
 
-def write_sweep_report(folder: Path, runs: list[str] | None = None) -> list[Path]:
+def write_sweep_report(folder: Path, runs: list[str] | None = None, out: Path | None = None) -> list[Path]:
+    """The table and plots of the sweep recorded in `folder` (WORKDIR/sweeps/NAME), into `out`
+    (its report/ by default); `runs`: only those cells, in that order (the current grid's)."""
     rows = collect(folder, runs)
     if not rows:
         raise ReportError(f"{folder}: no finished cells yet (kgclip sweep runs them)")
-    out = folder / "report"
+    out = out or folder / "report"
     axes = list(dict.fromkeys(a for r in rows for a in r.values))
     benchmarks = list(dict.fromkeys(b for r in rows for b in r.results))
     header = [*axes, "samples seen", "pictures", *benchmarks]
