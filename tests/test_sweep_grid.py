@@ -88,3 +88,19 @@ def test_a_missing_evaluation_set_fails_before_any_training(tmp_path):
     with pytest.raises(EvalSetError, match="evalsets/x"):
         run_sweep(_sweep(tmp_path), tmp_path / "work")
     assert not (tmp_path / "work").exists()
+
+
+def test_a_run_folder_the_sweep_did_not_make_is_never_used(tmp_path):
+    from kgclip.sweep.run import SweepError, cell_state, run_cell
+
+    cell = _sweep(tmp_path).cells[0]
+    work = tmp_path / "work"
+    theirs = work / "runs" / cell.run
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    state = cell_state(cell, work)
+    assert state.state == "missing"
+    assert state.detail == "runs/ has a folder of its name that the sweep did not make"
+    with pytest.raises(SweepError, match="is not this sweep's cell"):
+        run_cell(cell, work)
+    assert (theirs / "notes.txt").read_text() == "mine"

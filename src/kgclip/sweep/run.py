@@ -56,12 +56,15 @@ def cell_state(cell: Cell, workdir: Path) -> CellState:
     if _locked(workdir, cell):
         return CellState(cell, "running", record.get("state", ""))
     run_dir = workdir / "runs" / cell.run
+    if not record:
+        foreign = "runs/ has a folder of its name that the sweep did not make"
+        return CellState(cell, "missing", foreign if run_dir.exists() else "")
     if _finished(run_dir):
         return CellState(cell, "trained", "evaluation missing")
-    found = checkpoint.latest(run_dir / "checkpoints") if record else None
+    found = checkpoint.latest(run_dir / "checkpoints")
     if found is not None:
         return CellState(cell, "partial", f"checkpoint {found.name}")
-    return CellState(cell, "missing")
+    return CellState(cell, "missing", "started; no checkpoint yet")
 
 
 def run_cell(cell: Cell, workdir: Path) -> CellState:
