@@ -106,7 +106,7 @@ def test_every_cell_runs_once_and_the_report_has_them_all(demo_copy, shapes, tmp
     # `kgclip report` over the sweep's folder writes the same table where it is told
     other = runner.invoke(app, ["report", str(demo_copy / "sweeps" / "t"), "-o", str(tmp_path / "r")])
     assert other.exit_code == 0, other.output
-    assert (tmp_path / "r" / "sweep.csv").read_text() == (report / "sweep.csv").read_text()
+    assert (tmp_path / "r" / "sweep.csv").read_text() == (report / "sweep.csv").read_text()  # same order
 
 
 def test_a_killed_cell_resumes_from_its_checkpoint(demo_copy, shapes, tmp_path, monkeypatch):

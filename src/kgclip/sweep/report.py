@@ -35,7 +35,8 @@ class Row:
 
 
 def collect(folder: Path, runs: list[str] | None = None) -> list[Row]:
-    """The done cells recorded under the sweep's folder: those of `runs` in that order, when given."""
+    """The done cells recorded under the sweep's folder: those of `runs` in that order, when given,
+    else all of them."""
     workdir = folder.parent.parent
     rows = []
     for path in sorted((folder / "cells").glob("*.json")):
@@ -58,7 +59,14 @@ def collect(folder: Path, runs: list[str] | None = None) -> list[Row]:
         )
     if runs is not None:
         rows.sort(key=lambda r: runs.index(r.run))
+    else:
+        rows.sort(key=lambda r: [_order(v) for v in r.values.values()])
     return rows
+
+
+def _order(value: Any) -> tuple[float, str]:
+    """Numbers from the largest (a data fraction of 1 first), other values alphabetically."""
+    return (-value, "") if isinstance(value, int | float) else (0, str(value))
 
 
 def write_sweep_report(folder: Path, runs: list[str] | None = None, out: Path | None = None) -> list[Path]:
