@@ -1,5 +1,5 @@
-"""Kill a harvest with SIGKILL in the middle of fetch, then run it again: shared by the tests that
-check resuming for local files and over HTTP."""
+"""Kill a command with SIGKILL once it has done part of its work, then run it again: shared by the
+tests that check resuming (fetch, for local files and over HTTP; training; sweeps)."""
 
 import os
 import shutil
@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,18 +24,27 @@ def without_fetch(src: Path, dst: Path) -> None:
     shutil.rmtree(dst / "parts")
 
 
-def kill_mid_fetch_then_resume(config: Path, work: Path, reference: Path) -> tuple[int, int, dict]:
-    """(outcomes committed before the kill, all outcomes, the resumed fetch's stats)."""
-    cmd = [sys.executable, "-m", "kgclip.cli", "harvest", str(config), "-w", str(work)]
+def kill_when(
+    cmd: list[str], ready: Callable[[], bool], timeout: float = 120, *, must_run: bool = True
+) -> None:
+    """Run `cmd` in its own process group and SIGKILL the whole group as soon as `ready()` holds (or
+    at the timeout); with `must_run`, fail if the command ended by itself before that."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ledger = work / "cache/fetch.sqlite"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and _ledger_count(ledger) < 24 and proc.poll() is None:
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
             time.sleep(0.02)
+        assert not must_run or proc.poll() is None, "the command ended before it could be killed"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def kill_mid_fetch_then_resume(config: Path, work: Path, reference: Path) -> tuple[int, int, dict]:
+    """(outcomes committed before the kill, all outcomes, the resumed fetch's stats)."""
+    cmd = [sys.executable, "-m", "kgclip.cli", "harvest", str(config), "-w", str(work)]
+    ledger = work / "cache/fetch.sqlite"
+    kill_when(cmd, lambda: _ledger_count(ledger) >= 24, must_run=False)
     done_before = _ledger_count(ledger)
     total = pq.read_table(reference / "fetched.parquet").num_rows
     assert 0 < done_before < total, "the kill must land in the middle of fetch"

@@ -2,12 +2,8 @@
 every cell trained and evaluated once, a second run does nothing, a killed cell resumes from its
 checkpoint, and Ray gives the same results as cells run here."""
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import orjson
 import pytest
@@ -17,6 +13,7 @@ from eval_fixtures import write_shapes
 from kgclip.cli import app
 from kgclip.progress import console, results
 from kgclip.sweep.grid import load_sweep
+from resume import kill_when
 
 runner = CliRunner()
 
@@ -116,17 +113,7 @@ def test_a_killed_cell_resumes_from_its_checkpoint(demo_copy, shapes, tmp_path, 
     first, second = load_sweep(sweep, demo_copy).cells
     ckpt = demo_copy / "runs" / second.run / "checkpoints"
     cmd = [sys.executable, "-m", "kgclip.cli", "sweep", str(sweep), "-w", str(demo_copy)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (ckpt / "step_00000002.pt").is_file():
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when(cmd, (ckpt / "step_00000002.pt").is_file, timeout=300)
     status = invoke(sweep, "-w", demo_copy, "--status").output
     assert " done " in status and " partial " in status and "checkpoint step_0000000" in status
     done_before = _stamps(demo_copy / "runs" / first.run)

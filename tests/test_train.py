@@ -3,12 +3,10 @@
 import csv
 import io
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tarfile
-import time
 
 import open_clip
 import orjson
@@ -22,6 +20,7 @@ from kgclip.config import load
 from kgclip.train import checkpoint
 from kgclip.train.errors import TrainError
 from kgclip.train.models import build, register
+from resume import kill_when
 
 runner = CliRunner()
 
@@ -105,17 +104,7 @@ def test_sigkill_then_resume_continues_the_same_curve(work, tmp_path):
 
     cmd = [sys.executable, "-m", "kgclip.cli", "train", str(cfg), "-w", str(work), "--run", "killed"]
     log = work / "runs" / "killed" / "log.csv"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if log.is_file() and len(log.read_text().splitlines()) > 11:  # step 11 or later
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when(cmd, lambda: log.is_file() and len(log.read_text().splitlines()) > 11)  # step 11 or later
     kept = sorted(p.name for p in (work / "runs" / "killed" / "checkpoints").iterdir())
     assert kept == ["step_00000009.pt"]
     resumed = invoke("train", str(cfg), "-w", str(work), "--run", "killed", "--resume")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,9 +98,15 @@ def run_sweep(sweep: Sweep, workdir: Path) -> list[CellState]:
     if sweep.spec.executor == "ray" and todo:
         _run_on_ray(sweep, todo, workdir)
     else:
+        began = time.monotonic()
         for i, cell in enumerate(todo, 1):
             console.print(f"sweep {sweep.spec.name}: cell {i}/{len(todo)}: {cell.label} ({cell.run})")
             run_cell(cell, workdir)
+            took = (time.monotonic() - began) / i
+            console.print(
+                f"sweep {sweep.spec.name}: {i}/{len(todo)} cells done, {took / 60:.1f} min a cell, "
+                f"ETA {took * (len(todo) - i) / 60:.0f} min"
+            )
     return [cell_state(c, workdir) for c in sweep.cells]
 
 
@@ -110,11 +117,16 @@ def _run_on_ray(sweep: Sweep, todo: list[Cell], workdir: Path) -> None:
     with ray_session(base.ray) as ray:
         task = ray.remote(num_gpus=sweep.spec.gpus_per_cell, num_cpus=sweep.spec.cpus_per_cell)(_remote_cell)
         refs = {task.remote(cell, str(workdir)): cell for cell in todo}
+        began = time.monotonic()
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             cell = refs.pop(ref)
             state = ray.get(ref)
-            console.print(f"sweep {sweep.spec.name}: {cell.label}: {state}")
+            done = len(todo) - len(refs)
+            console.print(
+                f"sweep {sweep.spec.name}: {cell.label}: {state} ({done}/{len(todo)} cells, "
+                f"{(time.monotonic() - began) / 60:.1f} min so far)"
+            )
 
 
 def _remote_cell(cell: Cell, workdir: str) -> str:
