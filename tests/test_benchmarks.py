@@ -87,3 +87,68 @@ def test_all_pairs_on_the_first_rows_is_that_share_of_the_whole(bench) -> None:
     part = nd.all_pairs(h, budget=50_000, rows=300)
     assert len(part) > 0
     assert np.array_equal(part, whole[whole // len(h) < 300])
+
+
+def _figures(tree: float, main: float, cpu_ms: float) -> dict:
+    return {
+        "seconds": 1.0,
+        "cpu_s": 1.0,
+        "tree_mib": tree,
+        "main_mib": main,
+        "largest_mib": main,
+        "processes": 1,
+        "rows": 1,
+        "cpu_ms_per_image": cpu_ms,
+    }
+
+
+def test_scale_summary_slopes_straight_lines_and_flags(bench) -> None:
+    scale = bench("scale")
+    results = {
+        100_000: {"fetch": _figures(300, 200, 4.0), "curate": _figures(100, 100, 1.0)},
+        200_000: {"fetch": _figures(500, 200, 4.2), "curate": _figures(101, 101, 1.5)},
+    }
+    lines = scale.summary(results)
+    fetch = next(line for line in lines if line.startswith("fetch "))
+    # 200 MiB more over 100,000 images: 2.048 KiB per image; 500 MiB + 2.048 KiB x 8.8M at 9M
+    assert "2.048" in fetch and f"{(500 + 2.048 * 8_800_000 / 1024) / 1024:.2f} GiB" in fetch
+    assert "> 0.1 KiB/image" in fetch and "> 2 GiB at 1M" in fetch and "not flat" not in fetch
+    curate = next(line for line in lines if line.startswith("curate "))
+    assert "> 2 GiB" not in curate and "> 0.1 KiB/image" not in curate  # 0.010 KiB per image
+    assert "CPU/image x1.50 (not flat)" in curate
+
+
+def test_scale_images_are_distinct_to_the_perceptual_hash(bench, tmp_path) -> None:
+    from PIL import Image
+
+    from kgclip.curate.phash import phash
+
+    scale = bench("scale")
+    assert scale._make_folder((str(tmp_path), 0)) == scale.PER_FOLDER
+    assert scale._make_folder((str(tmp_path), 0)) == 0  # made once
+    files = sorted((tmp_path / "images" / "0000").glob("*.jpg"))[:300]
+    hashes = []
+    for path in files:
+        with Image.open(path) as image:
+            hashes.append(int(phash(image)))
+    nearest = min(bin(a ^ b).count("1") for i, a in enumerate(hashes) for b in hashes[i + 1 :])
+    assert nearest > 6  # curate's near-duplicate radius
+
+
+def test_scale_tree_sampler_sums_a_process_and_its_children(bench) -> None:
+    import subprocess
+
+    scale = bench("scale")
+    child = "import time; b = bytearray(60 * 2**20); time.sleep(1)"
+    code = (
+        "import subprocess, sys; b = bytearray(60 * 2**20); "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}]).wait()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    sampler = scale.TreeSampler(proc.pid, every=0.02)
+    sampler.start()
+    proc.wait()
+    sampler.stop.set()
+    sampler.join()
+    assert sampler.most_processes == 2
+    assert sampler.tree_peak > 120 * 2**20 > sampler.main_peak > 60 * 2**20
