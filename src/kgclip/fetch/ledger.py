@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -39,6 +39,7 @@ COLUMNS = [
     "colour",
     "runs",
 ]
+TEMP_CACHE_KIB = 32768  # page cache of the temporary tables: bounded, whatever their size
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(
     url TEXT PRIMARY KEY, params TEXT NOT NULL, {", ".join(COLUMNS[1:])}, at REAL);
@@ -167,6 +168,64 @@ class FetchLedger:
         wanted = set(urls)
         rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM outcomes ORDER BY url")
         return [Fetched(*row) for row in rows if row[0] in wanted]
+
+    # Streaming (issue 17): the hit URLs and the pending ones live in temporary tables on disk, so
+    # the stage holds one batch of URLs and one row group of outcomes at a time, whatever the harvest.
+
+    def load_hits(self, batches: Iterable[tuple[list[str], list[str]]]) -> int:
+        """Every hit URL once, in the order first met, with whether the local corpus produced it
+        (from (urls, backends) batches), into a temporary table; returns how many URLs."""
+        self._db.execute("PRAGMA temp_store = FILE")
+        self._db.execute(f"PRAGMA temp.cache_size = -{TEMP_CACHE_KIB}")
+        self._db.executescript(
+            "DROP TABLE IF EXISTS temp.hit_urls;"
+            "CREATE TEMP TABLE hit_urls(pos INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE, corpus INTEGER);"
+        )
+        with self._db:
+            for urls, backends in batches:
+                self._db.executemany(
+                    "INSERT INTO temp.hit_urls(url, corpus) VALUES (?, ?)"
+                    " ON CONFLICT(url) DO UPDATE SET corpus = max(corpus, excluded.corpus)",
+                    ((u, int(b == "corpus")) for u, b in zip(urls, backends, strict=True)),
+                )
+        return int(self._db.execute("SELECT count(*) FROM temp.hit_urls").fetchone()[0])
+
+    def mark_pending(self) -> int:
+        """The loaded hit URLs without a final outcome (as `done_urls`), in hit order, into a
+        temporary table that `pending` reads; returns how many."""
+        self._db.executescript(
+            "DROP TABLE IF EXISTS temp.pending;"
+            "CREATE TEMP TABLE pending(seq INTEGER PRIMARY KEY, url TEXT NOT NULL, corpus INTEGER);"
+        )
+        with self._db:
+            return self._db.execute(
+                "INSERT INTO temp.pending(url, corpus) SELECT h.url, h.corpus FROM temp.hit_urls h"
+                " WHERE NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.url = h.url AND o.status != 'failed')"
+                " ORDER BY h.pos"
+            ).rowcount
+
+    def pending(self, size: int) -> Iterator[list[tuple[str, bool]]]:
+        """The pending URLs (`mark_pending`) in chunks of `size`, each read when it is asked for,
+        with whether the local corpus produced each."""
+        last = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, url, corpus FROM temp.pending WHERE seq > ? ORDER BY seq LIMIT ?", (last, size)
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(url, bool(corpus)) for _, url, corpus in rows]
+
+    def hit_outcomes(self, size: int) -> Iterator[list[tuple]]:
+        """The outcomes of the loaded hit URLs in URL order (as `outcomes`), `size` rows at a time,
+        each row a tuple in COLUMNS order."""
+        cursor = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM outcomes"
+            " WHERE url IN (SELECT url FROM temp.hit_urls) ORDER BY url"
+        )
+        while rows := cursor.fetchmany(size):
+            yield rows
 
     def close(self) -> None:
         self._db.close()

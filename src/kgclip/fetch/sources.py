@@ -40,9 +40,17 @@ class LocalReads:
 def corpus_reads(config: Config, workdir: Workdir, corpus_urls: set[str]) -> LocalReads:
     """Local reads for the corpus hits `corpus_urls`, under the roots of the configured corpus
     (its index's, or those of the source it will be built from); none without a corpus."""
+    if config.search.corpus is None:
+        return LocalReads()
+    return LocalReads(corpus_roots_of(config, workdir), frozenset(corpus_urls))
+
+
+def corpus_roots_of(config: Config, workdir: Workdir) -> tuple[str, ...]:
+    """The folders local corpus hits may be read from: the configured corpus's index's roots, or
+    those of the source it will be built from; none without a corpus."""
     corpus = config.search.corpus
     if corpus is None:
-        return LocalReads()
+        return ()
     index = corpus_index_path(config, workdir)
     if index.is_file():
         backend = CorpusBackend(index)
@@ -52,7 +60,7 @@ def corpus_reads(config: Config, workdir: Workdir, corpus_urls: set[str]) -> Loc
             backend.close()
     else:
         roots = tuple(corpus_roots(corpus.source)) if corpus.source else ()
-    return LocalReads(roots, frozenset(corpus_urls))
+    return roots
 
 
 def read_source(url: str, max_bytes: int, roots: tuple[str, ...] = ()) -> bytes | Rejection:

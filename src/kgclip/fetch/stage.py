@@ -12,29 +12,30 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 
 from kgclip.config import Config, FetchConfig
 from kgclip.curate import phash
 from kgclip.fetch.batch import Batch, Outcome, write_part
 from kgclip.fetch.http import FetchPolicy, fetcher_user_agent
 from kgclip.fetch.images import ImageOptions
-from kgclip.fetch.ledger import SWITCHES, FetchLedger
+from kgclip.fetch.ledger import COLUMNS, SWITCHES, FetchLedger
 from kgclip.fetch.local_run import run_local
-from kgclip.fetch.sources import corpus_reads
+from kgclip.fetch.sources import LocalReads, corpus_roots_of
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
-from kgclip.tables import Fetched, write_records
+from kgclip.tables import ROWS_PER_GROUP, Fetched, GroupWriter, iter_batches
 from kgclip.useragent import PROJECT_URL
 from kgclip.workdir import Workdir, atomic_write_bytes, digest_of
 
 LEDGER = "cache/fetch.sqlite"
 PARTS = "parts"
 PART_INDEX = "parts/index.json"  # every part the ledger references, with its size: what curate reads
+STATUS, REASON = COLUMNS.index("status"), COLUMNS.index("reason")
 PART_NAME = re.compile(r"^[0-9a-f]{8}-\d{5}\.tar$")  # the parts this stage writes, and only those
 
 
@@ -65,8 +66,7 @@ def run(ctx: StageContext) -> StageResult:
     settings = sorted(asdict(opts).items())
     # outcomes carry a perceptual hash, so a new hash version re-makes them like a new image setting
     params = digest_of(f"phash={phash.VERSION}", *(f"{k}={v}" for k, v in settings))[:8]
-    urls, corpus_urls = _unique_urls(ctx.path("hits.parquet"))
-    local = corpus_reads(ctx.config, ctx.workdir, corpus_urls)
+    roots = corpus_roots_of(ctx.config, ctx.workdir)
     ledger = FetchLedger(ctx.path(LEDGER), params)
     try:
         dropped = ledger.drop_other_params()
@@ -84,15 +84,19 @@ def run(ctx: StageContext) -> StageResult:
                 f"{', ...' if len(lost) > 3 else ''}); their {forgotten:,} images are fetched again"
             )
         _remove_unreferenced_parts(parts_dir, ledger.parts())
-        done = ledger.done_urls()
-        pending = [u for u in urls if u not in done]
+        # Every hit URL once, in order, and those the local corpus produced (the only ones that may
+        # be read from local files), into the ledger's temporary tables: nothing per URL is held here.
+        urls = ledger.load_hits(_hit_batches(ctx.path("hits.parquet")))
+        pending = ledger.mark_pending()
         first = _next_part_number(parts_dir, params)
-        chunks = [pending[start : start + cfg.batch_size] for start in range(0, len(pending), cfg.batch_size)]
-        batches = [
-            Batch(first + i, f"{params}-{first + i:05d}.tar", chunk, local.only(chunk))
-            for i, chunk in enumerate(chunks)
-        ]
-        with meter("fetch", len(pending)) as m:
+
+        def batches() -> Iterator[Batch]:
+            """Made one at a time, as the executor asks for the next."""
+            for i, chunk in enumerate(ledger.pending(cfg.batch_size)):
+                local = LocalReads(roots, frozenset(u for u, corpus in chunk if corpus))
+                yield Batch(first + i, f"{params}-{first + i:05d}.tar", [u for u, _ in chunk], local)
+
+        with meter("fetch", pending) as m:
 
             def commit(batch: Batch, outcomes: list[Outcome]) -> None:
                 ledger.record(write_part(parts_dir, batch, outcomes), cfg.give_up_after_runs)
@@ -101,22 +105,30 @@ def run(ctx: StageContext) -> StageResult:
             if cfg.executor == "ray":
                 from kgclip.fetch.ray_run import run_ray
 
-                run_ray(batches, policy, opts, ctx.config.ray, commit)
+                run_ray(batches(), policy, opts, ctx.config.ray, commit)
             else:
-                workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(pending)))
-                run_local(batches, policy, opts, workers, commit)
-        rows = ledger.outcomes(urls)
+                workers = min(cfg.workers or os.cpu_count() or 1, max(1, pending))
+                run_local(batches(), policy, opts, workers, commit)
+        reasons: Counter[str] = Counter()
+        ok = failed = 0
+        out = GroupWriter(ctx.path("fetched.parquet"), Fetched.SCHEMA)
+        with out:
+            for chunk in ledger.hit_outcomes(ROWS_PER_GROUP):
+                for row in chunk:
+                    out.add(row)
+                    status = row[STATUS]
+                    ok += status == "ok"
+                    failed += status == "failed"
+                    if status != "ok":
+                        reasons[row[REASON]] += 1
+        rows = out.rows
         referenced = ledger.parts()
     finally:
         ledger.close()
-    write_records(ctx.path("fetched.parquet"), rows, Fetched)
     _write_index(ctx.path(PART_INDEX), parts_dir, referenced)
-    reasons = Counter(r.reason for r in rows if r.status != "ok")
-    ok = sum(r.status == "ok" for r in rows)
-    failed = sum(r.status == "failed" for r in rows)
     stats = {
-        "urls": len(urls),
-        "fetched_now": len(pending),
+        "urls": urls,
+        "fetched_now": pending,
         "rejudged": rejudged,
         "ok": ok,
         "rejected": dict(reasons),
@@ -128,27 +140,20 @@ def run(ctx: StageContext) -> StageResult:
             f"{failed:,} URLs failed for transient reasons; the next run retries them "
             f"(each is given up after failing in {cfg.give_up_after_runs} runs)"
         )
-    summary = f"{ok:,}/{len(urls):,} images ok ({len(pending):,} processed this run)"
+    summary = f"{ok:,}/{urls:,} images ok ({pending:,} processed this run)"
     if reasons:
         summary += ", not stored: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
     if failed:
         summary += f"; {failed:,} transient failures will be retried on the next run"
     if lost:
         summary += f"; {len(lost):,} lost parts re-fetched"
-    return StageResult(len(rows), stats, summary)
+    return StageResult(rows, stats, summary)
 
 
-def _unique_urls(hits_path: Path) -> tuple[list[str], set[str]]:
-    """Every hit URL once, in order, and those the local corpus produced (the only ones that
-    may be read from local files)."""
-    seen: dict[str, None] = {}
-    corpus: set[str] = set()
-    table = pq.read_table(hits_path, columns=["url", "backend"]).to_pydict()
-    for url, backend in zip(table["url"], table["backend"], strict=True):
-        seen.setdefault(url, None)
-        if backend == "corpus":
-            corpus.add(url)
-    return list(seen), corpus
+def _hit_batches(hits_path: Path) -> Iterator[tuple[list[str], list[str]]]:
+    """The hits' URLs and backends, a record batch at a time."""
+    for batch in iter_batches(hits_path, ["url", "backend"]):
+        yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
 
 
 def parts_damage(config: Config, workdir: Workdir, record: object) -> str | None:

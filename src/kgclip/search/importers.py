@@ -12,9 +12,11 @@ is skipped instead of hanging the index forever.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
+import itertools
 import os
 import re
 import stat
@@ -276,40 +278,44 @@ URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 def table(path: Path) -> Iterator[CorpusItem | Skipped]:
     """A parquet or CSV table: a location column (path/url/uri/image), a text column
-    (text/caption/alt_text), and optional license, attribution, page_url and category."""
-    rows = _read_rows(path)
-    if not rows:
-        return
-    columns = set(rows[0])
-    loc = next((c for c in LOCATION_COLUMNS if c in columns), None)
-    txt = next((c for c in TEXT_COLUMNS if c in columns), None)
-    if loc is None or txt is None:
-        raise CorpusSourceError(
-            f"{path}: needs a location column ({'/'.join(LOCATION_COLUMNS)}) and a text column "
-            f"({'/'.join(TEXT_COLUMNS)}); found {', '.join(sorted(columns))}"
-        )
-    roots = corpus_roots(path)
-    for i, row in enumerate(rows, start=1):
-        where = str(row.get(loc) or "").strip()
-        text = " ".join(str(row.get(txt) or "").split())
-        if not where:
-            yield Skipped(f"{path}:row {i}", "no_location")
-            continue
-        if not text:
-            yield Skipped(where, "empty_caption")
-            continue
-        uri = _table_uri(where, path.parent, roots)
-        if isinstance(uri, Skipped):
-            yield uri
-            continue
-        yield CorpusItem(
-            uri,
-            text,
-            str(row.get("category") or ""),
-            _opt(row.get("license")),
-            _opt(row.get("attribution")),
-            _opt(row.get("page_url")),
-        )
+    (text/caption/alt_text), and optional license, attribution, page_url and category.
+
+    Read as it is indexed (CSV a line at a time, parquet a record batch at a time), so a table of
+    millions of rows is never held whole."""
+    with _open_table(path) as rows:
+        first = next(rows, None)
+        if first is None:
+            return
+        columns = set(first)
+        loc = next((c for c in LOCATION_COLUMNS if c in columns), None)
+        txt = next((c for c in TEXT_COLUMNS if c in columns), None)
+        if loc is None or txt is None:
+            raise CorpusSourceError(
+                f"{path}: needs a location column ({'/'.join(LOCATION_COLUMNS)}) and a text column "
+                f"({'/'.join(TEXT_COLUMNS)}); found {', '.join(sorted(columns))}"
+            )
+        roots = corpus_roots(path)
+        for i, row in enumerate(itertools.chain((first,), rows), start=1):
+            where = str(row.get(loc) or "").strip()
+            text = " ".join(str(row.get(txt) or "").split())
+            if not where:
+                yield Skipped(f"{path}:row {i}", "no_location")
+                continue
+            if not text:
+                yield Skipped(where, "empty_caption")
+                continue
+            uri = _table_uri(where, path.parent, roots)
+            if isinstance(uri, Skipped):
+                yield uri
+                continue
+            yield CorpusItem(
+                uri,
+                text,
+                str(row.get("category") or ""),
+                _opt(row.get("license")),
+                _opt(row.get("attribution")),
+                _opt(row.get("page_url")),
+            )
 
 
 def _table_uri(where: str, base: Path, roots: list[str]) -> str | Skipped:
@@ -333,7 +339,12 @@ def _opt(value: object) -> str | None:
     return text or None
 
 
-def _read_rows(path: Path) -> list[dict[str, object]]:
+TABLE_BATCH_ROWS = 4096  # parquet rows turned into dicts at a time
+
+
+@contextlib.contextmanager
+def _open_table(path: Path) -> Iterator[Iterator[dict[str, object]]]:
+    """The table's rows as dicts, read lazily from the open file."""
     suffix = path.suffix.lower()
     if suffix not in {".parquet", ".csv", ".tsv"}:
         raise CorpusSourceError(f"{path}: a corpus table must be .parquet, .csv or .tsv")
@@ -343,6 +354,8 @@ def _read_rows(path: Path) -> list[dict[str, object]]:
         raise CorpusSourceError(f"{path}: cannot read the table: {exc.strerror}") from None
     with fh:
         if suffix == ".parquet":
-            return pq.read_table(fh).to_pylist()
-        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        return list(csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ","))
+            file = pq.ParquetFile(fh)
+            yield (row for batch in file.iter_batches(TABLE_BATCH_ROWS) for row in batch.to_pylist())
+        else:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            yield iter(csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ","))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from kgclip.config import Config
 from kgclip.pipeline import StageContext, StageResult
@@ -28,7 +32,7 @@ from kgclip.search.ledger import SearchLedger
 from kgclip.search.openverse import OpenverseBackend
 from kgclip.search.serpapi import SerpApiBackend
 from kgclip.search.web import WebBackend
-from kgclip.tables import Hit, Query, Rejected, read_records, write_records
+from kgclip.tables import GroupWriter, Hit, Query, Rejected, read_records, write_records
 from kgclip.workdir import Workdir, digest_of
 
 LEDGER = "cache/search.sqlite"
@@ -163,34 +167,45 @@ def run(ctx: StageContext) -> StageResult:
             for line in plan(backends, here, cfg.top_k):
                 console.print(line)
             asyncio.run(_ask_all(backends, ledger, here, keys, cfg.top_k))
-        hits, rejects = _collect(ledger, queries, keys)
+        # hits go to the table a row group at a time, in query order, as they are read back from
+        # the ledger: only rejects (at most one per query and backend) and counts are kept
+        rejects: list[Rejected] = []
+        per_backend: Counter[str] = Counter()
+        answered: set[str] = set()
+        seen = UrlCount()
+        out = GroupWriter(ctx.path("hits.parquet"), Hit.SCHEMA)
+        with out:
+            for hit in _collect(ledger, queries, keys, rejects):
+                out.add_records((hit,))
+                per_backend[hit.backend] += 1
+                answered.add(hit.query_id)
+                seen.add(hit.url)
         sent = {name: b.requests for name, b in backends.items() if isinstance(b, WebBackend)}
     finally:
         for backend in backends.values():
             backend.close()
         ledger.close()
-    write_records(ctx.path("hits.parquet"), hits, Hit)
     write_records(ctx.path("rejects/search.parquet"), rejects, Rejected)
     reasons = Counter(r.reason for r in rejects)
-    answered = len({h.query_id for h in hits})
+    hits = out.rows
     stats = {
         "queries": len(queries),
         "queries_asked": len(pending),
         "requests_sent": sum(sent.values()),
         "http_requests": sent,
         "from_ledger": len(keys) - len(pending),
-        "queries_with_hits": answered,
-        "hits": len(hits),
-        "per_backend": dict(Counter(h.backend for h in hits)),
-        "unique_urls": len({h.url for h in hits}),
+        "queries_with_hits": len(answered),
+        "hits": hits,
+        "per_backend": dict(per_backend),
+        "unique_urls": seen.count(),
         "rejects": dict(reasons),
         "retry_later": reasons.get("retry_later", 0),
     }
-    summary = f"{len(hits):,} hits for {answered:,}/{len(queries):,} queries ({len(pending):,} asked"
+    summary = f"{hits:,} hits for {len(answered):,}/{len(queries):,} queries ({len(pending):,} asked"
     summary += f", {sum(sent.values()):,} HTTP requests sent)" if sent else ")"
     if stats["retry_later"]:
         summary += f"; {stats['retry_later']:,} requests left for a later run (quota or failures)"
-    return StageResult(len(hits), stats, summary)
+    return StageResult(hits, stats, summary)
 
 
 def plan(backends: dict[str, SearchBackend], pending: list[tuple[Query, str]], k: int) -> list[str]:
@@ -262,10 +277,10 @@ async def _ask_all(
 
 
 def _collect(
-    ledger: SearchLedger, queries: list[Query], keys: dict[tuple[str, str], str]
-) -> tuple[list[Hit], list[Rejected]]:
-    hits: list[Hit] = []
-    rejects: list[Rejected] = []
+    ledger: SearchLedger, queries: list[Query], keys: dict[tuple[str, str], str], rejects: list[Rejected]
+) -> Iterator[Hit]:
+    """Every answer's hits, in query and backend order, read from the ledger one answer at a time;
+    a query and backend without hits goes to `rejects`."""
     by_id = {q.query_id: q for q in queries}
     for (qid, name), key in keys.items():
         q = by_id[qid]
@@ -278,7 +293,7 @@ def _collect(
             rejects.append(Rejected("search", q.query_id, "no_results", f"{name}: {q.text}"))
         else:
             kept = _web_urls_only(name, q, outcome.results, rejects)
-            hits.extend(
+            yield from (
                 Hit(
                     q.query_id,
                     name,
@@ -294,7 +309,34 @@ def _collect(
                 )
                 for rank, f in enumerate(kept, start=1)
             )
-    return hits, rejects
+
+
+class UrlCount:
+    """How many distinct URLs were added, holding 8 bytes per URL (a 64-bit digest; two URLs
+    would have to share one for the count to be off, about one chance in 10^7 at 10^6 URLs)
+    instead of the URL itself."""
+
+    def __init__(self, chunk: int = 65536) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._open: list[int] = []
+        self._chunk = chunk
+
+    def add(self, url: str) -> None:
+        digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        self._open.append(int.from_bytes(digest, "little"))
+        if len(self._open) >= self._chunk:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self._open:
+            self._chunks.append(np.unique(np.array(self._open, dtype=np.uint64)))
+            self._open = []
+
+    def count(self) -> int:
+        self._seal()
+        if not self._chunks:
+            return 0
+        return int(np.unique(np.concatenate(self._chunks)).size)
 
 
 def _web_urls_only(name: str, query: Query, results: list[Found], rejects: list[Rejected]) -> list[Found]:
