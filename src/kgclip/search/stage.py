@@ -32,10 +32,11 @@ from kgclip.search.ledger import SearchLedger
 from kgclip.search.openverse import OpenverseBackend
 from kgclip.search.serpapi import SerpApiBackend
 from kgclip.search.web import WebBackend
-from kgclip.tables import GroupWriter, Hit, Query, Rejected, read_records, write_records
+from kgclip.tables import ROWS_PER_GROUP, GroupWriter, Hit, Query, Rejected, read_records, write_records
 from kgclip.workdir import Workdir, digest_of
 
 LEDGER = "cache/search.sqlite"
+HITS_PER_GROUP = ROWS_PER_GROUP  # hits held before they are written as a row group
 WEB: dict[str, type[WebBackend]] = {
     b.name: b
     for b in (
@@ -173,7 +174,7 @@ def run(ctx: StageContext) -> StageResult:
         per_backend: Counter[str] = Counter()
         answered: set[str] = set()
         seen = UrlCount()
-        out = GroupWriter(ctx.path("hits.parquet"), Hit.SCHEMA)
+        out = GroupWriter(ctx.path("hits.parquet"), Hit.SCHEMA, HITS_PER_GROUP)
         with out:
             for hit in _collect(ledger, queries, keys, rejects):
                 out.add_records((hit,))
