@@ -406,7 +406,7 @@ def read_records(path: Path, cls: type[R]) -> Iterator[R]:
 
 # ---------------------------------------------------------------- streaming (issue 17)
 
-ROWS_PER_GROUP = 65536  # rows a streaming writer holds before it writes them as a row group
+ROWS_PER_GROUP = 8192  # rows a streaming writer holds before it writes them as a row group (~1-8 MB)
 
 
 def records_table(records: Iterable[Any], cls: type) -> pa.Table:

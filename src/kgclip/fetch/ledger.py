@@ -39,7 +39,7 @@ COLUMNS = [
     "colour",
     "runs",
 ]
-TEMP_CACHE_KIB = 32768  # page cache of the temporary tables: bounded, whatever their size
+TEMP_CACHE_KIB = 8192  # page cache of the temporary tables: bounded, whatever their size
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outcomes(
     url TEXT PRIMARY KEY, params TEXT NOT NULL, {", ".join(COLUMNS[1:])}, at REAL);
