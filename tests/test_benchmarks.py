@@ -89,33 +89,35 @@ def test_all_pairs_on_the_first_rows_is_that_share_of_the_whole(bench) -> None:
     assert np.array_equal(part, whole[whole // len(h) < 300])
 
 
-def _figures(tree: float, main: float, cpu_ms: float) -> dict:
+def _figures(n: int, tree: float, main: float, cpu_s: float) -> dict:
     return {
         "seconds": 1.0,
-        "cpu_s": 1.0,
+        "cpu_s": cpu_s,
         "tree_mib": tree,
         "main_mib": main,
         "largest_mib": main,
         "processes": 1,
         "rows": 1,
-        "cpu_ms_per_image": cpu_ms,
+        "cpu_ms_per_image": 1000 * cpu_s / n,
     }
 
 
 def test_scale_summary_slopes_straight_lines_and_flags(bench) -> None:
     scale = bench("scale")
     results = {
-        100_000: {"fetch": _figures(300, 200, 4.0), "curate": _figures(100, 100, 1.0)},
-        200_000: {"fetch": _figures(500, 200, 4.2), "curate": _figures(101, 101, 1.5)},
+        50_000: {"fetch": _figures(50_000, 250, 200, 210), "curate": _figures(50_000, 99, 99, 60)},
+        100_000: {"fetch": _figures(100_000, 300, 200, 410), "curate": _figures(100_000, 100, 100, 110)},
+        200_000: {"fetch": _figures(200_000, 500, 200, 810), "curate": _figures(200_000, 101, 101, 260)},
     }
     lines = scale.summary(results)
     fetch = next(line for line in lines if line.startswith("fetch "))
     # 200 MiB more over 100,000 images: 2.048 KiB per image; 500 MiB + 2.048 KiB x 8.8M at 9M
     assert "2.048" in fetch and f"{(500 + 2.048 * 8_800_000 / 1024) / 1024:.2f} GiB" in fetch
     assert "> 0.1 KiB/image" in fetch and "> 2 GiB at 1M" in fetch and "not flat" not in fetch
+    assert "4.000->4.000" in fetch  # CPU per extra image; the 10 s of start-up cancel out
     curate = next(line for line in lines if line.startswith("curate "))
     assert "> 2 GiB" not in curate and "> 0.1 KiB/image" not in curate  # 0.010 KiB per image
-    assert "CPU/image x1.50 (not flat)" in curate
+    assert "1.000->1.500" in curate and "CPU per extra image x1.50 (not flat)" in curate
 
 
 def test_scale_images_are_distinct_to_the_perceptual_hash(bench, tmp_path) -> None:
