@@ -409,14 +409,6 @@ def read_records(path: Path, cls: type[R]) -> Iterator[R]:
 ROWS_PER_GROUP = 8192  # rows a streaming writer holds before it writes them as a row group (~1-8 MB)
 
 
-def records_table(records: Iterable[Any], cls: type) -> pa.Table:
-    """Records of one type to an Arrow table, column by column (no dict per row); the same table
-    as `to_table` for records without nested dataclasses."""
-    rows = records if isinstance(records, list) else list(records)
-    names = [f.name for f in cls.SCHEMA]
-    return rows_table([tuple(getattr(r, n) for n in names) for r in rows], cls.SCHEMA)
-
-
 def rows_table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
     """Tuples in the schema's column order to an Arrow table, column by column."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
@@ -429,6 +421,7 @@ class GroupWriter:
     """A parquet file written row group by row group as rows arrive, atomically: readers see the
     previous file (or none) until `close`, and a process killed while writing leaves only a
     temporary file (`.<name>.tmp-<pid>...`), never a partial table. Memory holds one row group.
+    Flat records only (no nested dataclass columns).
 
         with GroupWriter(path, Hit.SCHEMA) as out:
             out.add_records(hits)  # or out.add(row) with a tuple in the schema's column order
