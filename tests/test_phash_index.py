@@ -103,3 +103,21 @@ def test_colour_tells_recoloured_drawings_apart():
     brighter = red.point(lambda v: min(255, int(v * 1.1)))
     assert colour_distance(colour(red), colour(brighter)) <= 48
     assert colour(Image.new("RGB", (10, 10), (1, 2, 3))) == 0x010203
+
+
+def test_keys_are_the_hash_and_mean_colour_of_the_trimmed_picture():
+    """`keys` (what fetch stores) must equal the hash and ImageStat's channel means of what `trim`
+    keeps, so harvested hashes stay comparable with indexed ones whatever shortcut keys takes."""
+    from PIL import ImageStat
+
+    from kgclip.curate.phash import _grey, _hash, _small, _trim_box, keys, trim
+
+    framed = ImageOps.expand(scene(7), border=30, fill=(250, 250, 250))
+    large = scene(8, size=(900, 700))  # reduced by an integer factor before hashing
+    for image in (scene(6), framed, large, reencoded(framed, 40).convert("RGB")):
+        small = _small(image)
+        box = _trim_box(np.asarray(small.convert("L"), dtype=np.int16))
+        means = ImageStat.Stat(small.crop(box)).mean
+        expected_colour = sum(min(255, round(v)) << s for v, s in zip(means, (16, 8, 0), strict=True))
+        assert keys(image) == (_hash(trim(_grey(image))), expected_colour) == (phash(image), expected_colour)
+    assert box != (0, 0, *small.size)  # the framed copy was trimmed: the crop path is exercised
