@@ -32,18 +32,6 @@ class LocalReads:
         """The folders `url` may be read from; none for a URL the corpus did not produce."""
         return self.roots if url in self.urls else ()
 
-    def only(self, urls: list[str]) -> LocalReads:
-        """The part that concerns `urls` (one batch), to keep what travels to workers small."""
-        return LocalReads(self.roots, frozenset(u for u in urls if u in self.urls))
-
-
-def corpus_reads(config: Config, workdir: Workdir, corpus_urls: set[str]) -> LocalReads:
-    """Local reads for the corpus hits `corpus_urls`, under the roots of the configured corpus
-    (its index's, or those of the source it will be built from); none without a corpus."""
-    if config.search.corpus is None:
-        return LocalReads()
-    return LocalReads(corpus_roots_of(config, workdir), frozenset(corpus_urls))
-
 
 def corpus_roots_of(config: Config, workdir: Workdir) -> tuple[str, ...]:
     """The folders local corpus hits may be read from: the configured corpus's index's roots, or
