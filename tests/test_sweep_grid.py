@@ -104,3 +104,27 @@ def test_a_run_folder_the_sweep_did_not_make_is_never_used(tmp_path):
     with pytest.raises(SweepError, match="is not this sweep's cell"):
         run_cell(cell, work)
     assert (theirs / "notes.txt").read_text() == "mine"
+
+
+def test_a_cell_another_process_runs_is_left_to_it(tmp_path, monkeypatch):
+    import fcntl
+    import os
+
+    from kgclip.sweep import run
+
+    grid = _sweep(tmp_path, BASE.replace('eval_sets = ["wds:{workdir}/evalsets/x"]', "eval_sets = []"))
+    work = tmp_path / "work"
+    busy = run.record_path(work, grid.cells[0]).with_suffix(".lock")
+    busy.parent.mkdir(parents=True)
+    fd = os.open(busy, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another `kgclip sweep` holds it while the cell works
+    ran = []
+    monkeypatch.setattr(run, "run_cell", lambda cell, workdir: ran.append(cell.label))
+    try:
+        assert run.cell_state(grid.cells[0], work).state == "running"
+        with pytest.raises(run.SweepError, match="running in another process"):
+            run._lock(work, grid.cells[0]).__enter__()
+        run.run_sweep(grid, work)
+    finally:
+        os.close(fd)
+    assert ran == [c.label for c in grid.cells[1:]]

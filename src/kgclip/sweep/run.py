@@ -87,7 +87,11 @@ def run_cell(cell: Cell, workdir: Path) -> CellState:
 
 def run_sweep(sweep: Sweep, workdir: Path) -> list[CellState]:
     """Every cell not done yet, here in turn or as Ray tasks; returns every cell's state after."""
-    todo = [c for c in sweep.cells if cell_state(c, workdir).state != "done"]
+    states = {c.run: cell_state(c, workdir).state for c in sweep.cells}
+    for c in sweep.cells:
+        if states[c.run] == "running":
+            console.print(f"sweep {sweep.spec.name}: {c.label}: another process is running it; left to it")
+    todo = [c for c in sweep.cells if states[c.run] not in ("done", "running")]
     if todo:
         from kgclip.eval.open import open_set
 
