@@ -70,3 +70,16 @@ def _keys(tar_path) -> list[str]:
     keys = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names))
     assert names == [f"{k}.{ext}" for k in keys for ext in ("jpg", "txt", "json")]
     return keys
+
+
+def test_the_spill_folder_is_gone_after_a_run_and_a_killed_runs_leftover_is_cleared(demo_copy):
+    """Curate's grouped rows live in `.curate-spill/` only while it runs; one a kill left behind
+    is removed, not read, by the next run."""
+    spill = demo_copy / curate_stage.SPILL
+    spill.mkdir()
+    for name in ("copies-00000.arrow", "rejected-eval.arrow"):  # the second would be read back
+        (spill / name).write_bytes(b"left by a killed run")
+    before = [digest(demo_copy / name) for name in ("samples.parquet", "rejected.parquet")]
+    curate_stage.run(StageContext(load("demo"), Workdir(demo_copy)))
+    assert not spill.exists()
+    assert [digest(demo_copy / name) for name in ("samples.parquet", "rejected.parquet")] == before

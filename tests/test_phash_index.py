@@ -121,3 +121,20 @@ def test_keys_are_the_hash_and_mean_colour_of_the_trimmed_picture():
         expected_colour = sum(min(255, round(v)) << s for v, s in zip(means, (16, 8, 0), strict=True))
         assert keys(image) == (_hash(trim(_grey(image))), expected_colour) == (phash(image), expected_colour)
     assert box != (0, 0, *small.size)  # the framed copy was trimmed: the crop path is exercised
+
+
+def test_the_block_size_bounds_memory_not_the_answer(monkeypatch):
+    """Blocks shrink as more stored hashes share chunk values; the matches are the same."""
+    from kgclip.curate import hashindex
+
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**63, 5000, dtype=np.int64).astype(np.uint64)
+    hashes[1::10] = hashes[::10] ^ np.uint64(0b10110)
+    index = hashindex.HashIndex(hashes)
+    whole = index.search(hashes, 6)
+    assert index._block(17) == hashindex.BLOCK  # few hashes: the largest blocks
+    monkeypatch.setattr(hashindex, "CANDIDATES", 20_000)
+    assert index._block(17) < 1000
+    small = index.search(hashes, 6)
+    assert all(np.array_equal(a, b) for a, b in zip(whole, small, strict=True))
+    assert len(whole[0]) > len(hashes)  # the planted pairs, besides every hash with itself

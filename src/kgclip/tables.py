@@ -485,3 +485,58 @@ def iter_batches(
         yield from file.iter_batches(batch_size=rows, columns=columns)
     finally:
         file.close()
+
+
+RECORD_ROWS_PER_GROUP = 65_536  # RecordWriter's row groups (curate's samples and rejected tables)
+
+
+class RecordWriter:
+    """Records of one type appended to a parquet file as they are made, a row group at a time,
+    atomically: the file appears only when the `with` block ends without an error.
+
+    Records wait as Arrow rows until `rows_per_group` are buffered; each row group is written as
+    `write_records` writes a whole table (same schema, compression and encodings), so a file of at
+    most `rows_per_group` rows is byte-identical to `write_records` of the same records, and a
+    larger one holds the same rows in row groups of `rows_per_group`."""
+
+    def __init__(self, path: Path, cls: type, rows_per_group: int = RECORD_ROWS_PER_GROUP) -> None:
+        self.path, self.cls, self.rows_per_group = path, cls, rows_per_group
+        self.rows = 0
+        self._buffered: list[pa.Table] = []
+        self._waiting = 0
+
+    def __enter__(self) -> RecordWriter:
+        from kgclip.workdir import atomic_path
+
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.cls.SCHEMA, compression="zstd")  # type: ignore[attr-defined]
+        return self
+
+    def add(self, records: Iterable[Any]) -> None:
+        table = to_table(records, self.cls)
+        if table.num_rows:
+            self._buffered.append(table)
+            self._waiting += table.num_rows
+            self.rows += table.num_rows
+        while self._waiting >= self.rows_per_group:
+            self._flush(self.rows_per_group)
+
+    def _flush(self, rows: int) -> None:
+        pending = pa.concat_tables(self._buffered) if self._buffered else self.cls.SCHEMA.empty_table()  # type: ignore[attr-defined]
+        # one chunk, as write_records has it: list columns written from several chunks page differently
+        self._writer.write_table(pending.slice(0, rows).combine_chunks())
+        rest = pending.slice(rows)
+        self._buffered = [rest] if rest.num_rows else []
+        self._waiting = rest.num_rows
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if exc[0] is None:
+                if self._waiting or self.rows == 0:  # an empty table is written as write_records does
+                    self._flush(self._waiting)
+                self._writer.close()
+            else:
+                self._writer.close()
+        finally:
+            self._atomic.__exit__(*exc)

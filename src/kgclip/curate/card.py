@@ -22,7 +22,7 @@ import csv
 import io
 import tarfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,8 +88,8 @@ def _example(row: dict[str, Any]) -> str:
 def write_card(
     folder: Path,
     name: str,
-    samples: list[Sample],
-    rejected: list[Rejected],
+    samples: Iterable[Sample],
+    rejected: Iterable[Rejected] | Counter[str],
     stats: dict[str, Any],
     entities: dict[str, Entity],
     types: dict[str, NaturalType],
@@ -98,16 +98,28 @@ def write_card(
     ambiguity: Ambiguity | None = None,
     image_of: Callable[[Sample], bytes | None] | None = None,
 ) -> None:
-    """`image_of` gives a sample's stored JPEG (`ShardImages`); without it there is no contact sheet."""
+    """`image_of` gives a sample's stored JPEG (`ShardImages`); without it there is no contact sheet.
+
+    `samples` is read twice (the counts, then the contact sheet's first samples of the most pictured
+    types), one sample at a time: a list, or `SamplesTable` over the written samples.parquet.
+    `rejected` is the rejected rows or already their count per reason."""
     folder.mkdir(parents=True, exist_ok=True)
-    per_entity = Counter(e for s in samples for e in s.entity_ids)
-    per_root = Counter(
-        r for s in samples for r in {_root(entities, e) for e in s.entity_ids if e in entities}
-    )
-    per_type = Counter(t for s in samples for t in _type_names(s, types))
-    licences = Counter(s.license or "unknown" for s in samples)
-    reasons = Counter(r.reason for r in rejected)
-    kinds = Counter(queries[q].kind for s in samples for q in s.query_ids if q in queries)
+    per_entity: Counter[str] = Counter()
+    per_root: Counter[str] = Counter()
+    per_type: Counter[str] = Counter()
+    licences: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    total = with_alt = alt_total = 0
+    for s in samples:
+        total += 1
+        per_entity.update(s.entity_ids)
+        per_root.update({_root(entities, e) for e in s.entity_ids if e in entities})
+        per_type.update(_type_names(s, types))
+        licences[s.license or "unknown"] += 1
+        kinds.update(queries[q].kind for q in s.query_ids if q in queries)
+        with_alt += bool(s.alt_texts)
+        alt_total += len(s.alt_texts)
+    reasons = rejected if isinstance(rejected, Counter) else Counter(r.reason for r in rejected)
     coverage = _coverage(entities, types, queries, set(per_entity))
 
     plots = {
@@ -127,12 +139,10 @@ def write_card(
     def plot(name: str, alt: str) -> list[str]:
         return [f"![{alt}]({name}.png)", ""] if plots[name] else []
 
-    with_alt = sum(bool(s.alt_texts) for s in samples)
-    alt_total = sum(len(s.alt_texts) for s in samples)
     lines = [
         f"# Dataset card: {name}",
         "",
-        f"{len(samples):,} image-text samples covering {len(per_entity):,} entities, written by kgclip's "
+        f"{total:,} image-text samples covering {len(per_entity):,} entities, written by kgclip's "
         "curate stage. A picture found for several entities counts once for each below.",
         "",
         *_sheet_lines(plots["contact_sheet"]),
@@ -167,7 +177,7 @@ def write_card(
         _table(["type", "pictures"], _ranked(per_type, TOP)),
         "## Texts",
         "",
-        f"- alt texts: {with_alt:,} of {len(samples):,} samples have at least one, {alt_total:,} in all",
+        f"- alt texts: {with_alt:,} of {total:,} samples have at least one, {alt_total:,} in all",
         "- query texts per kind (a sample carries every query that found it):",
         "",
         _table(["query kind", "sample-query pairs"], _ranked(kinds)),
@@ -370,7 +380,7 @@ def _coverage_plot(path: Path, rows: list[tuple[str, int, int, int, str]]) -> bo
 
 
 def _sheet_rows(
-    samples: list[Sample],
+    samples: Iterable[Sample],
     types: dict[str, NaturalType],
     per_type: Counter[str],
     image_of: Callable[[Sample], bytes | None] | None,
@@ -378,10 +388,20 @@ def _sheet_rows(
     """(type label, the JPEGs of its first samples by key) for the most pictured types."""
     if image_of is None:
         return []
+    top = _ranked(per_type, SHEET_TYPES)
+    firsts: dict[str, list[Sample]] = {name: [] for name, _ in top}
+    for s in samples:  # one pass, keeping each type's first samples by key
+        for name in _type_names(s, types):
+            chosen = firsts.get(name)
+            if chosen is None:
+                continue
+            chosen.append(s)
+            if len(chosen) > 2 * SHEET_PER_TYPE:
+                chosen.sort(key=lambda c: c.key)
+                del chosen[SHEET_PER_TYPE:]
     rows = []
-    ordered = sorted(samples, key=lambda s: s.key)
-    for name, n in _ranked(per_type, SHEET_TYPES):
-        chosen = [s for s in ordered if name in _type_names(s, types)][:SHEET_PER_TYPE]
+    for name, n in top:
+        chosen = sorted(firsts[name], key=lambda c: c.key)[:SHEET_PER_TYPE]
         images = [data for data in (image_of(s) for s in chosen) if data]
         if images:
             rows.append((f"{name} ({n:,})", images))
@@ -429,6 +449,27 @@ def _sheet_lines(drawn: bool) -> list[str]:
         "![samples of the most pictured natural types](contact_sheet.png)",
         "",
     ]
+
+
+class SamplesTable:
+    """The rows of a written samples.parquet as `Sample` records, a batch at a time, as often as
+    asked: the card reads it twice and never holds more than one batch. Only the columns the card
+    uses are read; the others keep their empty values."""
+
+    COLUMNS = ("key", "shard", "split", "entity_ids", "query_ids", "license", "alt_texts")
+    _BLANK: dict[str, Any] = {  # noqa: RUF012 - read only
+        "sha256": "", "width": 0, "height": 0, "orig_width": 0, "orig_height": 0, "urls": [],
+        "page_urls": [], "attribution": None, "caption": "",
+    }
+
+    def __init__(self, path: Path, batch_rows: int = 16_384) -> None:
+        self.path, self.batch_rows = path, batch_rows
+
+    def __iter__(self) -> Iterator[Sample]:
+        file = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
+        for batch in file.iter_batches(batch_size=self.batch_rows, columns=list(self.COLUMNS)):
+            for row in batch.to_pylist():
+                yield Sample(**self._BLANK, **row)
 
 
 class ShardImages:

@@ -188,9 +188,9 @@ class EvalIndex:
             raise DecontamError(f"{path}: built with another perceptual hash; build it again")
         return table.select(SCHEMA.names).cast(SCHEMA)
 
-    def matches(self, hashes: list[int], distance: int) -> dict[int, tuple[str, str, int]]:
+    def matches(self, hashes: list[int] | np.ndarray, distance: int) -> dict[int, tuple[str, str, int]]:
         """For each position in `hashes` that matches: (eval set, image, distance) of its nearest."""
-        if not hashes or len(self._index) == 0:
+        if len(hashes) == 0 or len(self._index) == 0:
             return {}
         q, i, d = self._index.search(np.array(hashes, dtype=np.uint64), distance)
         best: dict[int, tuple[str, str, int]] = {}

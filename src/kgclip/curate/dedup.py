@@ -17,6 +17,9 @@ licence passes, and the largest of all only when none does (the filter then reje
 
 Merging is transitive (connected components): a chain a~b~c merges a and c even if they are
 further apart than the threshold. At the default threshold such chains are copies of one picture.
+
+The curate stage makes these same groups on compact arrays (curate/plan.py), without a record per
+row; `group_duplicates` is the reference it is tested against, and `Group` what both hand on.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ CHUNKS = 4
 CHUNK_BITS = 16
 _MASK = np.uint64((1 << CHUNK_BITS) - 1)
 Matches = tuple[np.ndarray, np.ndarray, np.ndarray]  # query indices, stored indices, distances
-BLOCK = 20_000  # queries probed at once: bounds the temporary arrays (~100 MB at r ≤ 7)
+BLOCK = 20_000  # queries probed at once, at most ...
+CANDIDATES = 2_000_000  # ... and about this many candidate pairs per block: bounds the temporary
+# arrays (~100 MB) whatever the number of stored hashes, which sets how many share a chunk value
 
 
 class HashIndex:
@@ -41,13 +43,27 @@ class HashIndex:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty, empty
         flips = _flips(radius // CHUNKS)
+        block = self._block(len(flips))
         parts = [
-            self._search_block(queries[start : start + BLOCK], start, radius, flips)
-            for start in range(0, len(queries), BLOCK)
+            self._search_block(queries[start : start + block], start, radius, flips)
+            for start in range(0, len(queries), block)
         ]
         keys = np.concatenate(parts)
         q, i = keys // len(self.hashes), keys % len(self.hashes)
         return q, i, np.bitwise_count(queries[q] ^ self.hashes[i]).astype(np.int64)
+
+    def _block(self, probes: int) -> int:
+        """Queries per block: about CANDIDATES candidate pairs, estimating a probe's matches by how
+        many stored hashes share a chunk value with a stored hash (the queries are usually the
+        stored hashes themselves; real hashes crowd some values, so this exceeds len / 65536)."""
+        per_probe = 0.0
+        for keys, _ in self._tables:
+            if len(keys) == 0:
+                continue
+            starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+            runs = np.diff(np.append(starts, len(keys)))
+            per_probe += float((runs.astype(np.float64) ** 2).sum()) / max(1, len(keys))
+        return int(min(BLOCK, max(256, CANDIDATES // max(1.0, probes * per_probe))))
 
     def _search_block(self, queries: np.ndarray, offset: int, radius: int, flips: np.ndarray) -> np.ndarray:
         """Matches of one block of queries as sorted unique keys query * len(self) + stored."""

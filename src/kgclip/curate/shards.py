@@ -6,9 +6,11 @@ import os
 import tarfile
 from collections import OrderedDict
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import orjson
 
 from kgclip.tario import add_member
@@ -27,25 +29,35 @@ class PartReader:
     def __init__(self, parts_dir: Path, open_files: int = 32) -> None:
         self.parts_dir = parts_dir
         self._open_files = open_files
-        self._index: dict[str, dict[str, tuple[int, int]]] = {}
+        self._index: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._files: OrderedDict[str, BinaryIO] = OrderedDict()
 
     def read(self, part: str, member: str) -> bytes:
         index = self._index.get(part)
         if index is None:
             index = self._index[part] = self._scan(part)
-        found = index.get(f"{member}.jpg")
-        if found is None:
+        names, offsets, sizes = index
+        name = f"{member}.jpg".encode()
+        at = int(np.searchsorted(names, name))
+        if at == len(names) or names[at] != name:
             raise FileNotFoundError(f"{part}: no member {member}.jpg")
-        offset, size = found
+        offset, size = int(offsets[at]), int(sizes[at])
         data = os.pread(self._file(part).fileno(), size, offset)
         if len(data) != size:
             raise OSError(f"{part}: member {member}.jpg is cut short")
         return data
 
-    def _scan(self, part: str) -> dict[str, tuple[int, int]]:
+    def _scan(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The part's members as sorted arrays (name, data offset, size): a few dozen bytes a member
+        rather than a dict entry, since every part stays indexed for the whole stage. A name stored
+        twice keeps its last member, as a lookup by name in the tar does."""
         with tarfile.open(self.parts_dir / part) as tar:
-            return {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+            found = {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+        names = np.array([n.encode() for n in found], dtype=bytes)
+        order = np.argsort(names, kind="stable")
+        offsets = np.array([o for o, _ in found.values()], dtype=np.int64)
+        sizes = np.array([z for _, z in found.values()], dtype=np.int64)
+        return names[order], offsets[order], sizes[order]
 
     def _file(self, part: str) -> BinaryIO:
         fh = self._files.pop(part, None)
@@ -63,14 +75,34 @@ class PartReader:
 
 def write_shard(path: Path, samples: Iterable[tuple[str, bytes, str, dict]]) -> int:
     """Write (key, jpeg, caption, json) samples into one tar atomically; returns the count."""
-    count = 0
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
+    with ShardWriter(path) as shard:
         for key, jpeg, caption, meta in samples:
-            add_member(tar, f"{key}.jpg", jpeg)
-            add_member(tar, f"{key}.txt", caption.encode())
-            add_member(tar, f"{key}.json", orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))
-            count += 1
-    return count
+            shard.add(key, jpeg, caption, meta)
+    return shard.count
+
+
+class ShardWriter:
+    """One shard written a sample at a time, atomically: the tar appears under its name only when
+    the `with` block ends without an error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._stack = ExitStack()
+
+    def __enter__(self) -> ShardWriter:
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._tar = self._stack.enter_context(tarfile.open(tmp, "w"))
+        return self
+
+    def add(self, key: str, jpeg: bytes, caption: str, meta: dict) -> None:
+        add_member(self._tar, f"{key}.jpg", jpeg)
+        add_member(self._tar, f"{key}.txt", caption.encode())
+        add_member(self._tar, f"{key}.json", orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.__exit__(*exc)
 
 
 def write_sizes(path: Path, sizes: dict[str, int]) -> None:

@@ -10,34 +10,45 @@ import hashlib
 import shutil
 import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from kgclip.config import Config
-from kgclip.curate.balance import balance
-from kgclip.curate.card import ShardImages, ambiguity_summary, write_card
-from kgclip.curate.decontam import MATCHES, drop_eval_copies, save_matches
-from kgclip.curate.dedup import Group, group_duplicates
-from kgclip.curate.licences import filter_licences
-from kgclip.curate.shards import PartReader, write_shard, write_sizes
-from kgclip.curate.split import TRAIN, VAL, held_out
+from kgclip.curate.balance import _draw
+from kgclip.curate.card import SamplesTable, ShardImages, ambiguity_summary, write_card
+from kgclip.curate.decontam import MATCHES, EvalIndex, save_matches
+from kgclip.curate.dedup import Group
+from kgclip.curate.plan import (
+    BATCH,
+    WINDOW,
+    Plan,
+    open_table,
+    plan,
+    read_hits,
+    read_ok_copies,
+    release,
+)
+from kgclip.curate.shards import PartReader, ShardWriter, write_sizes
+from kgclip.curate.split import TRAIN, VAL, val_draw
 from kgclip.fetch.stage import PARTS
 from kgclip.pipeline import PipelineError, StageContext, StageResult
 from kgclip.progress import console, meter
 from kgclip.tables import (
     Entity,
-    Fetched,
-    Hit,
     NaturalType,
     Query,
+    RecordWriter,
     Rejected,
     Sample,
     read_records,
-    write_records,
+    to_table,
 )
 from kgclip.workdir import Workdir, digest_of, fsync_dir
 
@@ -46,105 +57,385 @@ VAL_DIR = "val"
 CARD = "card"
 
 
+SPILL = ".curate-spill"  # the grouped rows, by bucket of groups, while curate runs
+
+
 def run(ctx: StageContext) -> StageResult:
+    """Group, filter and write, keeping per picture only compact arrays (curate/plan.py): the
+    samples are built as records a window at a time while their shards are written, samples.parquet
+    and rejected.parquet are appended as they go, and the card is counted from samples.parquet."""
     cfg = ctx.config.curate
     entities = {e.id: e for e in read_records(ctx.path("entities.parquet"), Entity)}
     types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
     queries = {q.query_id: q for q in read_records(ctx.path("queries.parquet"), Query)}
     query_types = _type_attribute_types(queries.values(), types)
-    fetched = list(read_records(ctx.path("fetched.parquet"), Fetched))
-    hits = list(read_records(ctx.path("hits.parquet"), Hit))
-
-    groups = group_duplicates(
-        fetched, hits, cfg.near_duplicate_distance, cfg.near_duplicate_colour, cfg.licenses
+    made = plan(
+        read_ok_copies(ctx.path("fetched.parquet")),
+        read_hits(ctx.path("hits.parquet")),
+        cfg.near_duplicate_distance,
+        cfg.near_duplicate_colour,
+        cfg.licenses,
     )
-    rejected = [
-        Rejected("fetch", r.url, r.reason or "unknown", r.detail or "") for r in fetched if r.status != "ok"
-    ]
-    ok = sum(r.status == "ok" for r in fetched)
+    ok = _count_ok(ctx.path("fetched.parquet"))
     counts: dict[str, Any] = {
-        "duplicates_merged": ok - len(groups),
-        "near_duplicates_merged": sum(g.near for g in groups),
+        "duplicates_merged": ok - len(made),
+        "near_duplicates_merged": int(made.near.sum()),
     }
-    groups, removed, per_set = drop_eval_copies(
-        groups, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
+    alive = np.ones(len(made), dtype=bool)
+    evaluated, counts["eval_copies_dropped"] = _eval_copies(
+        made, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
     )
-    rejected.extend(removed)
-    save_matches(index_paths(ctx.config, ctx.workdir), removed, ctx.path(MATCHES))
-    counts["eval_copies_dropped"] = per_set
-    groups, refused = filter_licences(groups)
-    rejected.extend(refused)
-    balanced = balance(groups, queries, cfg.max_per_entity, cfg.max_per_query, ctx.config.seed)
-    groups = balanced.kept
-    rejected.extend(
-        Rejected("curate", c.url, "balanced_out", why) for g, why in balanced.dropped for c in g.copies
-    )
-    counts["balanced_out"] = len(balanced.dropped)
-
-    held = held_out((g.pixel_sha256 for g in groups), cfg.val_fraction, cfg.val_max)
-    reader = PartReader(ctx.path(PARTS))
+    alive[list(evaluated)] = False
+    pairs = made.query_pairs()
+    spill = ctx.path(SPILL)
+    _clear_own(spill)
     try:
-        writer = Writer(ctx, reader, Lookups(queries, entities, types, query_types))
-        samples, sizes = _write_splits(ctx, writer, groups, held)
+        made.spill(ctx.path("fetched.parquet"), ctx.path("hits.parquet"), spill)
+        refused = _refused(made, alive)
+        alive[list(refused)] = False
+        dropped, before = _balance(
+            made, alive, pairs, queries, cfg.max_per_entity, cfg.max_per_query, ctx.config.seed
+        )
+        del pairs
+        counts["balanced_out"] = len(dropped)
+        held = _held_out(made, np.flatnonzero(alive), cfg.val_fraction, cfg.val_max)
+        why = {f: (EVAL, f"{m[0]}:{m[1]} (distance {m[2]})") for f, m in evaluated.items()}
+        why.update({f: (LICENCE, detail) for f, detail in refused.items()})
+        why.update({f: (_balance_kind(d), d) for f, d in dropped})
+        reader = PartReader(ctx.path(PARTS))
+        try:
+            writer = Writer(ctx, reader, Lookups(queries, entities, types, query_types))
+            with RecordWriter(ctx.path("samples.parquet"), Sample) as table:
+                sizes, covered, with_alt = _write_splits(ctx, writer, made, why, held, table)
+        finally:
+            reader.close()
+        release()
+        save_matches(index_paths(ctx.config, ctx.workdir), _aside_rows(spill, EVAL), ctx.path(MATCHES))
+        with RecordWriter(ctx.path("rejected.parquet"), Rejected) as rejected:
+            reasons = _write_rejected(ctx.path("fetched.parquet"), spill, rejected)
     finally:
-        reader.close()
+        _clear_own(spill)
+    del made
+    release()
     shard_dir = ctx.path(SHARDS)
 
-    write_records(ctx.path("samples.parquet"), samples, Sample)
-    write_records(ctx.path("rejected.parquet"), rejected, Rejected)
-    stats = _stats(ok, counts, samples, rejected, entities)
+    stats = _stats(ok, counts, table.rows, covered, with_alt, reasons, entities)
     stats["split"] = {split: sum(n.values()) for split, n in sizes.items()}
     images = ShardImages({TRAIN: shard_dir, VAL: ctx.path(VAL_DIR)})
     try:
         write_card(
             ctx.path(CARD),
             ctx.config.name,
-            samples,
-            rejected,
+            SamplesTable(ctx.path("samples.parquet")),
+            reasons,
             stats,
             entities,
             types,
             queries,
-            balanced.entity_counts_before,
+            before,
             ambiguity_summary(ctx.path("queries.parquet"), ctx.path("rejects/queries.parquet")),
             image_of=images,
         )
     finally:
         images.close()
     _print_summary(stats, shard_dir, sizes[TRAIN])
-    summary = f"{len(samples):,} samples in {len(sizes[TRAIN])} shards under {shard_dir}"
+    summary = f"{table.rows:,} samples in {len(sizes[TRAIN])} shards under {shard_dir}"
     if sizes[VAL]:
         summary += f", {stats['split'][VAL]:,} of them held out under {ctx.path(VAL_DIR)}"
-    return StageResult(len(samples), stats, summary)
+    return StageResult(table.rows, stats, summary)
+
+
+def _count_ok(path: Path) -> int:
+    file = open_table(path)
+    return sum(
+        pc.sum(pc.equal(b.column("status"), "ok")).as_py() or 0
+        for b in file.iter_batches(batch_size=BATCH, columns=["status"])
+    )
+
+
+def _eval_copies(
+    made: Plan, paths: list[Path], distance: int
+) -> tuple[dict[int, tuple[str, str, int]], dict[str, int]]:
+    """The groups with a copy close to an evaluation image, with the nearest match (the first copy's
+    on a tie), and dropped pictures per evaluation set (decontam.drop_eval_copies, on arrays)."""
+    if not paths:
+        return {}, {}
+    index = EvalIndex(paths)
+    hashes, valid = made.copy_phashes()
+    positions = np.flatnonzero(valid)
+    found = index.matches(hashes[positions], distance)
+    owner = np.searchsorted(made.copy_start, positions, side="right") - 1
+    matched: dict[int, tuple[str, str, int]] = {}
+    for position, match in found.items():  # in copy order
+        group = int(owner[position])
+        if group not in matched or match[2] < matched[group][2]:
+            matched[group] = match
+    console.print(
+        f"curate: {len(matched):,} pictures dropped as copies of evaluation images "
+        f"({sum(index.images_per_set.values()):,} indexed in {len(index.images_per_set)} sets)"
+    )
+    return dict(sorted(matched.items())), dict(Counter(m[0] for m in matched.values()))
+
+
+def _refused(made: Plan, alive: np.ndarray) -> dict[int, str]:
+    """The groups whose kept pixels' licence does not pass the filter, with why (licences.py)."""
+    if not made.accepted:
+        return {}
+    refused: dict[int, str] = {}
+    for chosen, groups in made.windows(np.flatnonzero(alive)):
+        for f, g in zip(chosen.tolist(), groups, strict=True):
+            if not g.licence_passes():
+                refused[f] = f"{g.licence()[0]} is not among {', '.join(g.accepted)}"
+    return refused
+
+
+def _balance(
+    made: Plan,
+    alive: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray, list[str]],
+    queries: dict[str, Query],
+    per_entity: int,
+    per_query: int,
+    seed: int,
+) -> tuple[list[tuple[int, str]], Counter[str]]:
+    """balance.balance on arrays: the groups dropped (entity cap first, then query cap, each in
+    group order) with the cap that dropped them, and pictures per entity before balancing.
+    `alive` loses the dropped groups. `pairs` is `made.query_pairs()`."""
+    owner, codes, ids = pairs
+    entity_ids = sorted({q.entity_id for q in queries.values() if q.entity_id})
+    entity_code = {e: i for i, e in enumerate(entity_ids)}
+    to_entity = np.array(
+        [entity_code.get(queries[q].entity_id or "", -1) if q in queries else -1 for q in ids] + [-1],
+        dtype=np.int64,
+    )
+    by_query = _pairs(owner[codes >= 0], codes[codes >= 0])
+    entity_of = to_entity[codes]  # -1 (the appended) for a missing query id
+    by_entity = _pairs(owner[entity_of >= 0], entity_of[entity_of >= 0])
+    live = alive[by_entity[0]]
+    tally = np.bincount(by_entity[1][live], minlength=len(entity_ids))
+    before = Counter({entity_ids[e]: int(n) for e, n in enumerate(tally) if n})
+    dropped: list[tuple[int, str]] = []
+    for cap, pairs, names, name in (
+        (per_entity, by_entity, entity_ids, "max_per_entity"),
+        (per_query, by_query, ids, "max_per_query"),
+    ):
+        if cap > 0:
+            out = _cap(made, alive, pairs, names, cap, seed, name)
+            alive[out] = False
+            dropped += [(int(f), f"{name} {cap}") for f in out]
+    return dropped, before
+
+
+def _pairs(owner: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (group, key) pairs."""
+    if len(owner) == 0:
+        return owner, key
+    both = np.unique(np.stack([owner, key], axis=1), axis=0)
+    return both[:, 0], both[:, 1]
+
+
+def _cap(
+    made: Plan, alive: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], names: list[str], cap: int,
+    seed: int, name: str,
+) -> np.ndarray:
+    """balance._cap: a live group survives when it has no key or any of its keys keeps it."""
+    live = alive[pairs[0]]
+    owner, key = pairs[0][live], pairs[1][live]
+    counts = np.bincount(key, minlength=len(names))
+    keeps = counts[key] <= cap
+    drawn = np.flatnonzero(~keeps)
+    for first in range(0, len(drawn), WINDOW):
+        chunk = drawn[first : first + WINDOW]
+        for j, sha in zip(chunk.tolist(), made.sha(owner[chunk]), strict=True):
+            n = int(counts[key[j]])
+            keeps[j] = _draw(seed, name, names[key[j]], sha) < cap / n
+    keyed = np.zeros(len(alive), dtype=bool)
+    keyed[owner] = True
+    kept = np.zeros(len(alive), dtype=bool)
+    kept[owner[keeps]] = True
+    return np.flatnonzero(alive & keyed & ~kept)
+
+
+def _held_out(made: Plan, kept: np.ndarray, fraction: float, cap: int) -> np.ndarray:
+    """split.held_out on the kept groups: whether each (by position in `kept`) is held out."""
+    held = np.zeros(len(kept), dtype=bool)
+    if fraction <= 0:
+        return held
+    chosen: list[tuple[float, str, int]] = []
+    for first in range(0, len(kept), WINDOW):
+        for n, sha in enumerate(made.sha(kept[first : first + WINDOW]), start=first):
+            u = val_draw(sha)
+            if u < fraction:
+                chosen.append((u, sha, n))
+    chosen.sort()
+    for _, _, n in chosen[:cap] if cap else chosen:
+        held[n] = True
+    return held
+
+
+def _write_rejected(fetched: Path, spill: Path, out: RecordWriter) -> Counter[str]:
+    """The rejected rows in the order the object path listed them: failed fetches, then the rows
+    `_write_splits` set aside per kind (evaluation copies, licences, balancing by entity, by query),
+    each in group order, a row per merged copy. Counts per reason."""
+    reasons: Counter[str] = Counter()
+    columns = ["url", "status", "reason", "detail"]
+    for batch in open_table(fetched).iter_batches(batch_size=BATCH, columns=columns):
+        failed = pc.fill_null(pc.not_equal(batch.column("status"), "ok"), True)
+        rows = pa.Table.from_batches([batch]).filter(failed).to_pylist()
+        made = [Rejected("fetch", r["url"], r["reason"] or "unknown", r["detail"] or "") for r in rows]
+        reasons.update(r.reason for r in made)
+        out.add(made)
+    for kind in ASIDE:
+        for rows in _aside_batches(spill, kind):
+            reasons.update(r.reason for r in rows)
+            out.add(rows)
+    return reasons
+
+
+def _aside_batches(spill: Path, kind: str) -> Iterator[list[Rejected]]:
+    """The rejected rows of one kind that `_write_splits` set aside, a batch at a time."""
+    path = spill / f"rejected-{kind}.arrow"
+    if not path.is_file():
+        return
+    with pa.OSFile(str(path)) as source:
+        for batch in pa.ipc.open_stream(source):
+            yield [Rejected(**r) for r in batch.to_pylist()]
+
+
+def _aside_rows(spill: Path, kind: str) -> list[Rejected]:
+    return [r for rows in _aside_batches(spill, kind) for r in rows]
 
 
 def _write_splits(
-    ctx: StageContext, writer: Writer, groups: list[Group], held: set[str]
-) -> tuple[list[Sample], dict[str, dict[str, int]]]:
-    """Training shards under shards/, held-out ones under val/; the samples in key order and each
-    split's sizes. Both folders are swapped in only once both are written."""
+    ctx: StageContext,
+    writer: Writer,
+    made: Plan,
+    why: dict[int, tuple[str, str]],
+    held: np.ndarray,
+    table: RecordWriter,
+) -> tuple[dict[str, dict[str, int]], set[str], int]:
+    """Every group in order: a dropped one's copies set aside as rejected rows of its kind (in
+    the spill folder), a kept one written as a sample, into the training shards under shards/ or
+    the held-out ones under val/, its row appended to `table` in key order. Each split's sizes,
+    the entities covered and the samples with an alt text. Both folders are swapped in only once
+    both are written."""
     cfg = ctx.config.curate
     # Keys number every picture in pixel-hash order, whichever split it lands in: a picture keeps
     # its key when the split changes, and without a split the keys are those of a harvest without one.
-    keyed = [(f"{i:09d}", g) for i, g in enumerate(groups)]
-    splits = {
-        TRAIN: (SHARDS, cfg.shard_prefix, [kg for kg in keyed if kg[1].pixel_sha256 not in held]),
-        VAL: (VAL_DIR, f"{cfg.shard_prefix}-val", [kg for kg in keyed if kg[1].pixel_sha256 in held]),
-    }
-    samples: list[Sample] = []
-    sizes: dict[str, dict[str, int]] = {}
+    folders = {TRAIN: (SHARDS, cfg.shard_prefix), VAL: (VAL_DIR, f"{cfg.shard_prefix}-val")}
+    sinks: dict[str, _Sink] = {}
+    covered: set[str] = set()
+    with_alt = 0
+    n = 0
+    assert made.folder is not None
+    aside = _Aside(made.folder)
     try:
-        with meter("curate: writing shards", len(groups)) as m:
-            for split, (folder, prefix, members) in splits.items():
-                made, sizes[split] = writer.split(folder, prefix, split, members, m)
-                samples.extend(made)
+        for split, (folder, prefix) in folders.items():
+            new_dir = ctx.path(f".{folder}.new")
+            _clear_own(new_dir)
+            new_dir.mkdir(parents=True)
+            sinks[split] = _Sink(new_dir, prefix, cfg.samples_per_shard)
+        with meter("curate: writing shards", len(held)) as m:
+            for _, groups in made.windows(range(len(made))):
+                made_samples = []
+                for f, g in zip(_, groups, strict=True):
+                    if int(f) in why:
+                        kind, detail = why[int(f)]
+                        aside.add(kind, [Rejected("curate", c.url, REASON[kind], detail) for c in g.copies])
+                        continue
+                    split = VAL if held[n] else TRAIN
+                    sample = writer.write(sinks[split], f"{n:09d}", g, split)
+                    covered.update(sample.entity_ids)
+                    with_alt += bool(sample.alt_texts)
+                    made_samples.append(sample)
+                    n += 1
+                table.add(made_samples)
+                m.advance(len(made_samples))
+        for sink in sinks.values():
+            sink.finish()
     except BaseException:
-        for folder, _, _ in splits.values():
+        for sink in sinks.values():
+            sink.abort()
+        for folder, _ in folders.values():
             _clear_own(ctx.path(f".{folder}.new"))
         raise
-    for folder, _, _ in splits.values():
+    finally:
+        aside.close()
+    for folder, _ in folders.values():
         _swap_in(ctx.path(f".{folder}.new"), ctx.path(folder))
-    return sorted(samples, key=lambda s: s.key), sizes
+    return {split: sink.sizes for split, sink in sinks.items()}, covered, with_alt
+
+
+EVAL, LICENCE, BALANCE_ENTITY, BALANCE_QUERY = "eval", "licence", "entity", "query"
+ASIDE = (EVAL, LICENCE, BALANCE_ENTITY, BALANCE_QUERY)  # the order of their rows in rejected.parquet
+REASON = {
+    EVAL: "eval_copy",
+    LICENCE: "licence",
+    BALANCE_ENTITY: "balanced_out",
+    BALANCE_QUERY: "balanced_out",
+}
+
+
+def _balance_kind(why: str) -> str:
+    return BALANCE_ENTITY if why.startswith("max_per_entity") else BALANCE_QUERY
+
+
+class _Aside:
+    """Rejected rows of each kind, appended to an Arrow stream in the spill folder as the groups
+    go by, read back in kind order by `_write_rejected`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._open: dict[str, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
+
+    def add(self, kind: str, rows: list[Rejected]) -> None:
+        if kind not in self._open:
+            sink = pa.OSFile(str(self.folder / f"rejected-{kind}.arrow"), "wb")
+            self._open[kind] = (sink, pa.ipc.new_stream(sink, Rejected.SCHEMA))
+        self._open[kind][1].write_table(to_table(rows, Rejected))
+
+    def close(self) -> None:
+        for sink, writer in self._open.values():
+            writer.close()
+            sink.close()
+        self._open.clear()
+
+
+class _Sink:
+    """One split's shards in a fresh folder, filled a sample at a time: `per_shard` samples to a
+    tar, then the next; `sizes.json` (written even when empty: it is a stage output) at the end."""
+
+    def __init__(self, folder: Path, prefix: str, per_shard: int) -> None:
+        self.folder, self.prefix, self.per_shard = folder, prefix, per_shard
+        self.sizes: dict[str, int] = {}
+        self.count = 0
+        self._shard: ShardWriter | None = None
+
+    def shard_name(self) -> str:
+        return f"{self.prefix}-{self.count // self.per_shard:05d}.tar"
+
+    def add(self, key: str, jpeg: bytes, caption: str, meta: dict[str, Any]) -> None:
+        if self._shard is None:
+            self._shard = ShardWriter(self.folder / self.shard_name()).__enter__()
+        self._shard.add(key, jpeg, caption, meta)
+        self.count += 1
+        if self.count % self.per_shard == 0:
+            self._close()
+
+    def _close(self) -> None:
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            shard.__exit__(None, None, None)
+            self.sizes[shard.path.name] = shard.count
+
+    def finish(self) -> None:
+        self._close()
+        write_sizes(self.folder / "sizes.json", self.sizes)
+
+    def abort(self) -> None:
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            shard.__exit__(PipelineError, PipelineError("curate stopped"), None)
 
 
 @dataclass(frozen=True)
@@ -158,40 +449,15 @@ class Lookups:
 
 
 class Writer:
-    """Writes one split's samples as shards into a fresh `.FOLDER.new`, swapped in by the caller
-    once every split is written: a failed or interrupted run leaves the previous shards as they were."""
+    """Builds each sample and writes it into its split's current shard."""
 
     def __init__(self, ctx: StageContext, reader: PartReader, lookups: Lookups) -> None:
         self.ctx, self.reader, self.lookups = ctx, reader, lookups
 
-    def split(
-        self, folder: str, prefix: str, split: str, keyed: list[tuple[str, Group]], m: Any
-    ) -> tuple[list[Sample], dict[str, int]]:
-        """The split's samples and its `sizes.json` (written even when empty: it is a stage output)."""
-        per_shard = self.ctx.config.curate.samples_per_shard
-        new_dir = self.ctx.path(f".{folder}.new")
-        _clear_own(new_dir)
-        new_dir.mkdir(parents=True)
-        samples: list[Sample] = []
-        sizes: dict[str, int] = {}
-        for first in range(0, len(keyed), per_shard):
-            chunk = keyed[first : first + per_shard]
-            name = f"{prefix}-{first // per_shard:05d}.tar"
-            made = [_sample(key, name, g, self.lookups.queries, split) for key, g in chunk]
-            members = (
-                (
-                    sm.key,
-                    _stored(self.reader, g),
-                    sm.caption,
-                    _sample_json(sm, g, self.lookups),
-                )
-                for sm, (_, g) in zip(made, chunk, strict=True)
-            )
-            sizes[name] = write_shard(new_dir / name, members)
-            samples.extend(made)
-            m.advance(len(chunk))
-        write_sizes(new_dir / "sizes.json", sizes)
-        return samples, sizes
+    def write(self, sink: _Sink, key: str, g: Group, split: str) -> Sample:
+        sample = _sample(key, sink.shard_name(), g, self.lookups.queries, split)
+        sink.add(sample.key, _stored(self.reader, g), sample.caption, _sample_json(sample, g, self.lookups))
+        return sample
 
 
 def _stored(reader: PartReader, g: Group) -> bytes:
@@ -367,20 +633,21 @@ def _type_json(t: NaturalType | None) -> dict[str, Any] | None:
 def _stats(
     ok: int,
     counts: dict[str, Any],
-    samples: list[Sample],
-    rejected: list[Rejected],
+    samples: int,
+    covered: set[str],
+    with_alt: int,
+    reasons: Counter[str],
     entities: dict[str, Entity],
 ) -> dict[str, Any]:
-    covered = {e for s in samples for e in s.entity_ids}
     roots = Counter(entities[e].root for e in covered if e in entities)
     return {
         "fetched_ok": ok,
-        "samples": len(samples),
+        "samples": samples,
         **counts,
         "entities_covered": len(covered),
         "entities_per_root": dict(sorted(roots.items())),  # not in set order: the same in any process
-        "with_alt_text": sum(bool(s.alt_texts) for s in samples),
-        "rejected": dict(Counter(r.reason for r in rejected)),
+        "with_alt_text": with_alt,
+        "rejected": dict(reasons),
     }
 
 

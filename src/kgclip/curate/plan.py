@@ -1,0 +1,536 @@
+"""Curate's grouping on compact arrays: which fetched copies and hits make up each sample.
+
+The object path (`dedup.group_duplicates`, a `Group` of `Fetched` and `Hit` records per picture)
+holds every row of fetched.parquet and hits.parquet as Python objects, 3-5 KiB per picture. Here
+the grouping reads only the columns it sorts on (`read_ok_copies`, `read_hits`: Arrow, with each
+row's number in its file) and works on integers:
+
+- URLs become dense ranks (one Arrow sort of the copies' URLs; a hit's URL is looked up among the
+  distinct ones) and pixel hashes compact bytes, so every sort is a numpy lexsort with the table
+  position last: stable, as the object path's sorts are;
+- exact copies: the ok rows sorted by (pixel hash, URL); a change of pixel hash starts a group, so
+  the groups come out in pixel-hash order with their copies by URL, as `group_duplicates` orders them;
+- hits: each goes to the group of its URL (a URL stored twice goes where the object path's URL map
+  puts it), sorted by (group, query, rank, URL);
+- near copies: the kept copy's perceptual hash per exact group goes through the multi-index search
+  (curate/hashindex.py), components by minimum-label propagation; a component keeps the largest
+  picture (`dedup._combine`), and only for components of several pictures with a licence filter
+  are the members' `Group` records built to ask whose licence passes.
+
+The result, a `Plan`, is per picture two permutations, the offsets of each group's slice of them
+and the kept pixel hash. `Plan.spill` then reads the two tables once more with every column a
+sample needs and writes each row into the bucket file of its group (consecutive groups, in order);
+`Plan.windows` reads one bucket at a time and builds the `Group` records of a window of groups. So
+the rows of a harvest are Python objects only a window at a time.
+
+The order is total and the same as the object path's in every case, so the samples, shards and
+tables are byte-identical (tests/test_curate_plan.py compares the groups, tests/test_curate_frozen.py
+the outputs). docs/stages/curate.md says how a Ray run would partition this.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kgclip.curate.dedup import Group
+from kgclip.curate.hashindex import HashIndex
+from kgclip.progress import console
+from kgclip.tables import Fetched, Hit
+
+BATCH = 65_536  # rows read at once
+WINDOW = 1024  # groups built as records at once
+GROUPS_PER_BUCKET = 32_768  # groups whose rows are spilled to one pair of bucket files ...
+MAX_BUCKETS = 400  # ... unless that makes more buckets than this (each is an open file while spilling)
+# What the grouping reads; the rest of a sample's columns are read once more, in `Plan.spill`.
+PLAN_COPY_COLUMNS = ("url", "pixel_sha256", "width", "height", "phash", "colour")
+PLAN_HIT_COLUMNS = ("query_id", "rank", "url", "license")
+COPY_COLUMNS = (
+    "url",
+    "pixel_sha256",
+    "part",
+    "member",
+    "orig_width",
+    "orig_height",
+    "width",
+    "height",
+    "phash",
+    "colour",
+)
+HIT_COLUMNS = tuple(c for c in Hit.SCHEMA.names if c not in ("width", "height"))  # curate reads no hit size
+_DICTIONARY = ("query_id", "license")  # few distinct values: stored once while grouping
+
+
+def open_table(path: Path, dictionary: Sequence[str] = ()) -> pq.ParquetFile:
+    """A parquet file read a page at a time: a harvest's tables are one row group of up to a
+    million rows, which Arrow otherwise loads whole (compressed and decoded) to read any batch."""
+    names = pq.read_schema(path).names
+    return pq.ParquetFile(
+        path, read_dictionary=[c for c in dictionary if c in names], pre_buffer=False, buffer_size=1 << 20
+    )
+
+
+def release() -> None:
+    """Give the memory Arrow's allocator keeps for reuse back to the system."""
+    pa.default_memory_pool().release_unused()
+
+
+def read_ok_copies(path: Path) -> pa.Table:
+    """The fetched rows with status ok and a pixel hash: the columns the grouping needs and `row`,
+    the row's number in the file."""
+    file = open_table(path)
+    present = [c for c in PLAN_COPY_COLUMNS if c in file.schema_arrow.names]
+    chunks = []
+    offset = 0
+    for batch in file.iter_batches(batch_size=BATCH, columns=["status", *present]):
+        keep = pc.and_(pc.equal(batch.column("status"), "ok"), pc.is_valid(batch.column("pixel_sha256")))
+        rows = pa.array(np.arange(offset, offset + batch.num_rows, dtype=np.int64))
+        offset += batch.num_rows
+        table = pa.Table.from_batches([batch]).append_column("row", rows)
+        chunks.append(table.filter(pc.fill_null(keep, False)).drop_columns("status"))
+    table = pa.concat_tables(chunks) if chunks else _empty(file.schema_arrow, present).append_column(
+        "row", pa.array([], pa.int64())
+    )
+    table = _complete(table, Fetched.SCHEMA, [*PLAN_COPY_COLUMNS, "row"]).combine_chunks()
+    release()
+    return table
+
+
+def read_hits(path: Path) -> pa.Table:
+    """The hits' columns the grouping needs, and `row`, each hit's number in the file."""
+    file = open_table(path, _DICTIONARY)
+    present = [c for c in PLAN_HIT_COLUMNS if c in file.schema_arrow.names]
+    chunks = [pa.Table.from_batches([b]) for b in file.iter_batches(batch_size=BATCH, columns=present)]
+    table = pa.concat_tables(chunks) if chunks else _empty(file.schema_arrow, present)
+    table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    table = _complete(table, Hit.SCHEMA, [*PLAN_HIT_COLUMNS, "row"])
+    release()
+    return table
+
+
+def _empty(schema: pa.Schema, names: Sequence[str]) -> pa.Table:
+    return pa.schema([schema.field(n) for n in names]).empty_table()
+
+
+def _complete(table: pa.Table, schema: pa.Schema, names: Sequence[str]) -> pa.Table:
+    """Columns added since the file was written are null (their record default is None)."""
+    for name in names:
+        if name not in table.column_names:
+            table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+    return table.select(list(names))
+
+
+@dataclass
+class Plan:
+    """Samples-to-be in pixel-hash order: group f has the copies `copy_order[copy_start[f]:
+    copy_start[f + 1]]` (rows of the grouping's copies table, the kept picture's first) and likewise
+    its hits. `spill` then writes every row a sample needs into bucket files by group, after which
+    `windows` builds the `Group` records of any groups, in order, a bucket at a time."""
+
+    copies: pa.Table | None  # the grouping's columns; None once spilled
+    hits: pa.Table | None
+    copy_order: np.ndarray
+    copy_start: np.ndarray
+    hit_order: np.ndarray
+    hit_start: np.ndarray
+    near: np.ndarray  # distinct near-duplicate pictures merged into each group
+    accepted: tuple[str, ...]
+    kept_sha: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="S64"))  # per group
+    folder: Path | None = None
+    per_bucket: int = GROUPS_PER_BUCKET
+
+    def __len__(self) -> int:
+        return len(self.copy_start) - 1
+
+    def sha(self, chosen: np.ndarray) -> list[str]:
+        """The kept pixels' hash of each chosen group."""
+        found = self.kept_sha[np.asarray(chosen, dtype=np.int64)]
+        return [h.decode() if isinstance(h, bytes) else h for h in found.tolist()]
+
+    def copy_phashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every copy's perceptual hash in plan order, and whether it has one (before `spill`)."""
+        assert self.copies is not None, "spilled"
+        column = self.copies.column("phash").take(self.copy_order)
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        return pc.fill_null(column, 0).to_numpy().astype(np.uint64), valid
+
+    def query_pairs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Per hit in plan order, its group and the code of its query id, and the ids by code
+        (before `spill`)."""
+        assert self.hits is not None, "spilled"
+        ids = self.hits.column("query_id").take(self.hit_order)
+        ids = ids.cast(pa.string()) if pa.types.is_dictionary(ids.type) else ids
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        encoded = pc.dictionary_encode(ids)
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        owner = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.hit_start))
+        return owner, codes, encoded.dictionary.to_pylist()
+
+    def spill(self, fetched: Path, hits: Path, folder: Path, per_bucket: int = 0) -> None:
+        """Read the two tables once more, every column a sample needs, and write each row into
+        the bucket file of its group (`per_bucket` consecutive groups a bucket), with its position
+        in plan order; then drop the grouping's tables. Memory: a batch of rows."""
+        assert self.copies is not None and self.hits is not None, "spilled twice"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.per_bucket = per_bucket or max(GROUPS_PER_BUCKET, -(-len(self) // MAX_BUCKETS))
+        copy_rows = self.copies.column("row").to_numpy()[self.copy_order]
+        hit_rows = self.hits.column("row").to_numpy()[self.hit_order]
+        self.copies = self.hits = None
+        release()
+        self._spill(fetched, copy_rows, self.copy_start, "copies", Fetched.SCHEMA, COPY_COLUMNS)
+        del copy_rows
+        self._spill(hits, hit_rows, self.hit_start, "hits", Hit.SCHEMA, HIT_COLUMNS)
+        release()
+
+    def _spill(
+        self, path: Path, rows: np.ndarray, start: np.ndarray, name: str, schema: pa.Schema,
+        columns: Sequence[str],
+    ) -> None:
+        assert self.folder is not None
+        file = open_table(path)
+        position = np.full(file.metadata.num_rows, -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows), dtype=np.int64)
+        owner = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(start))
+        present = [c for c in columns if c in file.schema_arrow.names]
+        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        sinks: list[pa.NativeFile] = []
+        offset = 0
+        try:
+            for batch in file.iter_batches(batch_size=BATCH, columns=present):
+                where = position[offset : offset + batch.num_rows]
+                offset += batch.num_rows
+                taken = np.flatnonzero(where >= 0)
+                if len(taken) == 0:
+                    continue
+                bucket = owner[where[taken]] // self.per_bucket
+                order = np.argsort(bucket, kind="stable")
+                taken, bucket = taken[order], bucket[order]
+                table = _complete(pa.Table.from_batches([batch]).take(taken), schema, columns)
+                table = table.append_column("pos", pa.array(where[taken]))
+                cuts = np.flatnonzero(np.diff(bucket)) + 1
+                for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(bucket)], strict=True):
+                    k = int(bucket[lo])
+                    if k not in writers:
+                        sink = pa.OSFile(str(self.folder / f"{name}-{k:05d}.arrow"), "wb")
+                        sinks.append(sink)
+                        writers[k] = pa.ipc.new_stream(
+                            sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                        )
+                    writers[k].write_table(table.slice(lo, hi - lo))
+        finally:
+            for writer in writers.values():
+                writer.close()
+            for sink in sinks:
+                sink.close()
+
+    def _bucket(self, name: str, k: int, schema: pa.Schema, columns: Sequence[str]) -> pa.Table:
+        """Bucket k's rows of one table, in plan order."""
+        assert self.folder is not None, "not spilled"
+        path = self.folder / f"{name}-{k:05d}.arrow"
+        if not path.is_file():
+            return pa.schema([schema.field(c) for c in columns]).empty_table()
+        with pa.OSFile(str(path)) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        order = np.argsort(table.column("pos").to_numpy(), kind="stable")
+        return table.drop_columns("pos").take(order)
+
+    def windows(
+        self, chosen: Iterable[int], window: int = WINDOW
+    ) -> Iterator[tuple[np.ndarray, list[Group]]]:
+        """The `Group` records of the chosen groups (ascending), `window` at a time, with their
+        indices."""
+        chosen = np.asarray(chosen, dtype=np.int64)
+        if len(chosen) == 0:
+            return
+        buckets = chosen // self.per_bucket
+        cuts = np.flatnonzero(np.diff(buckets)) + 1
+        for part in np.split(chosen, cuts):
+            k = int(part[0] // self.per_bucket)
+            first = k * self.per_bucket
+            copies = self._bucket("copies", k, Fetched.SCHEMA, COPY_COLUMNS)
+            hits = self._bucket("hits", k, Hit.SCHEMA, HIT_COLUMNS)
+            for lo in range(0, len(part), window):
+                some = part[lo : lo + window]
+                copy_rows = _slices(copies, self.copy_start, some, first)
+                hit_rows = _slices(hits, self.hit_start, some, first)
+                yield some, [
+                    _group(c, h, int(self.near[f]), self.accepted)
+                    for f, c, h in zip(some.tolist(), copy_rows, hit_rows, strict=True)
+                ]
+            del copies, hits
+            release()
+
+
+def _slices(table: pa.Table, start: np.ndarray, chosen: np.ndarray, first: int) -> list[list[dict]]:
+    """The rows of each chosen group, from a bucket table that begins with group `first`."""
+    lo = start[chosen] - start[first]
+    lengths = start[chosen + 1] - start[chosen]
+    total = int(lengths.sum())
+    index = np.repeat(lo, lengths) + np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows = table.take(index).to_pylist()
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    return [rows[bounds[n] : bounds[n + 1]] for n in range(len(chosen))]
+
+
+_NO_FETCH = dict.fromkeys(Fetched.SCHEMA.names)
+_NO_HIT = dict.fromkeys(Hit.SCHEMA.names)
+
+
+def _group(copies: list[dict], hits: list[dict], near: int, accepted: tuple[str, ...]) -> Group:
+    kept = [Fetched(**{**_NO_FETCH, **row, "status": "ok"}) for row in copies]
+    return Group(
+        kept[0].pixel_sha256 or "",
+        kept,
+        [Hit(**{**_NO_HIT, **row}) for row in hits],
+        near=near,
+        accepted=accepted,
+    )
+
+
+def _fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Strings as a compact numpy array: fixed-width bytes when all have one length (pixel hashes)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    lengths = pc.binary_length(array)
+    width = pc.min_max(lengths)
+    if len(array) and array.null_count == 0 and width["min"].as_py() == width["max"].as_py() > 0:
+        size = width["min"].as_py()
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)
+        offsets = offsets[array.offset : array.offset + len(array) + 1]
+        data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        return data.view(f"S{size}").copy()
+    return np.array(array.to_pylist(), dtype=object)
+
+
+def plan(
+    copies: pa.Table,
+    hits: pa.Table,
+    near_distance: int = 0,
+    near_colour: int = 255,
+    accepted: Sequence[str] = (),
+) -> Plan:
+    """The groups of `dedup.group_duplicates(fetched, hits, ...)`, as a `Plan` (module docstring)."""
+    accepted = tuple(accepted)
+    n = copies.num_rows
+    # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort
+    # below is then a numpy lexsort of integers, the table position last (a stable order)
+    by_url = _sort(copies, [("url", "ascending")])
+    url_sorted = copies.column("url").take(by_url)
+    first_of_url = np.ones(n, dtype=bool)
+    if n > 1:
+        first_of_url[1:] = pc.not_equal(url_sorted.slice(1), url_sorted.slice(0, n - 1)).to_numpy(
+            zero_copy_only=False
+        )
+    distinct_urls = url_sorted.filter(pa.array(first_of_url)).combine_chunks()
+    del url_sorted
+    url_rank = np.empty(n, dtype=np.int64)
+    url_rank[by_url] = np.cumsum(first_of_url) - 1
+    position_by_url = np.empty(n, dtype=np.int64)
+    position_by_url[by_url] = np.arange(n)
+    del by_url, first_of_url
+    sha = _fixed(copies.column("pixel_sha256"))
+    sha_code = np.unique(sha, return_inverse=True)[1].reshape(-1) if n else np.zeros(0, dtype=np.int64)
+    by_sha = np.lexsort((np.arange(n), url_rank, sha_code))
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        new[1:] = sha_code[by_sha][1:] != sha_code[by_sha][:-1]
+    del sha_code
+    exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
+    exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
+    exact = len(exact_start) - 1
+
+    # hit -> the exact group of its URL. A URL stored twice (in two groups) goes, as the object
+    # path's URL map has it, to the group inserted last, groups being inserted in URL order
+    inserted = np.full(exact, n, dtype=np.int64)
+    np.minimum.at(inserted, exact_of, position_by_url[by_sha])
+    del position_by_url
+    url_of = url_rank[by_sha]
+    lookup = np.lexsort((np.arange(n), -inserted[exact_of], url_of))
+    firsts = lookup[np.flatnonzero(np.concatenate([[n > 0], url_of[lookup][1:] != url_of[lookup][:-1]]))]
+    chosen = np.zeros(len(distinct_urls), dtype=np.int64)  # by URL rank: its copy's by_sha position
+    chosen[url_of[firsts]] = firsts
+    del lookup, firsts, inserted
+    found = pc.index_in(hits.column("url"), value_set=distinct_urls)  # the URL's rank
+    del distinct_urls
+    mapped = pc.is_valid(found).to_numpy(zero_copy_only=False)
+    hit_index = np.flatnonzero(mapped)
+    hit_url = pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[mapped].astype(np.int64)
+    hit_exact = exact_of[chosen[hit_url]]
+    del found, mapped, chosen
+
+    near = np.zeros(exact, dtype=np.int64)
+    if near_distance > 0 and exact > 1:
+        final_of, keep_of = _near(copies, hits, by_sha, exact_start, hit_index, hit_exact, near_distance,
+                                  near_colour, accepted)
+    else:
+        final_of, keep_of = np.arange(exact, dtype=np.int64), None
+    if keep_of is None:
+        copy_order = by_sha
+        copy_group = exact_of
+        groups = exact
+    else:
+        groups = int(final_of.max()) + 1 if exact else 0
+        copy_group = final_of[exact_of]
+        not_kept = (exact_of != keep_of[copy_group]).astype(np.int8)
+        order = np.lexsort((np.arange(n), url_of, not_kept, copy_group))
+        copy_order = by_sha[order]
+        copy_group = copy_group[order]
+        near = np.bincount(final_of, minlength=groups) - 1
+    hit_group = final_of[hit_exact]
+    query = _ranks(hits.column("query_id").take(hit_index))
+    order = np.lexsort((hit_index, hit_url, _ints(hits.column("rank").take(hit_index)), query, hit_group))
+    del query
+    hit_order = hit_index[order]
+    copy_start = _starts(copy_group, groups)
+    kept_sha = sha[copy_order[copy_start[:-1]]]
+    release()
+    return Plan(
+        copies,
+        hits,
+        copy_order,
+        copy_start,
+        hit_order,
+        _starts(hit_group[order], groups),
+        near[:groups] if keep_of is not None else np.zeros(groups, dtype=np.int64),
+        accepted,
+        kept_sha,
+    )
+
+
+def _sort(table: pa.Table, keys: list[tuple[str, str]]) -> np.ndarray:
+    """A stable sort (Arrow's is): equal keys keep their table order. Strings sort by code point."""
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    columns = {}
+    for name, _ in keys:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):  # sort by the value, not the code
+            column = column.cast(column.type.value_type)
+        columns[name] = column
+    return pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy().astype(np.int64)
+
+
+def _ints(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.fill_null(column, 0).to_numpy().astype(np.int64) if len(column) else np.zeros(0, np.int64)
+
+
+def _ranks(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Strings as their rank among the distinct values (code point order, as Arrow and Python sort)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = pc.dictionary_encode(array)
+    values = encoded.dictionary.to_pylist()
+    rank = np.empty(len(values) + 1, dtype=np.int64)
+    rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+    rank[-1] = len(values)  # no id: last
+    return rank[pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
+def _starts(sorted_groups: np.ndarray, groups: int) -> np.ndarray:
+    return np.searchsorted(sorted_groups, np.arange(groups + 1)).astype(np.int64)
+
+
+def _near(
+    copies: pa.Table,
+    hits: pa.Table,
+    by_sha: np.ndarray,
+    exact_start: np.ndarray,
+    hit_index: np.ndarray,
+    hit_exact: np.ndarray,
+    distance: int,
+    colours: int,
+    accepted: tuple[str, ...],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each exact group's final group (numbered in the kept picture's pixel-hash order) and, per
+    final group, the exact group whose pixels it keeps; (identity, None) when nothing merges."""
+    exact = len(exact_start) - 1
+    first = by_sha[exact_start[:-1]]
+    phash = copies.column("phash").take(first)
+    hashed = np.flatnonzero(pc.is_valid(phash).to_numpy(zero_copy_only=False))
+    values = pc.fill_null(phash, 0).to_numpy().astype(np.uint64)[hashed]
+    began = time.monotonic()
+    index = HashIndex(values)
+    a, b = index.search(index.hashes, distance)[:2]
+    console.print(
+        f"curate: near-duplicate search over {len(hashed):,} pictures within {distance} bits "
+        f"took {time.monotonic() - began:.1f} s"
+    )
+    a, b = hashed[a], hashed[b]
+    colour = copies.column("colour").take(first)
+    has = pc.is_valid(colour).to_numpy(zero_copy_only=False)
+    rgb = pc.fill_null(colour, 0).to_numpy().astype(np.int64)
+    both = has[a] & has[b]
+    apart = np.max([np.abs(((rgb[a] >> s) & 0xFF) - ((rgb[b] >> s) & 0xFF)) for s in (16, 8, 0)], axis=0)
+    linked = ~(both & (apart > colours)) & (a != b)  # one drawing in two colours: two pictures
+    a, b = a[linked], b[linked]
+    if len(a) == 0:
+        return np.arange(exact, dtype=np.int64), None
+    root = np.arange(exact, dtype=np.int64)  # minimum-label propagation: each root is its component's least
+    while True:
+        low = np.minimum(root[a], root[b])
+        before = root.copy()
+        np.minimum.at(root, a, low)
+        np.minimum.at(root, b, low)
+        root = root[root]
+        if np.array_equal(root, before):
+            break
+    merged = np.flatnonzero(np.bincount(root, minlength=exact) > 1)
+    keep = np.arange(exact, dtype=np.int64)  # per root, the exact group whose pixels are kept
+    width = pc.fill_null(copies.column("width").take(first), 0).to_numpy().astype(np.int64)
+    height = pc.fill_null(copies.column("height").take(first), 0).to_numpy().astype(np.int64)
+    members = np.flatnonzero(np.isin(root, merged))
+    passes = _licence_passes(copies, hits, by_sha, exact_start, hit_index, hit_exact, members, accepted)
+    by_root: dict[int, list[int]] = {}
+    for g in members.tolist():  # in exact (pixel-hash) order, as the object path's components
+        by_root.setdefault(int(root[g]), []).append(g)
+    for r, group in by_root.items():
+        candidates = [g for g in group if passes.get(g, True)] or group
+        keep[r] = min(candidates, key=lambda g: (-int(width[g]) * int(height[g]), g))  # g: pixel-hash order
+    kept = keep[root]  # the kept exact group of each exact group's component
+    final_keys = np.unique(kept)  # final groups in the kept pixels' hash order
+    final_of = np.searchsorted(final_keys, kept)
+    return final_of, final_keys
+
+
+def _licence_passes(
+    copies: pa.Table,
+    hits: pa.Table,
+    by_sha: np.ndarray,
+    exact_start: np.ndarray,
+    hit_index: np.ndarray,
+    hit_exact: np.ndarray,
+    members: np.ndarray,
+    accepted: tuple[str, ...],
+) -> dict[int, bool]:
+    """Whether each merged exact group's licence passes the filter (all pass without one)."""
+    if not accepted or len(members) == 0:
+        return {}
+    mask = np.isin(hit_exact, members)
+    hit_key = pa.table(
+        {
+            "g": hit_exact[mask],
+            "query_id": hits.column("query_id").take(hit_index[mask]),
+            "rank": hits.column("rank").take(hit_index[mask]),
+            "url": hits.column("url").take(hit_index[mask]),
+        }
+    )
+    order = _sort(hit_key, [("g", "ascending"), ("query_id", "ascending"), ("rank", "ascending"),
+                            ("url", "ascending")])
+    sub_hits = hit_index[mask][order]
+    hit_start = np.searchsorted(hit_exact[mask][order], np.arange(len(exact_start))).astype(np.int64)
+    found: dict[int, bool] = {}
+    for g in members.tolist():  # few: the pictures of merged components
+        copy_part = copies.drop_columns("row").take(by_sha[exact_start[g] : exact_start[g + 1]]).to_pylist()
+        hit_part = hits.drop_columns("row").take(sub_hits[hit_start[g] : hit_start[g + 1]]).to_pylist()
+        found[g] = _group(copy_part, hit_part, 0, accepted).licence_passes()
+    return found

@@ -1,0 +1,91 @@
+"""The columnar grouping (curate/plan.py) makes exactly the groups of the object path
+(dedup.group_duplicates): same kept pixels, copies, hits and near counts, in the same order."""
+
+import random
+
+import pytest
+
+from kgclip.curate.dedup import group_duplicates
+from kgclip.curate.plan import plan, read_hits, read_ok_copies
+from kgclip.tables import Fetched, Hit, write_records
+
+LICENCES = ["CC BY 4.0", "cc0", None, "by-sa", "public domain", "All rights reserved"]
+
+
+def _harvest(seed: int, pictures: int = 300) -> tuple[list[Fetched], list[Hit]]:
+    rng = random.Random(seed)
+    hashes = [rng.getrandbits(63) for _ in range(pictures)]
+    for p in range(1, pictures, 4):  # near copies a few bits away, some in another colour
+        hashes[p] = hashes[p - 1] ^ (1 << rng.randrange(63)) ^ (1 << rng.randrange(63))
+    colours = [rng.choice([0x808080, 0x10F020]) for _ in range(pictures)]
+    fetched: list[Fetched] = []
+    for k in range(pictures * 2):
+        p = rng.randrange(pictures)
+        url = f"https://h{rng.randrange(5)}.example/{rng.randrange(pictures * 3)}.jpg"  # some URLs twice
+        status = rng.choice(["ok"] * 8 + ["rejected", "failed"])
+        size = rng.choice([64, 128, 128, 256])
+        fetched.append(
+            Fetched(
+                url, status, None if status == "ok" else "http_404", None, "p-00000.tar", f"{k:010d}",
+                size * 2, size * 2, size, size, 100, None,
+                None if status != "ok" or rng.random() < 0.03 else f"{p:064x}",
+                phash=None if rng.random() < 0.05 else hashes[p], colour=colours[p],
+            )
+        )
+    hits = []
+    for f in fetched:
+        for _ in range(rng.randrange(3)):
+            hits.append(
+                Hit(
+                    f"q{rng.randrange(9)}", rng.choice(["a", "b"]), rng.randrange(4), f.url,
+                    rng.choice([None, f"{f.url}.html"]), rng.choice(["", "a fox", " a fox "]), None, None,
+                    rng.choice(LICENCES), rng.choice([None, "someone"]),
+                    rng.choice([None, '{"field": "caption", "words": ["fox"], "subject": true}']),
+                )
+            )
+    hits.append(Hit("q1", "a", 0, "https://nowhere.example/x.jpg", None, "", None, None, None, None))
+    rng.shuffle(hits)
+    return fetched, hits
+
+
+def _shape(groups) -> list[tuple]:
+    return [
+        (g.pixel_sha256, g.near, g.accepted, [c.url for c in g.copies], [c.member for c in g.copies],
+         [(h.query_id, h.backend, h.rank, h.url, h.page_url, h.alt_text, h.license, h.attribution, h.evidence)
+          for h in g.hits])
+        for g in groups
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seed", "distance", "accepted"),
+    [(0, 0, ()), (1, 6, ()), (2, 6, ("cc0",)), (3, 4, ("cc-by", "pdm")), (4, 0, ("cc0",))],
+)
+def test_the_plan_groups_as_the_object_path_does(tmp_path, seed, distance, accepted):
+    fetched, hits = _harvest(seed)
+    write_records(tmp_path / "fetched.parquet", fetched, Fetched)
+    write_records(tmp_path / "hits.parquet", hits, Hit)
+    made = plan(
+        read_ok_copies(tmp_path / "fetched.parquet"), read_hits(tmp_path / "hits.parquet"),
+        distance, 48, accepted,
+    )
+    expected = group_duplicates(fetched, hits, distance, 48, accepted)
+    assert made.sha(range(len(made))) == [g.pixel_sha256 for g in expected]
+    # several buckets of 17 groups; windows never cross a bucket's bounds
+    made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill", per_bucket=17)
+    got = [g for _, groups in made.windows(range(len(made)), window=5) for g in groups]
+    assert _shape(got) == _shape(expected)
+    some = [f for f in range(len(made)) if f % 3 == 1]
+    assert _shape(g for _, groups in made.windows(some, window=4) for g in groups) == _shape(
+        expected[f] for f in some
+    )
+    assert any(g.near for g in expected) == (distance > 0)  # the case is exercised
+    assert any(len(g.copies) > 1 for g in expected)
+
+
+def test_an_empty_harvest_makes_an_empty_plan(tmp_path):
+    write_records(tmp_path / "fetched.parquet", [], Fetched)
+    write_records(tmp_path / "hits.parquet", [], Hit)
+    made = plan(read_ok_copies(tmp_path / "fetched.parquet"), read_hits(tmp_path / "hits.parquet"), 6)
+    made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill")
+    assert len(made) == 0 and list(made.windows([])) == []
