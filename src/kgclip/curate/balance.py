@@ -54,13 +54,13 @@ def _cap(
     for g in groups:
         own = keys(g)
         survives = not own or any(
-            counts[k] <= cap or _draw(seed, name, k, g.pixel_sha256) < cap / counts[k] for k in own
+            counts[k] <= cap or balance_draw(seed, name, k, g.pixel_sha256) < cap / counts[k] for k in own
         )
         (kept if survives else out).append(g)
     return kept, out
 
 
-def _draw(seed: int, name: str, key: str, picture: str) -> float:
+def balance_draw(seed: int, name: str, key: str, picture: str) -> float:
     """A number in [0, 1) fixed by its arguments."""
     digest = hashlib.blake2b(f"{seed}\0{name}\0{key}\0{picture}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kgclip.config import Config
-from kgclip.curate.balance import _draw
+from kgclip.curate.balance import balance_draw
 from kgclip.curate.card import SamplesTable, ShardImages, ambiguity_summary, write_card
 from kgclip.curate.decontam import MATCHES, EvalIndex, save_matches
 from kgclip.curate.dedup import Group
@@ -248,7 +248,7 @@ def _cap(
         chunk = drawn[first : first + WINDOW]
         for j, sha in zip(chunk.tolist(), made.sha(owner[chunk]), strict=True):
             n = int(counts[key[j]])
-            keeps[j] = _draw(seed, name, names[key[j]], sha) < cap / n
+            keeps[j] = balance_draw(seed, name, names[key[j]], sha) < cap / n
     keyed = np.zeros(len(alive), dtype=bool)
     keyed[owner] = True
     kept = np.zeros(len(alive), dtype=bool)
