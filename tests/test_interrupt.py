@@ -23,6 +23,12 @@ def slower_host(photo_host):
     _QuietFiles.delay = 0.0
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C as a terminal's foreground job gets it: a shell that starts a job in the background
+    (`cmd &`, as some CI runners do) makes it ignore SIGINT, and every child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _running_progress(work) -> int:
     running = Workdir(work).running() if (work / "manifest.json").exists() else {}
     return running.get("fetch", {}).get("done") or 0
@@ -36,7 +42,12 @@ def test_ctrl_c_during_fetch_says_one_line_and_status_shows_partial(web_photo_co
     work = tmp_path / "work"
     cmd = [sys.executable, "-m", "kgclip.cli", "harvest", str(config), "-w", str(work)]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=as_in_a_terminal,
     )
     deadline = time.monotonic() + 120
     try:
@@ -95,6 +106,7 @@ def test_ctrl_c_reaches_only_the_main_process_of_a_worker_pool():
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=as_in_a_terminal,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"

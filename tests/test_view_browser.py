@@ -129,7 +129,7 @@ def test_walk_overview_tree_entity_picture_rejections(server, browser, tmp_path)
 
     browser.find_element(By.LINK_TEXT, "rejections").click()
     browser.find_element(By.LINK_TEXT, "eval_copy").click()
-    browser.find_element(By.CSS_SELECTOR, "#items a[href^='/rejected/']").click()
+    browser.find_element(By.CSS_SELECTOR, "#items a[href^='/rejected/'] code").click()  # the URL's link
     assert loaded_width(browser, browser.find_element(By.ID, "dropped")) > 0
     assert "<script>window.__xss = 1</script>" in browser.find_element(By.ID, "detail").text
     shot(browser, tmp_path, "6-rejected-item")
