@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kgclip.config import Config, ConfigError, format_errors, load_raw, parse
 from kgclip.workdir import digest_of
@@ -102,8 +102,8 @@ def load_sweep(ref: str | Path, workdir: Path) -> Sweep:
         raise ConfigError(f"{path}: no [sweep] table (name, axes, ...): see docs/sweep.md")
     try:
         spec = SweepSpec.model_validate(table)
-    except ValueError as exc:
-        raise ConfigError(_sweep_errors(exc, path)) from None
+    except ValidationError as exc:  # the axes' own checks raise inside it too
+        raise ConfigError(format_errors(exc, f"{path} [sweep]")) from None
     sets = tuple(s.replace("{workdir}", str(workdir)) for s in spec.eval_sets)
     cells = []
     for combo in itertools.product(*spec.axes.values()):
@@ -137,10 +137,3 @@ def _slug(value: Any) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
 
-
-def _sweep_errors(exc: ValueError, path: Path) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        return format_errors(exc, f"{path} [sweep]")
-    return f"{path} [sweep]: {exc}"

@@ -54,17 +54,20 @@ class Subset:
         return meta | {"queries": kept} if kept else None
 
     def count(self, samples: Path) -> dict[str, int]:
-        """Pictures and queries in the subset, from the harvest's samples table (train split)."""
-        table = pq.read_table(samples, columns=["sha256", "query_ids", "split"])
+        """Pictures and queries in the subset, from the harvest's samples table (train split), read a
+        batch at a time."""
         pictures, queries = 0, set()
-        for sha, qids, split in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
-            if split != "train":
-                continue
-            if self.by == "picture":
-                kept = qids if self.keeps_picture(sha) else []
-                pictures += self.keeps_picture(sha)
-            else:
-                kept = [q for q in qids if self.keeps_query(q)]
-                pictures += bool(kept)
-            queries.update(kept)
+        rows = pq.ParquetFile(samples).iter_batches(columns=["sha256", "query_ids", "split"])
+        for batch in rows:
+            for sha, qids, split in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                if split != "train":
+                    continue
+                if self.by == "picture":
+                    chosen = self.keeps_picture(sha)
+                    kept = qids if chosen else []
+                else:
+                    kept = [q for q in qids if self.keeps_query(q)]
+                    chosen = bool(kept)
+                pictures += chosen
+                queries.update(kept)
         return {"pictures": pictures, "queries": len(queries)}

@@ -217,7 +217,8 @@ class Viewer:
         found = runs.results(self.workdir, run) if run is not None else None
         if run is not None and found is None:
             return self.not_found("no such run")
-        names = [c for r in found or [] for c in [row[0] for row in r["per_class"]] + _confused_names(r)]
+        names = [name for r in found or [] for name, _, _ in r["per_class"]]
+        names += [name for r in found or [] for true, taken, _, _ in r["confused"] for name in (true, taken)]
         known = self.store.entities_named(names)
         pictured = {  # the training pictures of each class a mistake was taken for
             p: self.store.entity_pictures(known[p]["id"], 0)[:TAKEN_FOR_PICTURES]
@@ -312,10 +313,6 @@ class Viewer:
             Route("/runs/{run}", self.runs),
             Route("/runs/{run}/examples/{name}", self.run_example),
         ]
-
-
-def _confused_names(result: dict[str, Any]) -> list[str]:
-    return [name for true, taken, _, _ in result["confused"] for name in (true, taken)]
 
 
 def _page(request: Request) -> int:
