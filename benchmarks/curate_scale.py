@@ -2,6 +2,7 @@
 
     python benchmarks/curate_scale.py make /tmp/cur/20k --images 20000
     python benchmarks/curate_scale.py run /tmp/cur/20k [--src /tmp/old/src] [--src src]
+    python benchmarks/curate_scale.py run /tmp/cur/100k --executor local --executor ray
 
 `make` writes what the curate stage reads, without fetching anything: entities, natural types and
 queries (one entity query per entity, an attribute query for every tenth), `fetched.parquet`
@@ -13,11 +14,12 @@ unless `--entities` fixes their number (to tell what grows with pictures from wh
 entities, which curate may keep).
 
 `run` runs the curate stage once per `--src` (a `src/` folder with kgclip in it: the code to
-measure; several compare old and new code on the same inputs) in a fresh process each, and prints
-wall and CPU seconds, CPU milliseconds per picture and the process's peak RSS; with several
-sources it also checks that `samples.parquet`, `rejected.parquet`, the shards and the card's
-README are byte-identical between them. The work directory is copied per run (the stage writes
-into it).
+measure; several compare old and new code on the same inputs) and per `--executor` (`local`, or
+`ray`: the shards written by Ray tasks on this machine, `--shards-per-task` each) in a fresh process
+each, and prints wall and CPU seconds, CPU milliseconds per picture and the process's peak RSS (for
+Ray, the curate process's: its workers are Ray's); with several runs it also checks that
+`samples.parquet`, `rejected.parquet`, every shard and the card are byte-identical between them.
+The work directory is copied per run (the stage writes into it).
 """
 
 from __future__ import annotations
@@ -195,17 +197,20 @@ from kgclip.curate import stage
 from kgclip.pipeline import StageContext
 from kgclip.workdir import Workdir
 config = load("demo")
-config = config.model_copy(update={"curate": CurateConfig()})
+update = {"curate": CurateConfig(executor=sys.argv[2], shards_per_task=int(sys.argv[3]))}
+if sys.argv[2] == "ray":
+    update["ray"] = config.ray.model_copy(update={"num_cpus": 0})  # every core
+config = config.model_copy(update=update)
 began = time.monotonic()
 result = stage.run(StageContext(config, Workdir(Path(sys.argv[1]))))
 print("ROWS", result.rows, "WALL", time.monotonic() - began)
 """
 
 
-def run(work: Path, sources: list[Path], keep: bool) -> None:
+def run(work: Path, sources: list[Path], executors: list[str], shards_per_task: int, keep: bool) -> None:
     pictures = pq.read_metadata(work / "fetched.parquet").num_rows
     outputs = []
-    for n, src in enumerate(sources):
+    for n, (src, executor) in enumerate((s, e) for s in sources for e in executors):
         copy = work.with_name(f"{work.name}.run{n}")
         shutil.rmtree(copy, ignore_errors=True)
         copy.mkdir()
@@ -214,17 +219,21 @@ def run(work: Path, sources: list[Path], keep: bool) -> None:
         env = {**os.environ, "PYTHONPATH": str(src.resolve())}
         began = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(copy)], env=env, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", CHILD, str(copy), executor, str(shards_per_task)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         out = proc.stdout.read() if proc.stdout else ""
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - began
         if status != 0:
-            sys.exit(f"curate with {src} failed ({status})")
+            sys.exit(f"curate with {src} ({executor}) failed ({status})")
         rows = int(out.split("ROWS", 1)[1].split()[0])
         cpu = usage.ru_utime + usage.ru_stime
         print(
-            f"{src}: {rows:,} samples from {pictures:,} fetched rows; wall {wall:.1f} s, CPU {cpu:.1f} s "
+            f"{src} ({executor}): {rows:,} samples from {pictures:,} fetched rows; "
+            f"wall {wall:.1f} s, CPU {cpu:.1f} s "
             f"({1000 * cpu / rows:.3f} ms per sample), peak RSS {usage.ru_maxrss / 1024:.0f} MiB",
             flush=True,
         )
@@ -249,7 +258,8 @@ def run(work: Path, sources: list[Path], keep: bool) -> None:
 
 
 def _digests(work: Path) -> dict[str, str]:
-    names = ["samples.parquet", "rejected.parquet", "card/README.md", "card/entity_counts.csv"]
+    names = ["samples.parquet", "rejected.parquet"]
+    names += [str(p.relative_to(work)) for p in sorted((work / "card").rglob("*"))]
     names += [f"shards/{p.name}" for p in sorted((work / "shards").iterdir())]
     names += [f"val/{p.name}" for p in sorted((work / "val").iterdir())] if (work / "val").is_dir() else []
     return {n: hashlib.sha256((work / n).read_bytes()).hexdigest() for n in names if (work / n).is_file()}
@@ -267,12 +277,17 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("work", type=Path)
     r.add_argument("--src", type=Path, action="append", help="a src/ folder to measure (repeatable)")
+    r.add_argument(
+        "--executor", choices=["local", "ray"], action="append", help="how to write the shards (repeatable)"
+    )
+    r.add_argument("--shards-per-task", type=int, default=0, help="[curate] shards_per_task")
     r.add_argument("--keep", action="store_true", help="keep the copies the runs wrote into")
     args = parser.parse_args()
     if args.command == "make":
         make(args.work, args.images, entities=args.entities)
     else:
-        run(args.work, args.src or [Path(__file__).resolve().parents[1] / "src"], args.keep)
+        sources = args.src or [Path(__file__).resolve().parents[1] / "src"]
+        run(args.work, sources, args.executor or ["local"], args.shards_per_task, args.keep)
 
 
 if __name__ == "__main__":

@@ -362,7 +362,7 @@ def test_type_attribute_queries_carry_their_natural_type(demo_metas):
 
 
 def test_a_shared_type_name_goes_to_the_type_more_entities_have():
-    from kgclip.curate.stage import _type_attribute_types
+    from kgclip.curate.samples import type_attribute_types as _type_attribute_types
 
     def nt(entity: str, type_id: str) -> NaturalType:
         return NaturalType(entity, type_id, "crane", [], f"{type_id} description", "kg")

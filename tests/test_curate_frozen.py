@@ -93,10 +93,12 @@ def _harvest(work: Path) -> None:
     pq.write_table(pa.table(rows, schema=SCHEMA).replace_schema_metadata(meta), work / "eval-index.parquet")
 
 
-def _curate(work: Path, variant: str) -> None:
+def _curate(work: Path, variant: str, **how: object) -> None:
     config = load("demo")
-    config = config.model_copy(update={"curate": CurateConfig(**VARIANTS[variant])})
-    curate_stage.run(StageContext(config, Workdir(work)))
+    update: dict[str, object] = {"curate": CurateConfig(**VARIANTS[variant], **how)}
+    if how.get("executor") == "ray":
+        update["ray"] = config.ray.model_copy(update={"num_cpus": 2, "tasks_in_flight": 3})
+    curate_stage.run(StageContext(config.model_copy(update=update), Workdir(work)))
 
 
 def fingerprint(work: Path) -> dict[str, str]:
@@ -126,13 +128,26 @@ def harvest(tmp_path_factory) -> Path:
     return work
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_curate_outputs_equal_the_frozen_ones(harvest, tmp_path, variant):
+# How the shards are written must not change a byte: one job here, a job per shard here (the
+# held-out shard its own job, balanced-out groups set aside by several jobs), or Ray tasks.
+HOW = {
+    "one job": {},
+    "a job per shard": {"shards_per_task": 1},
+    "ray": {"executor": "ray", "shards_per_task": 1},
+}
+
+
+@pytest.mark.parametrize(
+    ("variant", "how"), [("default", "one job"), *(("filtered", how) for how in HOW)]
+)
+def test_curate_outputs_equal_the_frozen_ones(harvest, tmp_path, variant, how):
+    if how == "ray":
+        pytest.importorskip("ray")
     work = tmp_path / "work"
     work.mkdir()
     for item in harvest.iterdir():
         (work / item.name).symlink_to(item)  # inputs only read; curate writes beside them
-    _curate(work, variant)
+    _curate(work, variant, **HOW[how])
     got = fingerprint(work)
     expected = dict(FROZEN[variant])
     if pa.__version__ != PYARROW:  # another parquet writer: the rows must agree, the bytes may not

@@ -7,10 +7,11 @@ import tarfile
 
 import orjson
 import pyarrow.parquet as pq
+import pytest
 
 from kgclip.config import load
 from kgclip.curate import stage as curate_stage
-from kgclip.pipeline import StageContext
+from kgclip.pipeline import STAGES, PipelineError, StageContext
 from kgclip.workdir import Workdir
 
 
@@ -77,9 +78,58 @@ def test_the_spill_folder_is_gone_after_a_run_and_a_killed_runs_leftover_is_clea
     is removed, not read, by the next run."""
     spill = demo_copy / curate_stage.SPILL
     spill.mkdir()
-    for name in ("copies-00000.arrow", "rejected-eval.arrow"):  # the second would be read back
+    for name in ("copies-00000.arrow", "rejected-eval-00000.arrow"):  # the second would be read back
         (spill / name).write_bytes(b"left by a killed run")
     before = [digest(demo_copy / name) for name in ("samples.parquet", "rejected.parquet")]
     curate_stage.run(StageContext(load("demo"), Workdir(demo_copy)))
     assert not spill.exists()
     assert [digest(demo_copy / name) for name in ("samples.parquet", "rejected.parquet")] == before
+
+
+def _curate_with(work, **settings):
+    config = load("demo")
+    update = {"curate": config.curate.model_copy(update=settings)}
+    if settings.get("executor") == "ray":
+        update["ray"] = config.ray.model_copy(update={"num_cpus": 2, "tasks_in_flight": 3})
+    return curate_stage.run(StageContext(config.model_copy(update=update), Workdir(work)))
+
+
+def _outputs(work) -> dict[str, str]:
+    names = ["samples.parquet", "rejected.parquet"]
+    for folder in ("shards", "val", "card"):
+        names += [str(p.relative_to(work)) for p in (work / folder).rglob("*")]
+    return {name: digest(work / name) for name in sorted(names) if (work / name).is_file()}
+
+
+def test_a_ray_curate_writes_the_same_bytes_as_a_local_one(demo_run, tmp_path):
+    """On the demo, with small shards and a held-out split, so that seven Ray tasks each write one
+    shard (five training shards, two held-out ones): every output file equals the local run's, and
+    how curate runs does not make it stale."""
+    pytest.importorskip("ray")
+    settings = {"samples_per_shard": 30, "val_fraction": 0.2, "val_max": 0}
+    runs = {}
+    for how, extra in (("local", {}), ("ray", {"executor": "ray", "shards_per_task": 1})):
+        work = tmp_path / how
+        shutil.copytree(demo_run, work)
+        result = _curate_with(work, **settings, **extra)
+        runs[how] = _outputs(work)
+    assert result.rows == 187
+    assert len([n for n in runs["ray"] if n.endswith(".tar")]) == 7
+    assert runs["ray"] == runs["local"]
+    ray = load("demo").curate.model_copy(update={"executor": "ray", "shards_per_task": 1})
+    stage = next(s for s in STAGES if s.name == "curate")
+    on_ray = load("demo").model_copy(update={"curate": ray})
+    assert stage.config_hash(on_ray) == stage.config_hash(load("demo"))
+
+
+def test_a_failed_ray_task_stops_curate_and_keeps_the_old_shards(demo_copy):
+    """A part gone missing makes the task that needs it fail; curate says which image and part,
+    and the previous shards stay as they were (nothing is emptied before its replacement is ready)."""
+    pytest.importorskip("ray")
+    before = _outputs(demo_copy)
+    parts = sorted((demo_copy / "parts").glob("*.tar"))
+    parts[len(parts) // 2].rename(demo_copy / "moved-away.tar")
+    with pytest.raises(PipelineError, match=r"cannot read image .* of fetch part"):
+        _curate_with(demo_copy, samples_per_shard=30, executor="ray", shards_per_task=1)
+    assert _outputs(demo_copy) == before
+    assert not (demo_copy / ".shards.new").exists() and not (demo_copy / curate_stage.SPILL).exists()

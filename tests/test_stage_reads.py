@@ -97,3 +97,13 @@ def test_a_fifo_as_bridge_or_config_is_refused_without_blocking(tmp_path):
         with pytest.raises(ConfigError):
             load(config)
         assert "unreadable" in _content_digest(bridge)
+
+
+def test_how_curate_runs_leaves_it_done_and_what_it_writes_makes_it_stale(demo_run, tmp_path):
+    """`[curate] executor` and `shards_per_task` change where the shards are written, not a byte of
+    them (tests/test_curate_stage.py checks the bytes): they are left out of curate's digest, so
+    existing work directories stay done; the shard size is in it."""
+    got = _states(_config(tmp_path, '[curate]\nexecutor = "ray"\nshards_per_task = 2\n'), demo_run)
+    assert got["curate"][0] == "done"
+    got = _states(_config(tmp_path, "[curate]\nsamples_per_shard = 7\n"), demo_run)
+    assert got["curate"] == ("stale", "config [curate] changed")

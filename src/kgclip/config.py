@@ -53,6 +53,9 @@ class WordNetSource(Section):
 
 
 QID = r"^Q[1-9][0-9]*$"
+# A setting that changes how a stage runs but not a byte of what it writes: left out of the stage's
+# config digest (stageconfig.py), so changing it does not make the stage's outputs stale.
+HOW_NOT_WHAT = {"fingerprint": False}
 PID = r"^P[1-9][0-9]*$"
 
 
@@ -700,6 +703,18 @@ class CurateConfig(Section):
     )
     val_max: int = Field(
         default=5000, ge=0, description="at most this many held-out pictures (COCO's 5k test set); 0 = no cap"
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="write the shards in this process, or as Ray tasks of whole shards (the same bytes; "
+        "the work directory must be on a file system every Ray worker sees)",
+        json_schema_extra=HOW_NOT_WHAT,
+    )
+    shards_per_task: int = Field(
+        default=0,
+        ge=0,
+        description="shards a Ray task writes; 0 = about 32,768 samples' worth",
+        json_schema_extra=HOW_NOT_WHAT,
     )
 
 

@@ -95,7 +95,7 @@ def _digest(data: Any) -> str:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return _outputs_only(value, value.model_dump(mode="json"))
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -103,3 +103,15 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
+
+
+def _outputs_only(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    """The dump without the fields marked as changing how, not what, a stage writes
+    (`json_schema_extra={"fingerprint": False}`), at any depth."""
+    for name, info in type(model).model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("fingerprint") is False:
+            dumped.pop(name, None)
+        elif isinstance(getattr(model, name), BaseModel) and isinstance(dumped.get(name), dict):
+            _outputs_only(getattr(model, name), dumped[name])
+    return dumped

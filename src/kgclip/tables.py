@@ -514,7 +514,10 @@ class RecordWriter:
         return self
 
     def add(self, records: Iterable[Any]) -> None:
-        table = to_table(records, self.cls)
+        self.add_table(to_table(records, self.cls))
+
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in the records' table form (`to_table`)."""
         if table.num_rows:
             self._buffered.append(table)
             self._waiting += table.num_rows

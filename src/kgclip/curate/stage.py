@@ -1,22 +1,17 @@
-"""The curate stage: merge duplicates, then write self-contained WebDataset shards.
-
-Each sample's JSON carries every text a trainer may sample from, grouped by kind, so that
-training needs the shards alone and not the work directory.
+"""The curate stage: merge duplicates, drop copies of evaluation images, filter licences,
+balance, hold out a split, then write self-contained WebDataset shards (curate/write.py), the
+tables and the card.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-import tarfile
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -24,7 +19,6 @@ from kgclip.config import Config
 from kgclip.curate.balance import balance_draw
 from kgclip.curate.card import SamplesTable, ShardImages, ambiguity_summary, write_card
 from kgclip.curate.decontam import MATCHES, EvalIndex, save_matches
-from kgclip.curate.dedup import Group
 from kgclip.curate.plan import (
     BATCH,
     WINDOW,
@@ -35,21 +29,28 @@ from kgclip.curate.plan import (
     read_ok_copies,
     release,
 )
-from kgclip.curate.shards import PartReader, ShardWriter, write_sizes
+from kgclip.curate.samples import Lookups, type_attribute_types
+from kgclip.curate.shards import write_sizes
 from kgclip.curate.split import TRAIN, VAL, val_draw
-from kgclip.fetch.stage import PARTS
-from kgclip.pipeline import PipelineError, StageContext, StageResult
-from kgclip.progress import console, meter
-from kgclip.tables import (
-    Entity,
-    NaturalType,
-    Query,
-    RecordWriter,
-    Rejected,
-    Sample,
-    read_records,
-    to_table,
+from kgclip.curate.write import (
+    ASIDE,
+    BALANCE_ENTITY,
+    BALANCE_QUERY,
+    EVAL,
+    LICENCE,
+    Layout,
+    Target,
+    aside_batches,
+    aside_rows,
+    jobs,
+    local_runner,
+    merge_samples,
+    per_job_default,
 )
+from kgclip.fetch.stage import PARTS
+from kgclip.pipeline import StageContext, StageResult
+from kgclip.progress import console, meter
+from kgclip.tables import Entity, NaturalType, Query, RecordWriter, Rejected, Sample, read_records
 from kgclip.workdir import Workdir, digest_of, fsync_dir
 
 SHARDS = "shards"
@@ -68,7 +69,7 @@ def run(ctx: StageContext) -> StageResult:
     entities = {e.id: e for e in read_records(ctx.path("entities.parquet"), Entity)}
     types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
     queries = {q.query_id: q for q in read_records(ctx.path("queries.parquet"), Query)}
-    query_types = _type_attribute_types(queries.values(), types)
+    query_types = type_attribute_types(queries.values(), types)
     made = plan(
         read_ok_copies(ctx.path("fetched.parquet")),
         read_hits(ctx.path("hits.parquet")),
@@ -102,15 +103,11 @@ def run(ctx: StageContext) -> StageResult:
         why = {f: (EVAL, f"{m[0]}:{m[1]} (distance {m[2]})") for f, m in evaluated.items()}
         why.update({f: (LICENCE, detail) for f, detail in refused.items()})
         why.update({f: (_balance_kind(d), d) for f, d in dropped})
-        reader = PartReader(ctx.path(PARTS))
-        try:
-            writer = Writer(ctx, reader, Lookups(queries, entities, types, query_types))
-            with RecordWriter(ctx.path("samples.parquet"), Sample) as table:
-                sizes, covered, with_alt = _write_splits(ctx, writer, made, why, held, table)
-        finally:
-            reader.close()
+        lookups = Lookups(queries, entities, types, query_types)
+        with RecordWriter(ctx.path("samples.parquet"), Sample) as table:
+            sizes, covered, with_alt = _write_samples(ctx, made, why, held, lookups, table)
         release()
-        save_matches(index_paths(ctx.config, ctx.workdir), _aside_rows(spill, EVAL), ctx.path(MATCHES))
+        save_matches(index_paths(ctx.config, ctx.workdir), aside_rows(spill, EVAL), ctx.path(MATCHES))
         with RecordWriter(ctx.path("rejected.parquet"), Rejected) as rejected:
             reasons = _write_rejected(ctx.path("fetched.parquet"), spill, rejected)
     finally:
@@ -275,7 +272,7 @@ def _held_out(made: Plan, kept: np.ndarray, fraction: float, cap: int) -> np.nda
 
 def _write_rejected(fetched: Path, spill: Path, out: RecordWriter) -> Counter[str]:
     """The rejected rows in the order the object path listed them: failed fetches, then the rows
-    `_write_splits` set aside per kind (evaluation copies, licences, balancing by entity, by query),
+    the jobs set aside per kind (evaluation copies, licences, balancing by entity, by query),
     each in group order, a row per merged copy. Counts per reason."""
     reasons: Counter[str] = Counter()
     columns = ["url", "status", "reason", "detail"]
@@ -286,189 +283,73 @@ def _write_rejected(fetched: Path, spill: Path, out: RecordWriter) -> Counter[st
         reasons.update(r.reason for r in made)
         out.add(made)
     for kind in ASIDE:
-        for rows in _aside_batches(spill, kind):
+        for rows in aside_batches(spill, kind):
             reasons.update(r.reason for r in rows)
             out.add(rows)
     return reasons
 
 
-def _aside_batches(spill: Path, kind: str) -> Iterator[list[Rejected]]:
-    """The rejected rows of one kind that `_write_splits` set aside, a batch at a time."""
-    path = spill / f"rejected-{kind}.arrow"
-    if not path.is_file():
-        return
-    with pa.OSFile(str(path)) as source:
-        for batch in pa.ipc.open_stream(source):
-            yield [Rejected(**r) for r in batch.to_pylist()]
-
-
-def _aside_rows(spill: Path, kind: str) -> list[Rejected]:
-    return [r for rows in _aside_batches(spill, kind) for r in rows]
-
-
-def _write_splits(
+def _write_samples(
     ctx: StageContext,
-    writer: Writer,
     made: Plan,
     why: dict[int, tuple[str, str]],
     held: np.ndarray,
+    lookups: Lookups,
     table: RecordWriter,
 ) -> tuple[dict[str, dict[str, int]], set[str], int]:
     """Every group in order: a dropped one's copies set aside as rejected rows of its kind (in
-    the spill folder), a kept one written as a sample, into the training shards under shards/ or
-    the held-out ones under val/, its row appended to `table` in key order. Each split's sizes,
-    the entities covered and the samples with an alt text. Both folders are swapped in only once
-    both are written."""
+    the spill folder), a kept one written as a sample into the training shards under shards/ or
+    the held-out ones under val/ (curate/write.py: in jobs, here or on Ray), its row appended to
+    `table` in key order. Each split's sizes, the entities covered and the samples with an alt
+    text. Both folders are swapped in only once both are written."""
     cfg = ctx.config.curate
-    # Keys number every picture in pixel-hash order, whichever split it lands in: a picture keeps
-    # its key when the split changes, and without a split the keys are those of a harvest without one.
     folders = {TRAIN: (SHARDS, cfg.shard_prefix), VAL: (VAL_DIR, f"{cfg.shard_prefix}-val")}
-    sinks: dict[str, _Sink] = {}
+    assert made.folder is not None
+    layout = Layout(
+        {split: Target(ctx.path(f".{folder}.new"), prefix) for split, (folder, prefix) in folders.items()},
+        cfg.samples_per_shard,
+        ctx.path(PARTS),
+        made.folder,
+    )
+    todo = jobs(
+        len(made), why, held, cfg.samples_per_shard,
+        per_job_default(cfg.executor, cfg.shards_per_task, cfg.samples_per_shard),
+    )
+    sizes: dict[str, dict[str, int]] = {TRAIN: {}, VAL: {}}
     covered: set[str] = set()
     with_alt = 0
-    n = 0
-    assert made.folder is not None
-    aside = _Aside(made.folder)
     try:
-        for split, (folder, prefix) in folders.items():
-            new_dir = ctx.path(f".{folder}.new")
-            _clear_own(new_dir)
-            new_dir.mkdir(parents=True)
-            sinks[split] = _Sink(new_dir, prefix, cfg.samples_per_shard)
-        with meter("curate: writing shards", len(held)) as m:
-            for _, groups in made.windows(range(len(made))):
-                made_samples = []
-                for f, g in zip(_, groups, strict=True):
-                    if int(f) in why:
-                        kind, detail = why[int(f)]
-                        aside.add(kind, [Rejected("curate", c.url, REASON[kind], detail) for c in g.copies])
-                        continue
-                    split = VAL if held[n] else TRAIN
-                    sample = writer.write(sinks[split], f"{n:09d}", g, split)
-                    covered.update(sample.entity_ids)
-                    with_alt += bool(sample.alt_texts)
-                    made_samples.append(sample)
-                    n += 1
-                table.add(made_samples)
-                m.advance(len(made_samples))
-        for sink in sinks.values():
-            sink.finish()
+        for target in layout.targets.values():
+            _clear_own(target.folder)
+            target.folder.mkdir(parents=True)
+        if cfg.executor == "ray":
+            from kgclip.curate.ray_run import ray_runner
+
+            runner = ray_runner(made, lookups, layout, ctx.config.ray)
+        else:
+            runner = local_runner(made, lookups, layout)
+        where = f" as {len(todo)} Ray tasks" if cfg.executor == "ray" else ""
+        with meter(f"curate: writing shards{where}", len(held)) as m:
+            for done in runner(todo):
+                for split, named in done.sizes.items():
+                    sizes[split].update(named)
+                covered.update(done.covered)
+                with_alt += done.with_alt
+                m.advance(len(todo[done.number]))
+        merge_samples(made.folder, todo, table)
+        for split, target in layout.targets.items():
+            write_sizes(target.folder / "sizes.json", sizes[split])
     except BaseException:
-        for sink in sinks.values():
-            sink.abort()
-        for folder, _ in folders.values():
-            _clear_own(ctx.path(f".{folder}.new"))
+        for target in layout.targets.values():
+            _clear_own(target.folder)
         raise
-    finally:
-        aside.close()
     for folder, _ in folders.values():
         _swap_in(ctx.path(f".{folder}.new"), ctx.path(folder))
-    return {split: sink.sizes for split, sink in sinks.items()}, covered, with_alt
-
-
-EVAL, LICENCE, BALANCE_ENTITY, BALANCE_QUERY = "eval", "licence", "entity", "query"
-ASIDE = (EVAL, LICENCE, BALANCE_ENTITY, BALANCE_QUERY)  # the order of their rows in rejected.parquet
-REASON = {
-    EVAL: "eval_copy",
-    LICENCE: "licence",
-    BALANCE_ENTITY: "balanced_out",
-    BALANCE_QUERY: "balanced_out",
-}
+    return sizes, covered, with_alt
 
 
 def _balance_kind(why: str) -> str:
     return BALANCE_ENTITY if why.startswith("max_per_entity") else BALANCE_QUERY
-
-
-class _Aside:
-    """Rejected rows of each kind, appended to an Arrow stream in the spill folder as the groups
-    go by, read back in kind order by `_write_rejected`."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._open: dict[str, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
-
-    def add(self, kind: str, rows: list[Rejected]) -> None:
-        if kind not in self._open:
-            sink = pa.OSFile(str(self.folder / f"rejected-{kind}.arrow"), "wb")
-            self._open[kind] = (sink, pa.ipc.new_stream(sink, Rejected.SCHEMA))
-        self._open[kind][1].write_table(to_table(rows, Rejected))
-
-    def close(self) -> None:
-        for sink, writer in self._open.values():
-            writer.close()
-            sink.close()
-        self._open.clear()
-
-
-class _Sink:
-    """One split's shards in a fresh folder, filled a sample at a time: `per_shard` samples to a
-    tar, then the next; `sizes.json` (written even when empty: it is a stage output) at the end."""
-
-    def __init__(self, folder: Path, prefix: str, per_shard: int) -> None:
-        self.folder, self.prefix, self.per_shard = folder, prefix, per_shard
-        self.sizes: dict[str, int] = {}
-        self.count = 0
-        self._shard: ShardWriter | None = None
-
-    def shard_name(self) -> str:
-        return f"{self.prefix}-{self.count // self.per_shard:05d}.tar"
-
-    def add(self, key: str, jpeg: bytes, caption: str, meta: dict[str, Any]) -> None:
-        if self._shard is None:
-            self._shard = ShardWriter(self.folder / self.shard_name()).__enter__()
-        self._shard.add(key, jpeg, caption, meta)
-        self.count += 1
-        if self.count % self.per_shard == 0:
-            self._close()
-
-    def _close(self) -> None:
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
-            shard.__exit__(None, None, None)
-            self.sizes[shard.path.name] = shard.count
-
-    def finish(self) -> None:
-        self._close()
-        write_sizes(self.folder / "sizes.json", self.sizes)
-
-    def abort(self) -> None:
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
-            shard.__exit__(PipelineError, PipelineError("curate stopped"), None)
-
-
-@dataclass(frozen=True)
-class Lookups:
-    """What a sample's JSON is written from, by id: its queries, entities and natural types."""
-
-    queries: dict[str, Query]
-    entities: dict[str, Entity]
-    types: dict[str, NaturalType]  # by entity id
-    query_types: dict[str, NaturalType]  # by query id (type-attribute queries)
-
-
-class Writer:
-    """Builds each sample and writes it into its split's current shard."""
-
-    def __init__(self, ctx: StageContext, reader: PartReader, lookups: Lookups) -> None:
-        self.ctx, self.reader, self.lookups = ctx, reader, lookups
-
-    def write(self, sink: _Sink, key: str, g: Group, split: str) -> Sample:
-        sample = _sample(key, sink.shard_name(), g, self.lookups.queries, split)
-        sink.add(sample.key, _stored(self.reader, g), sample.caption, _sample_json(sample, g, self.lookups))
-        return sample
-
-
-def _stored(reader: PartReader, g: Group) -> bytes:
-    part, member = g.first.part or "", g.first.member or ""
-    try:
-        return reader.read(part, member)
-    except (OSError, tarfile.TarError) as exc:
-        raise PipelineError(
-            f"curate: cannot read image {member} of fetch part {part} ({exc}); run the harvest again: "
-            "fetch finds missing or damaged parts and fetches their images again"
-        ) from None
 
 
 def _clear_own(path: Path) -> None:
@@ -499,135 +380,6 @@ def decontam_fingerprint(config: Config, workdir: Workdir) -> str | None:
     return digest_of(
         *(hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else f"missing:{p}" for p in paths)
     )
-
-
-def _sample(key: str, shard: str, g: Group, queries: dict[str, Query], split: str) -> Sample:
-    licence, attribution = g.licence()  # of the kept pixels (curate/dedup.py)
-    query_texts = [queries[q].text for q in g.query_ids() if q in queries]
-    alt = g.alt_texts()
-    caption = alt[0] if alt else (query_texts[0] if query_texts else "")
-    return Sample(
-        key=key,
-        shard=shard,
-        sha256=g.pixel_sha256,
-        width=g.first.width or 0,
-        height=g.first.height or 0,
-        orig_width=g.first.orig_width or 0,
-        orig_height=g.first.orig_height or 0,
-        urls=g.urls(),
-        page_urls=g.page_urls(),
-        alt_texts=alt,
-        query_ids=g.query_ids(),
-        entity_ids=g.entity_ids(queries),
-        license=licence,
-        attribution=attribution,
-        caption=caption,
-        phash=g.phash,
-        split=split,
-        evidence=[orjson.dumps(e).decode() for e in _evidence(g, queries)],
-    )
-
-
-def _evidence(g: Group, queries: dict[str, Query]) -> list[dict[str, Any]]:
-    """Per query that found this picture, what matched in its best-ranked hit that says
-    (search/corpus.py): which field, which words, and whether they were the caption's subject."""
-    out: dict[str, dict[str, Any]] = {}
-    for hit in g.hits:  # in (query, rank, url) order: the first with evidence is the best
-        if hit.evidence is None or hit.query_id in out or hit.query_id not in queries:
-            continue
-        out[hit.query_id] = {
-            "query_id": hit.query_id,
-            "entity_id": queries[hit.query_id].entity_id,
-            "backend": hit.backend,
-            **orjson.loads(hit.evidence),
-        }
-    return list(out.values())
-
-
-def _type_attribute_types(queries: Iterable[Query], types: dict[str, NaturalType]) -> dict[str, NaturalType]:
-    """The natural type each type-attribute query was made from ("aquatic animal": animal), by query id.
-
-    The query table keeps only the text and the attribute, and the text is the attribute and the
-    type's name joined either way round (queries.type_attribute_text); a trainer needs the type's
-    synonyms and description for its captions (train/captions.py). When two types share a name the
-    query builder counted them as one; the one more entities have stands for both."""
-    by_name: dict[str, Counter[str]] = defaultdict(Counter)
-    first: dict[str, NaturalType] = {}
-    for entity_id in sorted(types):
-        t = types[entity_id]
-        by_name[t.type_name][t.type_id] += 1
-        first.setdefault(t.type_id, t)
-    named = {name: first[min(ids, key=lambda i: (-ids[i], i))] for name, ids in by_name.items()}
-    found: dict[str, NaturalType] = {}
-    for q in queries:
-        if q.kind != "type_attribute" or not q.attribute:
-            continue
-        a = q.attribute
-        names = [q.text[len(a) + 1 :] if q.text.startswith(f"{a} ") else None]
-        names.append(q.text[: -len(a) - 1] if q.text.endswith(f" {a}") else None)
-        t = next((named[n] for n in names if n in named), None)
-        if t is not None:
-            found[q.query_id] = t
-    return found
-
-
-def _sample_json(s: Sample, g: Group, lookups: Lookups) -> dict[str, Any]:
-    queries, entities, types, query_types = (
-        lookups.queries, lookups.entities, lookups.types, lookups.query_types
-    )
-    return {
-        "key": s.key,
-        "caption": s.caption,
-        "alt_texts": s.alt_texts,
-        "queries": [
-            {
-                "id": q.query_id,
-                "kind": q.kind,
-                "text": q.text,
-                "entity_id": q.entity_id,
-                "attribute": q.attribute,
-                "natural_type": _type_json(query_types.get(q.query_id)),
-            }
-            for q in (queries[i] for i in s.query_ids if i in queries)
-        ],
-        "entities": [_entity_json(entities[e], types.get(e)) for e in s.entity_ids if e in entities],
-        "urls": s.urls,
-        "page_urls": s.page_urls,
-        "license": s.license,
-        "attribution": s.attribution,
-        "width": s.width,
-        "height": s.height,
-        "orig_width": s.orig_width,
-        "orig_height": s.orig_height,
-        "sha256": s.sha256,
-        "phash": None if s.phash is None else f"{s.phash:016x}",
-        "evidence": [orjson.loads(e) for e in s.evidence],
-    }
-
-
-def _entity_json(e: Entity, t: NaturalType | None) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "name": e.name,
-        "aliases": e.aliases,
-        "description": e.description,
-        "wordnet": e.wordnet,
-        "wikidata": e.wikidata,
-        "taxon_name": e.taxon_name,
-        "common_names": e.common_names,
-        "natural_type": _type_json(t),
-    }
-
-
-def _type_json(t: NaturalType | None) -> dict[str, Any] | None:
-    if t is None:
-        return None
-    return {
-        "id": t.type_id,
-        "name": t.type_name,
-        "aliases": t.type_aliases,
-        "description": t.type_description,
-    }
 
 
 def _stats(
