@@ -1,11 +1,15 @@
 """How curate cuts the writing into jobs (curate/write.py): every group in exactly one job, each
 job's shards its own, keys and shard numbers independent of the cut."""
 
+import tarfile
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from kgclip.curate.shards import PartReader, index_part
 from kgclip.curate.write import DROPPED, jobs, merge_samples
+from kgclip.tario import add_member
 
 SCHEMA = pa.schema([("key", pa.int64())])
 
@@ -97,3 +101,24 @@ def test_the_jobs_sample_rows_are_merged_in_key_order_across_batch_boundaries(tm
         out = Out()
         merge_samples(tmp_path, found, out, batch=batch)
         assert out.keys == list(range(23)), batch
+
+
+def test_a_saved_part_index_reads_the_same_members_as_a_scan(tmp_path):
+    """Ray tasks read members through indexes saved once (shards.index_part); a part without a saved
+    index is scanned, and a name stored twice reads its last member either way."""
+    parts, indexes = tmp_path / "parts", tmp_path / "index"
+    parts.mkdir()
+    members = [("a", b"first"), ("b", b"bee"), ("a", b"second")]
+    with tarfile.open(parts / "p-00000.tar", "w") as tar:
+        for name, data in members:
+            add_member(tar, f"{name}.jpg", data)
+    with tarfile.open(parts / "p-00001.tar", "w") as tar:
+        add_member(tar, "c.jpg", b"sea")
+    index_part(parts / "p-00000.tar", indexes)
+    assert sorted(p.name for p in indexes.iterdir()) == ["p-00000.tar.npz"]
+    for reader in (PartReader(parts), PartReader(parts, indexes=indexes)):
+        got = [reader.read("p-00000.tar", m) for m in ("a", "b")] + [reader.read("p-00001.tar", "c")]
+        assert got == [b"second", b"bee", b"sea"]
+        with pytest.raises(FileNotFoundError):
+            reader.read("p-00000.tar", "z")
+        reader.close()

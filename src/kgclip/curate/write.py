@@ -60,6 +60,7 @@ class Layout:
     per_shard: int
     parts: Path
     spill: Path
+    indexes: Path | None = None  # the parts' member indexes, saved once for many tasks (shards.index_part)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _job(
 
 def write_job(job: Job, made: Plan, lookups: Lookups, layout: Layout) -> Done:
     """Write one job's samples into their shards and its rows into the spill folder."""
-    reader = PartReader(layout.parts)
+    reader = PartReader(layout.parts, indexes=layout.indexes)
     sinks = {
         s: _Sink(layout.targets[s].folder, layout.targets[s].prefix, layout.per_shard, job.first[i])
         for i, s in enumerate(SPLITS)
