@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from kgclip.curate.balance import balance
+from curate_reference import balance
 from kgclip.curate.dedup import Group
 from kgclip.tables import Fetched, Hit, Query, QueryParams
 

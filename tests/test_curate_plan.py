@@ -1,11 +1,12 @@
 """The columnar grouping (curate/plan.py) makes exactly the groups of the object path
-(dedup.group_duplicates): same kept pixels, copies, hits and near counts, in the same order."""
+(`group_duplicates` in tests/curate_reference.py): same kept pixels, copies, hits and near counts,
+in the same order."""
 
 import random
 
 import pytest
 
-from kgclip.curate.dedup import group_duplicates
+from curate_reference import group_duplicates
 from kgclip.curate.plan import plan, read_hits, read_ok_copies
 from kgclip.tables import Fetched, Hit, write_records
 

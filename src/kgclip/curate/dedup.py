@@ -18,21 +18,16 @@ licence passes, and the largest of all only when none does (the filter then reje
 Merging is transitive (connected components): a chain a~b~c merges a and c even if they are
 further apart than the threshold. At the default threshold such chains are copies of one picture.
 
-The curate stage makes these same groups on compact arrays (curate/plan.py), without a record per
-row; `group_duplicates` is the reference it is tested against, and `Group` what both hand on.
+The curate stage makes the groups on compact arrays (curate/plan.py), without a record per row,
+and builds a `Group` of records only for a window of groups at a time, to write their samples; the
+record-per-row grouping it is tested against is tests/curate_reference.py.
 """
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from kgclip.curate.hashindex import HashIndex
 from kgclip.curate.licences import UNKNOWN, allowed, normalise
-from kgclip.curate.phash import colour_distance
-from kgclip.progress import console
 from kgclip.tables import Fetched, Hit, Query
 
 
@@ -111,87 +106,3 @@ class Group:
 
 def _unique(items: object) -> list:
     return list(dict.fromkeys(items))  # type: ignore[call-overload]
-
-
-def group_duplicates(
-    fetched: list[Fetched],
-    hits: list[Hit],
-    near_distance: int = 0,
-    near_colour: int = 255,
-    accepted: Sequence[str] = (),
-) -> list[Group]:
-    """Groups ordered by the kept pixel hash, copies by URL (the kept picture's first), hits by
-    (query, rank): fully deterministic. `near_distance` 0 merges exact copies only; near copies
-    must also have mean colours within `near_colour` per channel. `accepted` is the licence
-    filter: it decides which near copy's pixels (and so whose licence) a merged sample keeps."""
-    exact: dict[str, Group] = {}
-    for row in sorted(fetched, key=lambda r: r.url):
-        if row.status != "ok" or row.pixel_sha256 is None:
-            continue
-        group = exact.setdefault(row.pixel_sha256, Group(row.pixel_sha256, [], accepted=tuple(accepted)))
-        group.copies.append(row)
-    by_url = {c.url: sha for sha, g in exact.items() for c in g.copies}
-    hits_by_group: dict[str, list[Hit]] = defaultdict(list)
-    for hit in hits:
-        if hit.url in by_url:
-            hits_by_group[by_url[hit.url]].append(hit)
-    groups = [exact[k] for k in sorted(exact)]
-    for group in groups:
-        group.hits = _hit_order(hits_by_group[group.pixel_sha256])
-    if near_distance > 0:
-        groups = _merge_near(groups, near_distance, near_colour)
-    return groups
-
-
-def _hit_order(hits: Iterable[Hit]) -> list[Hit]:
-    return sorted(hits, key=lambda h: (h.query_id, h.rank, h.url))
-
-
-def _merge_near(groups: list[Group], distance: int, colours: int) -> list[Group]:
-    hashed = [i for i, g in enumerate(groups) if g.phash is not None]
-    began = time.monotonic()
-    index = HashIndex([groups[i].phash for i in hashed])
-    pairs = index.search(index.hashes, distance)[:2]
-    console.print(
-        f"curate: near-duplicate search over {len(hashed):,} pictures within {distance} bits "
-        f"took {time.monotonic() - began:.1f} s"
-    )
-    parent = list(range(len(groups)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(*pairs, strict=True):
-        ca, cb = groups[hashed[a]].colour, groups[hashed[b]].colour
-        if ca is not None and cb is not None and colour_distance(ca, cb) > colours:
-            continue  # one drawing in two colours: two pictures
-        ra, rb = root(hashed[a]), root(hashed[b])
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    components: dict[int, list[Group]] = defaultdict(list)
-    for i, group in enumerate(groups):
-        components[root(i)].append(group)
-    merged = [_combine(members) for members in components.values()]
-    return sorted(merged, key=lambda g: g.pixel_sha256)
-
-
-def _combine(members: list[Group]) -> Group:
-    """One group for a component: the largest picture kept (ties: the lowest pixel hash), among
-    the pictures whose licence passes the filter when any does."""
-    if len(members) == 1:
-        return members[0]
-    candidates = [g for g in members if g.licence_passes()] or members
-    keep = min(
-        candidates, key=lambda g: (-(g.copies[0].width or 0) * (g.copies[0].height or 0), g.pixel_sha256)
-    )
-    others = sorted((c for g in members if g is not keep for c in g.copies), key=lambda c: c.url)
-    return Group(
-        keep.pixel_sha256,
-        [*keep.copies, *others],
-        _hit_order(h for g in members for h in g.hits),
-        near=len(members) - 1,
-        accepted=keep.accepted,
-    )

@@ -11,12 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-from kgclip.tables import Rejected
-
-if TYPE_CHECKING:  # dedup imports this module: the type only, to keep the import one-way
-    from kgclip.curate.dedup import Group
 
 UNKNOWN = "unknown"
 _CC = re.compile(r"^(?:cc[-\s_]*)?(by(?:[-\s_]*nc)?(?:[-\s_]*(?:sa|nd))?)(?:[-\s_]*(\d)(?:[._\s-]*(\d))?)?$")
@@ -59,20 +53,3 @@ def allowed(licence: str, accepted: Sequence[str]) -> bool:
         return True
     wanted = {a.lower() for a in accepted}
     return family(licence) in wanted or licence.lower() in wanted
-
-
-def filter_licences(groups: list[Group]) -> tuple[list[Group], list[Rejected]]:
-    """Keep the groups whose licence passes their filter; a rejected row for every copy of the others.
-
-    The filter is the one the groups were built with (`group_duplicates(accepted=...)`), which
-    also chose the copy whose licence the kept pixels carry: a group is refused only when no
-    identical copy of its kept pixels states a passing licence."""
-    kept: list[Group] = []
-    refused: list[Rejected] = []
-    for g in groups:
-        if g.licence_passes():
-            kept.append(g)
-        else:
-            why = f"{g.licence()[0]} is not among {', '.join(g.accepted)}"
-            refused.extend(Rejected("curate", c.url, "licence", why) for c in g.copies)
-    return kept, refused

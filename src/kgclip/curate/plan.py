@@ -1,6 +1,6 @@
 """Curate's grouping on compact arrays: which fetched copies and hits make up each sample.
 
-The object path (`dedup.group_duplicates`, a `Group` of `Fetched` and `Hit` records per picture)
+The object path (`group_duplicates` in tests/curate_reference.py, a `Group` of records per picture)
 holds every row of fetched.parquet and hits.parquet as Python objects, 3-5 KiB per picture. Here
 the grouping reads only the columns it sorts on (`read_ok_copies`, `read_hits`: Arrow, with each
 row's number in its file) and works on integers:
@@ -318,7 +318,7 @@ def plan(
     near_colour: int = 255,
     accepted: Sequence[str] = (),
 ) -> Plan:
-    """The groups of `dedup.group_duplicates(fetched, hits, ...)`, as a `Plan` (module docstring)."""
+    """The groups of the reference `group_duplicates(fetched, hits, ...)`, as a `Plan` (module docstring)."""
     accepted = tuple(accepted)
     n = copies.num_rows
     # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort

@@ -11,7 +11,6 @@ adds pictures. The seed is not part of it: runs with different seeds are evaluat
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 
 TRAIN = "train"
 VAL = "val"
@@ -21,12 +20,3 @@ def val_draw(pixel_sha256: str) -> float:
     """A uniform number in [0, 1) fixed by the picture's pixels (blake2b: the same in any process)."""
     digest = hashlib.blake2b(f"kgclip-val:{pixel_sha256}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
-
-
-def held_out(pixel_hashes: Iterable[str], fraction: float, cap: int) -> set[str]:
-    """The pixel hashes of the held-out pictures; `cap` 0 means no cap."""
-    if fraction <= 0:
-        return set()
-    drawn = sorted((val_draw(h), h) for h in set(pixel_hashes))
-    chosen = [h for u, h in drawn if u < fraction]
-    return set(chosen[:cap] if cap else chosen)

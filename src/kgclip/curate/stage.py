@@ -154,7 +154,7 @@ def _eval_copies(
     made: Plan, paths: list[Path], distance: int
 ) -> tuple[dict[int, tuple[str, str, int]], dict[str, int]]:
     """The groups with a copy close to an evaluation image, with the nearest match (the first copy's
-    on a tie), and dropped pictures per evaluation set (decontam.drop_eval_copies, on arrays)."""
+    on a tie), and dropped pictures per evaluation set (the reference's rule, on arrays)."""
     if not paths:
         return {}, {}
     index = EvalIndex(paths)
@@ -195,8 +195,9 @@ def _balance(
     per_query: int,
     seed: int,
 ) -> tuple[list[tuple[int, str]], Counter[str]]:
-    """balance.balance on arrays: the groups dropped (entity cap first, then query cap, each in
-    group order) with the cap that dropped them, and pictures per entity before balancing.
+    """The reference `balance` (tests/curate_reference.py) on arrays: the groups dropped (entity
+    cap first, then query cap, each in group order) with the cap that dropped them, and pictures
+    per entity before balancing.
     `alive` loses the dropped groups. `pairs` is `made.query_pairs()`."""
     owner, codes, ids = pairs
     entity_ids = sorted({q.entity_id for q in queries.values() if q.entity_id})
@@ -235,7 +236,7 @@ def _cap(
     made: Plan, alive: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], names: list[str], cap: int,
     seed: int, name: str,
 ) -> np.ndarray:
-    """balance._cap: a live group survives when it has no key or any of its keys keeps it."""
+    """The reference `_cap`: a live group survives when it has no key or any of its keys keeps it."""
     live = alive[pairs[0]]
     owner, key = pairs[0][live], pairs[1][live]
     counts = np.bincount(key, minlength=len(names))
@@ -254,7 +255,8 @@ def _cap(
 
 
 def _held_out(made: Plan, kept: np.ndarray, fraction: float, cap: int) -> np.ndarray:
-    """split.held_out on the kept groups: whether each (by position in `kept`) is held out."""
+    """Whether each kept group (by position in `kept`) is held out: those whose `val_draw` is below
+    `fraction`, the `cap` smallest draws when more are (split.py)."""
     held = np.zeros(len(kept), dtype=bool)
     if fraction <= 0:
         return held
