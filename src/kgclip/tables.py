@@ -421,10 +421,16 @@ class GroupWriter:
     """A parquet file written row group by row group as rows arrive, atomically: readers see the
     previous file (or none) until `close`, and a process killed while writing leaves only a
     temporary file (`.<name>.tmp-<pid>...`), never a partial table. Memory holds one row group.
-    Flat records only (no nested dataclass columns).
 
         with GroupWriter(path, Hit.SCHEMA) as out:
-            out.add_records(hits)  # or out.add(row) with a tuple in the schema's column order
+            out.add(row)  # a tuple in the schema's column order
+            out.add_records(hits)  # flat records of the schema
+            out.add_table(table)  # rows already in table form (`to_table`)
+
+    Each row group is written as `write_records` writes a whole table (same schema, compression
+    and encodings, one chunk), so a file of at most `rows_per_group` rows is byte-identical to
+    `write_records` of the same rows, and a larger one holds the same rows in row groups of
+    `rows_per_group`. No rows make an empty table, as `write_records` writes it.
     """
 
     def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = ROWS_PER_GROUP) -> None:
@@ -433,6 +439,8 @@ class GroupWriter:
         self.path, self.schema, self.rows_per_group = path, schema, rows_per_group
         self.rows = 0
         self._pending: list[tuple[Any, ...]] = []
+        self._tables: list[pa.Table] = []
+        self._waiting = 0  # rows in `_tables`
         self._atomic = atomic_path(path)
         self._tmp = self._atomic.__enter__()
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
@@ -440,22 +448,43 @@ class GroupWriter:
     def add(self, row: tuple[Any, ...]) -> None:
         self._pending.append(row)
         if len(self._pending) >= self.rows_per_group:
-            self.flush()
+            self._take_pending()
 
     def add_records(self, records: Iterable[Any]) -> None:
-        names = [f.name for f in self.schema]
+        names = self.schema.names
         for record in records:
             self.add(tuple(getattr(record, n) for n in names))
 
-    def flush(self) -> None:
+    def add_table(self, table: pa.Table) -> None:
+        self._take_pending()
+        self._append(table)
+
+    def _take_pending(self) -> None:
         if self._pending:
-            self._writer.write_table(rows_table(self._pending, self.schema))
-            self.rows += len(self._pending)
-            self._pending = []
+            rows, self._pending = self._pending, []
+            self._append(rows_table(rows, self.schema))
+
+    def _append(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._tables.append(table)
+            self._waiting += table.num_rows
+            self.rows += table.num_rows
+        while self._waiting >= self.rows_per_group:
+            self._write(self.rows_per_group)
+
+    def _write(self, rows: int) -> None:
+        pending = pa.concat_tables(self._tables) if self._tables else self.schema.empty_table()
+        # one chunk, as write_records has it: list columns written from several chunks page differently
+        self._writer.write_table(pending.slice(0, rows).combine_chunks())
+        rest = pending.slice(rows)
+        self._tables = [rest] if rest.num_rows else []
+        self._waiting = rest.num_rows
 
     def close(self) -> int:
         """Write what is left and put the file in place; returns the row count."""
-        self.flush()
+        self._take_pending()
+        if self._waiting or self.rows == 0:
+            self._write(self._waiting)
         self._writer.close()
         self._atomic.__exit__(None, None, None)
         return self.rows
@@ -487,59 +516,4 @@ def iter_batches(
         file.close()
 
 
-RECORD_ROWS_PER_GROUP = 65_536  # RecordWriter's row groups (curate's samples and rejected tables)
-
-
-class RecordWriter:
-    """Records of one type appended to a parquet file as they are made, a row group at a time,
-    atomically: the file appears only when the `with` block ends without an error.
-
-    Records wait as Arrow rows until `rows_per_group` are buffered; each row group is written as
-    `write_records` writes a whole table (same schema, compression and encodings), so a file of at
-    most `rows_per_group` rows is byte-identical to `write_records` of the same records, and a
-    larger one holds the same rows in row groups of `rows_per_group`."""
-
-    def __init__(self, path: Path, cls: type, rows_per_group: int = RECORD_ROWS_PER_GROUP) -> None:
-        self.path, self.cls, self.rows_per_group = path, cls, rows_per_group
-        self.rows = 0
-        self._buffered: list[pa.Table] = []
-        self._waiting = 0
-
-    def __enter__(self) -> RecordWriter:
-        from kgclip.workdir import atomic_path
-
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self.cls.SCHEMA, compression="zstd")  # type: ignore[attr-defined]
-        return self
-
-    def add(self, records: Iterable[Any]) -> None:
-        self.add_table(to_table(records, self.cls))
-
-    def add_table(self, table: pa.Table) -> None:
-        """Rows already in the records' table form (`to_table`)."""
-        if table.num_rows:
-            self._buffered.append(table)
-            self._waiting += table.num_rows
-            self.rows += table.num_rows
-        while self._waiting >= self.rows_per_group:
-            self._flush(self.rows_per_group)
-
-    def _flush(self, rows: int) -> None:
-        pending = pa.concat_tables(self._buffered) if self._buffered else self.cls.SCHEMA.empty_table()  # type: ignore[attr-defined]
-        # one chunk, as write_records has it: list columns written from several chunks page differently
-        self._writer.write_table(pending.slice(0, rows).combine_chunks())
-        rest = pending.slice(rows)
-        self._buffered = [rest] if rest.num_rows else []
-        self._waiting = rest.num_rows
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            if exc[0] is None:
-                if self._waiting or self.rows == 0:  # an empty table is written as write_records does
-                    self._flush(self._waiting)
-                self._writer.close()
-            else:
-                self._writer.close()
-        finally:
-            self._atomic.__exit__(*exc)
+TABLE_ROWS_PER_GROUP = 65_536  # row groups of curate's samples and rejected tables

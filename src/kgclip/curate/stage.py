@@ -50,7 +50,16 @@ from kgclip.curate.write import (
 from kgclip.fetch.stage import PARTS
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
-from kgclip.tables import Entity, NaturalType, Query, RecordWriter, Rejected, Sample, read_records
+from kgclip.tables import (
+    TABLE_ROWS_PER_GROUP,
+    Entity,
+    GroupWriter,
+    NaturalType,
+    Query,
+    Rejected,
+    Sample,
+    read_records,
+)
 from kgclip.workdir import Workdir, digest_of, fsync_dir
 
 SHARDS = "shards"
@@ -104,11 +113,11 @@ def run(ctx: StageContext) -> StageResult:
         why.update({f: (LICENCE, detail) for f, detail in refused.items()})
         why.update({f: (_balance_kind(d), d) for f, d in dropped})
         lookups = Lookups(queries, entities, types, query_types)
-        with RecordWriter(ctx.path("samples.parquet"), Sample) as table:
+        with GroupWriter(ctx.path("samples.parquet"), Sample.SCHEMA, TABLE_ROWS_PER_GROUP) as table:
             sizes, covered, with_alt = _write_samples(ctx, made, why, held, lookups, table)
         release()
         save_matches(index_paths(ctx.config, ctx.workdir), aside_rows(spill, EVAL), ctx.path(MATCHES))
-        with RecordWriter(ctx.path("rejected.parquet"), Rejected) as rejected:
+        with GroupWriter(ctx.path("rejected.parquet"), Rejected.SCHEMA, TABLE_ROWS_PER_GROUP) as rejected:
             reasons = _write_rejected(ctx.path("fetched.parquet"), spill, rejected)
     finally:
         _clear_own(spill)
@@ -272,7 +281,7 @@ def _held_out(made: Plan, kept: np.ndarray, fraction: float, cap: int) -> np.nda
     return held
 
 
-def _write_rejected(fetched: Path, spill: Path, out: RecordWriter) -> Counter[str]:
+def _write_rejected(fetched: Path, spill: Path, out: GroupWriter) -> Counter[str]:
     """The rejected rows in the order the object path listed them: failed fetches, then the rows
     the jobs set aside per kind (evaluation copies, licences, balancing by entity, by query),
     each in group order, a row per merged copy. Counts per reason."""
@@ -283,11 +292,11 @@ def _write_rejected(fetched: Path, spill: Path, out: RecordWriter) -> Counter[st
         rows = pa.Table.from_batches([batch]).filter(failed).to_pylist()
         made = [Rejected("fetch", r["url"], r["reason"] or "unknown", r["detail"] or "") for r in rows]
         reasons.update(r.reason for r in made)
-        out.add(made)
+        out.add_records(made)
     for kind in ASIDE:
         for rows in aside_batches(spill, kind):
             reasons.update(r.reason for r in rows)
-            out.add(rows)
+            out.add_records(rows)
     return reasons
 
 
@@ -297,7 +306,7 @@ def _write_samples(
     why: dict[int, tuple[str, str]],
     held: np.ndarray,
     lookups: Lookups,
-    table: RecordWriter,
+    table: GroupWriter,
 ) -> tuple[dict[str, dict[str, int]], set[str], int]:
     """Every group in order: a dropped one's copies set aside as rejected rows of its kind (in
     the spill folder), a kept one written as a sample into the training shards under shards/ or

@@ -29,7 +29,7 @@ from kgclip.curate.samples import Lookups, sample_json, sample_row, stored
 from kgclip.curate.shards import PartReader, ShardWriter
 from kgclip.curate.split import TRAIN, VAL
 from kgclip.pipeline import PipelineError
-from kgclip.tables import RecordWriter, Rejected, Sample, to_table
+from kgclip.tables import GroupWriter, Rejected, Sample, to_table
 from kgclip.workdir import atomic_path
 
 EVAL, LICENCE, BALANCE_ENTITY, BALANCE_QUERY = "eval", "licence", "entity", "query"
@@ -180,7 +180,7 @@ def local_runner(made: Plan, lookups: Lookups, layout: Layout) -> Runner:
     return run
 
 
-def merge_samples(spill: Path, todo: Sequence[Job], out: RecordWriter, batch: int = BATCH) -> None:
+def merge_samples(spill: Path, todo: Sequence[Job], out: GroupWriter, batch: int = BATCH) -> None:
     """Append every job's sample rows to `out` in key order."""
     total = sum(len(job) for job in todo)
     owner = np.empty(total, dtype=np.int64)
