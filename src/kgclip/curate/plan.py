@@ -337,13 +337,7 @@ def plan(
     position_by_url = np.empty(n, dtype=np.int64)
     position_by_url[by_url] = np.arange(n)
     del by_url, first_of_url
-    sha = _fixed(copies.column("pixel_sha256"))
-    sha_code = np.unique(sha, return_inverse=True)[1].reshape(-1) if n else np.zeros(0, dtype=np.int64)
-    by_sha = np.lexsort((np.arange(n), url_rank, sha_code))
-    new = np.ones(n, dtype=bool)
-    if n > 1:
-        new[1:] = sha_code[by_sha][1:] != sha_code[by_sha][:-1]
-    del sha_code
+    by_sha, new = _by_sha(_fixed(copies.column("pixel_sha256")), url_rank)
     exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
     exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
     exact = len(exact_start) - 1
@@ -386,12 +380,20 @@ def plan(
         copy_group = copy_group[order]
         near = np.bincount(final_of, minlength=groups) - 1
     hit_group = final_of[hit_exact]
-    query = _ranks(hits.column("query_id").take(hit_index))
-    order = np.lexsort((hit_index, hit_url, _ints(hits.column("rank").take(hit_index)), query, hit_group))
-    del query
+    # by (group, query, rank, URL, position): two keys of two parts each (their products fit in
+    # 64 bits), and the position needs none, as the hits come in it and the sort is stable
+    queries = _ranks(hits.column("query_id").take(hit_index))
+    group_query = hit_group * (int(queries.max(initial=0)) + 1) + queries
+    del queries
+    rank_url = _ints(hits.column("rank").take(hit_index))
+    rank_url -= rank_url.min(initial=0)
+    rank_url *= int(hit_url.max(initial=0)) + 1
+    rank_url += hit_url
+    order = np.lexsort((rank_url, group_query))
+    del rank_url, group_query
     hit_order = hit_index[order]
     copy_start = _starts(copy_group, groups)
-    kept_sha = sha[copy_order[copy_start[:-1]]]
+    kept_sha = _fixed(copies.column("pixel_sha256").take(copy_order[copy_start[:-1]]))
     release()
     return Plan(
         copies,
@@ -404,6 +406,21 @@ def plan(
         accepted,
         kept_sha,
     )
+
+
+def _by_sha(sha: np.ndarray, url_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The copies in (pixel hash, URL, position) order, and where a new pixel hash starts. Fixed-
+    width hashes are sorted as they are (lowercase hex sorts as its value), without `np.unique`'s
+    sorted copy and inverse; the caller keeps no hash array per copy."""
+    n = len(sha)
+    if sha.dtype == object:  # hashes of several lengths: sort by their codes
+        sha = np.unique(sha, return_inverse=True)[1].reshape(-1) if n else np.zeros(0, dtype=np.int64)
+    by_sha = np.lexsort((np.arange(n), url_rank, sha))
+    new = np.ones(n, dtype=bool)
+    for lo in range(1, n, BATCH):  # a batch at a time: no sorted copy of the hashes
+        at = by_sha[lo - 1 : min(n, lo + BATCH)]
+        new[lo : lo + len(at) - 1] = sha[at[1:]] != sha[at[:-1]]
+    return by_sha, new
 
 
 def _sort(table: pa.Table, keys: list[tuple[str, str]]) -> np.ndarray:
