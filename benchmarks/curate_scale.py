@@ -197,7 +197,9 @@ from kgclip.curate import stage
 from kgclip.pipeline import StageContext
 from kgclip.workdir import Workdir
 config = load("demo")
-update = {"curate": CurateConfig(executor=sys.argv[2], shards_per_task=int(sys.argv[3]))}
+how = {"executor": sys.argv[2], "shards_per_task": int(sys.argv[3])}
+how = {k: v for k, v in how.items() if v not in ("local", 0)}  # code before Ray curate has neither
+update = {"curate": CurateConfig(**how)}
 if sys.argv[2] == "ray":
     update["ray"] = config.ray.model_copy(update={"num_cpus": 0})  # every core
 config = config.model_copy(update=update)
