@@ -28,6 +28,7 @@ from kgclip.curate.plan import (
     read_hits,
     read_ok_copies,
     release,
+    system_memory_pool,
 )
 from kgclip.curate.samples import Lookups, type_attribute_types
 from kgclip.curate.shards import write_sizes
@@ -74,6 +75,11 @@ def run(ctx: StageContext) -> StageResult:
     """Group, filter and write, keeping per picture only compact arrays (curate/plan.py): the
     samples are built as records a window at a time while their shards are written, samples.parquet
     and rejected.parquet are appended as they go, and the card is counted from samples.parquet."""
+    with system_memory_pool():
+        return _run(ctx)
+
+
+def _run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.curate
     entities = {e.id: e for e in read_records(ctx.path("entities.parquet"), Entity)}
     types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
