@@ -133,3 +133,30 @@ def test_a_failed_ray_task_stops_curate_and_keeps_the_old_shards(demo_copy):
         _curate_with(demo_copy, samples_per_shard=30, executor="ray", shards_per_task=1)
     assert _outputs(demo_copy) == before
     assert not (demo_copy / ".shards.new").exists() and not (demo_copy / curate_stage.SPILL).exists()
+
+
+def test_a_local_curate_reports_progress_a_window_at_a_time(demo_copy, monkeypatch):
+    """The writing is one job here; its progress still moves with every window of samples, not
+    only when the job ends (an hour at 9M pictures)."""
+    from kgclip.curate import plan as curate_plan
+
+    monkeypatch.setattr(curate_plan.Plan.windows, "__defaults__", (10,))  # windows of 10 groups
+    steps: list[int] = []
+
+    class Meter:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def __enter__(self) -> "Meter":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def advance(self, n: int) -> None:
+            steps.append(n)
+
+    monkeypatch.setattr(curate_stage, "meter", Meter)
+    result = curate_stage.run(StageContext(load("demo"), Workdir(demo_copy)))
+    assert sum(steps) == result.rows == 187
+    assert len(steps) >= 18 and max(steps) <= 10

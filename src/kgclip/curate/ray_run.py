@@ -4,7 +4,7 @@ from the work directory (a file system every worker sees)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from kgclip.config import RayConfig
@@ -22,18 +22,19 @@ def ray_runner(made: Plan, lookups: Lookups, layout: Layout, cfg: RayConfig) -> 
     0.1 ms a picture per task), then write the jobs."""
     layout = replace(layout, indexes=layout.spill / "part-index")
 
-    def run(todo: Sequence[Job]) -> Iterator[Done]:
+    def run(todo: Sequence[Job], advance: Callable[[int], None]) -> Iterator[Done]:
         with ray_session(cfg) as ray:
             limit = in_flight(ray, cfg)
             try:
                 parts = sorted(p.name for p in layout.parts.glob("*.tar"))
                 chunks = [parts[i :: limit] for i in range(min(limit, len(parts)))]
                 index = ray.remote(_index_parts).options(num_cpus=1, max_retries=cfg.task_retries)
-                for _ in run_bounded(ray, lambda some: index.remote(some, layout), chunks, limit):
-                    pass
+                list(run_bounded(ray, lambda some: index.remote(some, layout), chunks, limit))  # all indexed
                 shared = ray.put(made), ray.put(lookups)  # once, not once per task
                 task = ray.remote(write_job).options(num_cpus=1, max_retries=cfg.task_retries)
-                for _, result in run_bounded(ray, lambda job: task.remote(job, *shared, layout), todo, limit):
+                done = run_bounded(ray, lambda job: task.remote(job, *shared, layout), todo, limit)
+                for job, result in done:
+                    advance(len(job))
                     yield result
             except ray.exceptions.RayTaskError as exc:
                 raise PipelineError(f"curate: a task failed on Ray: {exc.cause or exc}") from None

@@ -347,12 +347,11 @@ def _write_samples(
             runner = local_runner(made, lookups, layout)
         where = f" as {len(todo)} Ray tasks" if cfg.executor == "ray" else ""
         with meter(f"curate: writing shards{where}", len(held)) as m:
-            for done in runner(todo):
+            for done in runner(todo, m.advance):
                 for split, named in done.sizes.items():
                     sizes[split].update(named)
                 covered.update(done.covered)
                 with_alt += done.with_alt
-                m.advance(len(todo[done.number]))
         merge_samples(made.folder, todo, table)
         for split, target in layout.targets.items():
             write_sizes(target.folder / "sizes.json", sizes[split])

@@ -128,8 +128,11 @@ def _job(
     return Job(number, groups, split[groups], key[groups], first, mine)
 
 
-def write_job(job: Job, made: Plan, lookups: Lookups, layout: Layout) -> Done:
-    """Write one job's samples into their shards and its rows into the spill folder."""
+def write_job(
+    job: Job, made: Plan, lookups: Lookups, layout: Layout, advance: Callable[[int], None] | None = None
+) -> Done:
+    """Write one job's samples into their shards and its rows into the spill folder; `advance` is
+    told each window's samples (progress, when the job runs in this process)."""
     reader = PartReader(layout.parts, indexes=layout.indexes)
     sinks = {
         s: _Sink(layout.targets[s].folder, layout.targets[s].prefix, layout.per_shard, job.first[i])
@@ -158,6 +161,8 @@ def write_job(job: Job, made: Plan, lookups: Lookups, layout: Layout) -> Done:
                     with_alt += bool(sample.alt_texts)
                     made_samples.append(sample)
                 rows.add(to_table(made_samples, Sample))
+                if advance is not None:
+                    advance(len(made_samples))
             for sink in sinks.values():
                 sink.finish()
     except BaseException:
@@ -169,13 +174,13 @@ def write_job(job: Job, made: Plan, lookups: Lookups, layout: Layout) -> Done:
     return Done(job.number, {s: sink.sizes for s, sink in sinks.items()}, sorted(covered), with_alt)
 
 
-Runner = Callable[[Sequence[Job]], Iterator[Done]]
+Runner = Callable[[Sequence[Job], Callable[[int], None]], Iterator[Done]]  # jobs, progress -> results
 
 
 def local_runner(made: Plan, lookups: Lookups, layout: Layout) -> Runner:
-    def run(todo: Sequence[Job]) -> Iterator[Done]:
+    def run(todo: Sequence[Job], advance: Callable[[int], None]) -> Iterator[Done]:
         for job in todo:
-            yield write_job(job, made, lookups, layout)
+            yield write_job(job, made, lookups, layout, advance)
 
     return run
 
