@@ -87,11 +87,13 @@ def test_the_spill_folder_is_gone_after_a_run_and_a_killed_runs_leftover_is_clea
 
 
 def _curate_with(work, **settings):
+    """Curate as the pipeline runs it: against the view of the config keys it declares."""
     config = load("demo")
     update = {"curate": config.curate.model_copy(update=settings)}
     if settings.get("executor") == "ray":
         update["ray"] = config.ray.model_copy(update={"num_cpus": 2, "tasks_in_flight": 3})
-    return curate_stage.run(StageContext(config.model_copy(update=update), Workdir(work)))
+    stage = next(s for s in STAGES if s.name == "curate")
+    return curate_stage.run(StageContext(stage.config_for(config.model_copy(update=update)), Workdir(work)))
 
 
 def _outputs(work) -> dict[str, str]:

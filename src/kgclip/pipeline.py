@@ -42,7 +42,9 @@ class Stage:
     """One step of a harvest.
 
     `reads` are the config keys (dotted paths) the stage may read: it runs against a view that
-    refuses any other key, and their values are its config digest. `external` names functions
+    refuses any other key, and their values are its config digest. `runs_with` are keys it may
+    also read that change how it runs but not a byte of what it writes (where curate's Ray is),
+    which are not in its digest. `external` names functions
     (`name` in the stage's module, or `module:name`) that fingerprint inputs living outside the
     workdir, and `outside` says in words what they are (`status`: "corpus index changed"). `check`
     names a function that finds damage to outputs too large to digest (parts).
@@ -56,13 +58,14 @@ class Stage:
     external: tuple[str, ...] = ()
     outside: str = "an input outside the work directory"
     check: str | None = None
+    runs_with: tuple[str, ...] = ()
 
     def _attr(self, ref: str) -> Callable[..., Any]:
         module, _, name = ref.rpartition(":")
         return getattr(importlib.import_module(module or self.module), name)
 
     def config_for(self, config: Config) -> Config:
-        return view(config, self.reads, self.name)
+        return view(config, self.reads + self.runs_with, self.name)
 
     def config_hash(self, config: Config) -> str:
         return reads_hash(config, self.reads)
@@ -153,6 +156,7 @@ STAGES: tuple[Stage, ...] = (
         ("samples.parquet", "rejected.parquet", "shards/sizes.json", "val/sizes.json", "card/README.md"),
         external=("decontam_fingerprint",),
         outside="decontamination index",
+        runs_with=("ray",),
     ),
 )
 

@@ -9,6 +9,7 @@ full. With r ≤ 7 that is 4 × 17 probes per query; with r ≤ 11, 4 × 137.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
 
 import numpy as np
@@ -34,21 +35,19 @@ class HashIndex:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def search(self, queries: np.ndarray | list[int], radius: int) -> Matches:
-        """All (query index, stored index, distance) with distance ≤ radius, sorted."""
+    def search(self, queries: np.ndarray | list[int], radius: int, blocks: BlockMap | None = None) -> Matches:
+        """All (query index, stored index, distance) with distance ≤ radius, sorted. The queries are
+        searched in independent blocks; `blocks` runs them (in order; `search_blocks` by default,
+        here, or as Ray tasks: curate/ray_run.py)."""
         queries = np.asarray(queries, dtype=np.uint64)
         if radius < 0 or radius >= CHUNKS * CHUNK_BITS:
             raise ValueError(f"radius must be within 0..{CHUNKS * CHUNK_BITS - 1}")
         if len(self.hashes) == 0 or len(queries) == 0:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty, empty
-        flips = _flips(radius // CHUNKS)
-        block = self._block(len(flips))
-        parts = [
-            self._search_block(queries[start : start + block], start, radius, flips)
-            for start in range(0, len(queries), block)
-        ]
-        keys = np.concatenate(parts)
+        block = self._block(len(_flips(radius // CHUNKS)))
+        starts = list(range(0, len(queries), block))
+        keys = np.concatenate((blocks or search_blocks)(self, queries, starts, block, radius))
         q, i = keys // len(self.hashes), keys % len(self.hashes)
         return q, i, np.bitwise_count(queries[q] ^ self.hashes[i]).astype(np.int64)
 
@@ -65,8 +64,10 @@ class HashIndex:
             per_probe += float((runs.astype(np.float64) ** 2).sum()) / max(1, len(keys))
         return int(min(BLOCK, max(256, CANDIDATES // max(1.0, probes * per_probe))))
 
-    def _search_block(self, queries: np.ndarray, offset: int, radius: int, flips: np.ndarray) -> np.ndarray:
-        """Matches of one block of queries as sorted unique keys query * len(self) + stored."""
+    def search_block(self, queries: np.ndarray, offset: int, radius: int) -> np.ndarray:
+        """Matches of one block of queries (the first numbered `offset`) as sorted unique keys
+        query * len(self) + stored."""
+        flips = _flips(radius // CHUNKS)
         found: list[np.ndarray] = []
         for c, (keys, order) in enumerate(self._tables):
             probes = (_chunk(queries, c)[:, None] ^ flips[None, :]).ravel()
@@ -83,6 +84,16 @@ class HashIndex:
             found.append((q[close] + offset).astype(np.int64) * len(self.hashes) + i[close])
         # a pair proposed by several chunks counts once
         return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+
+
+BlockMap = Callable[["HashIndex", np.ndarray, list[int], int, int], list[np.ndarray]]
+
+
+def search_blocks(
+    index: HashIndex, queries: np.ndarray, starts: list[int], block: int, radius: int
+) -> list[np.ndarray]:
+    """Each block of `block` queries from each start, in this process."""
+    return [index.search_block(queries[s : s + block], s, radius) for s in starts]
 
 
 def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:

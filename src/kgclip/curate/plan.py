@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kgclip.curate.dedup import Group
-from kgclip.curate.hashindex import HashIndex
+from kgclip.curate.hashindex import BlockMap, HashIndex
 from kgclip.progress import console
 from kgclip.tables import Fetched, Hit
 
@@ -332,8 +332,10 @@ def plan(
     near_distance: int = 0,
     near_colour: int = 255,
     accepted: Sequence[str] = (),
+    blocks: BlockMap | None = None,
 ) -> Plan:
-    """The groups of the reference `group_duplicates(fetched, hits, ...)`, as a `Plan` (module docstring)."""
+    """The groups of the reference `group_duplicates(fetched, hits, ...)`, as a `Plan` (module
+    docstring). `blocks` runs the near-duplicate search's blocks (HashIndex.search)."""
     accepted = tuple(accepted)
     n = copies.num_rows
     # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort
@@ -379,7 +381,7 @@ def plan(
     near = np.zeros(exact, dtype=np.int64)
     if near_distance > 0 and exact > 1:
         final_of, keep_of = _near(copies, hits, by_sha, exact_start, hit_index, hit_exact, near_distance,
-                                  near_colour, accepted)
+                                  near_colour, accepted, blocks)
     else:
         final_of, keep_of = np.arange(exact, dtype=np.int64), None
     if keep_of is None:
@@ -482,6 +484,7 @@ def _near(
     distance: int,
     colours: int,
     accepted: tuple[str, ...],
+    blocks: BlockMap | None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Each exact group's final group (numbered in the kept picture's pixel-hash order) and, per
     final group, the exact group whose pixels it keeps; (identity, None) when nothing merges."""
@@ -492,7 +495,7 @@ def _near(
     values = pc.fill_null(phash, 0).to_numpy().astype(np.uint64)[hashed]
     began = time.monotonic()
     index = HashIndex(values)
-    a, b = index.search(index.hashes, distance)[:2]
+    a, b = index.search(index.hashes, distance, blocks)[:2]
     console.print(
         f"curate: near-duplicate search over {len(hashed):,} pictures within {distance} bits "
         f"took {time.monotonic() - began:.1f} s"

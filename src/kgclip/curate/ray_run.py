@@ -1,13 +1,16 @@
-"""Curate's shard jobs as Ray tasks (`[curate] executor = "ray"`): the grouping stays in this
-process; each task writes whole shards from the spill folder and the fetch parts, which it reads
-from the work directory (a file system every worker sees)."""
+"""Curate on Ray (`[curate] executor = "ray"`): the blocks of the near-duplicate search and the
+shard jobs as Ray tasks; the rest of the grouping stays in this process. A shard task reads the
+spill folder and the fetch parts from the work directory (a file system every worker sees)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from kgclip.config import RayConfig
+from kgclip.curate.hashindex import BlockMap, HashIndex
 from kgclip.curate.plan import Plan
 from kgclip.curate.samples import Lookups
 from kgclip.curate.shards import index_part
@@ -46,3 +49,27 @@ def _index_parts(parts: list[str], layout: Layout) -> None:
     assert layout.indexes is not None
     for name in parts:
         index_part(layout.parts / name, layout.indexes)
+
+
+def ray_blocks(cfg: RayConfig) -> BlockMap:
+    """The near-duplicate search's blocks as Ray tasks (the only part of the grouping whose time
+    grows faster than the pictures: curate.md, Time); the index goes to the object store once."""
+
+    def run(
+        index: HashIndex, queries: np.ndarray, starts: list[int], block: int, radius: int
+    ) -> list[np.ndarray]:
+        with ray_session(cfg) as ray:
+            shared = ray.put(index), ray.put(queries)
+            task = ray.remote(_search_block).options(num_cpus=1, max_retries=cfg.task_retries)
+            submit = lambda s: task.remote(*shared, s, block, radius)  # noqa: E731
+            try:
+                found = dict(run_bounded(ray, submit, starts, in_flight(ray, cfg)))
+            except ray.exceptions.RayTaskError as exc:
+                raise PipelineError(f"curate: a task failed on Ray: {exc.cause or exc}") from None
+        return [found[s] for s in starts]
+
+    return run
+
+
+def _search_block(index: HashIndex, queries: np.ndarray, start: int, block: int, radius: int) -> np.ndarray:
+    return index.search_block(queries[start : start + block], start, radius)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from kgclip.curate.write import (
 from kgclip.fetch.stage import PARTS
 from kgclip.pipeline import StageContext, StageResult
 from kgclip.progress import console, meter
+from kgclip.raycluster import ray_session
 from kgclip.tables import (
     TABLE_ROWS_PER_GROUP,
     Entity,
@@ -75,12 +77,18 @@ def run(ctx: StageContext) -> StageResult:
     """Group, filter and write, keeping per picture only compact arrays (curate/plan.py): the
     samples are built as records a window at a time while their shards are written, samples.parquet
     and rejected.parquet are appended as they go, and the card is counted from samples.parquet."""
-    with system_memory_pool():
+    on_ray = ctx.config.curate.executor == "ray"
+    with system_memory_pool(), ray_session(ctx.config.ray) if on_ray else nullcontext():  # one Ray for all
         return _run(ctx)
 
 
 def _run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.curate
+    blocks = None
+    if cfg.executor == "ray":
+        from kgclip.curate.ray_run import ray_blocks
+
+        blocks = ray_blocks(ctx.config.ray)
     entities = {e.id: e for e in read_records(ctx.path("entities.parquet"), Entity)}
     types = {t.entity_id: t for t in read_records(ctx.path("types.parquet"), NaturalType)}
     queries = {q.query_id: q for q in read_records(ctx.path("queries.parquet"), Query)}
@@ -91,6 +99,7 @@ def _run(ctx: StageContext) -> StageResult:
         cfg.near_duplicate_distance,
         cfg.near_duplicate_colour,
         cfg.licenses,
+        blocks,
     )
     ok = _count_ok(ctx.path("fetched.parquet"))
     counts: dict[str, Any] = {
