@@ -3,7 +3,10 @@ that hold the configured number of samples."""
 
 import hashlib
 import shutil
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
@@ -13,6 +16,9 @@ from kgclip.config import load
 from kgclip.curate import stage as curate_stage
 from kgclip.pipeline import STAGES, PipelineError, StageContext
 from kgclip.workdir import Workdir
+from resume import kill_when
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def digest(path) -> str:
@@ -162,3 +168,47 @@ def test_a_local_curate_reports_progress_a_window_at_a_time(demo_copy, monkeypat
     result = curate_stage.run(StageContext(load("demo"), Workdir(demo_copy)))
     assert sum(steps) == result.rows == 187
     assert len(steps) >= 18 and max(steps) <= 10
+
+
+KILLABLE = """
+import sys
+from pathlib import Path
+from kgclip.config import load
+from kgclip.curate import stage
+from kgclip.pipeline import StageContext
+from kgclip.workdir import Workdir
+config = load("demo")
+config = config.model_copy(update={"curate": config.curate.model_copy(update={"samples_per_shard": 500})})
+stage.run(StageContext(config, Workdir(Path(sys.argv[1]))))
+"""
+
+
+def test_curate_killed_while_writing_shards_then_run_again_writes_what_an_unbroken_run_writes(tmp_path):
+    """SIGKILL once a few shards of a 20,000-picture harvest are written: nothing is in place yet
+    (the new shards wait in a folder of their own, the tables in temporary files), and the next run
+    clears the leftovers and writes exactly what a run that was never killed writes."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import curate_scale
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    base = tmp_path / "base"
+    curate_scale.make(base, 20_000)
+    runs = {}
+    for name in ("unbroken", "killed"):
+        work = tmp_path / name
+        work.mkdir()
+        for item in base.iterdir():
+            (work / item.name).symlink_to(item)
+        runs[name] = work
+    cmd = [sys.executable, "-c", KILLABLE]
+    assert subprocess.run([*cmd, str(runs["unbroken"])], capture_output=True, timeout=600).returncode == 0
+    work = runs["killed"]
+    new = work / ".shards.new"
+    kill_when([*cmd, str(work)], lambda: len(list(new.glob("shard-*.tar"))) >= 3, timeout=300)
+    assert (work / curate_stage.SPILL).is_dir() and not (work / "shards").exists()
+    assert not (work / "samples.parquet").exists()
+    assert subprocess.run([*cmd, str(work)], capture_output=True, timeout=600).returncode == 0
+    assert not new.exists() and not (work / curate_stage.SPILL).exists()
+    assert _outputs(work) == _outputs(runs["unbroken"])
+    assert len(list((work / "shards").glob("*.tar"))) == 39
