@@ -8,10 +8,17 @@ import pyarrow as pa
 import pytest
 
 from kgclip.curate.shards import PartReader, index_part
-from kgclip.curate.write import DROPPED, jobs, merge_samples
+from kgclip.curate.write import ASIDE, DROPPED, Drops, jobs, merge_samples
 from kgclip.tario import add_member
 
 SCHEMA = pa.schema([("key", pa.int64())])
+
+
+def _drops(groups: int, why: dict[int, tuple[str, str]]) -> Drops:
+    drops = Drops(groups)
+    for group, (kind, detail) in why.items():
+        drops.add([group], kind, detail)
+    return drops
 
 
 def _layout(groups: int, why: dict, held: np.ndarray, per_shard: int, per_job: int) -> list[dict]:
@@ -21,9 +28,13 @@ def _layout(groups: int, why: dict, held: np.ndarray, per_shard: int, per_job: i
             "split": job.split.tolist(),
             "key": job.key.tolist(),
             "first": job.first,
-            "why": sorted(job.why),
+            "why": {
+                g: (ASIDE[d - 1], job.details[c])
+                for g, d, c in zip(job.groups.tolist(), job.drop.tolist(), job.detail.tolist(), strict=True)
+                if d
+            },
         }
-        for job in jobs(groups, why, held, per_shard, per_job)
+        for job in jobs(groups, _drops(groups, why), held, per_shard, per_job)
     ]
 
 
@@ -36,7 +47,7 @@ def test_one_job_holds_every_group_in_order():
         "split": [0, DROPPED, 1, 0, DROPPED, 0],
         "key": [0, -1, 1, 2, -1, 3],
         "first": (0, 0),
-        "why": [1, 4],
+        "why": why,
     }
 
 
@@ -48,7 +59,7 @@ def test_jobs_begin_on_shard_boundaries_and_dropped_groups_go_with_the_training_
     found = _layout(10, why, held, per_shard=2, per_job=3)  # rounded up to 4: two shards a job
     assert [j["groups"] for j in found] == [[0, 1, 2, 3, 4], [6, 7, 8, 9], [5]]
     assert [j["first"] for j in found] == [(0, 0), (4, 0), (0, 0)]
-    assert [j["why"] for j in found] == [[2], [7], []]
+    assert [j["why"] for j in found] == [{2: why[2]}, {7: why[7]}, {}]
     assert found[2]["split"] == [1] and found[2]["key"] == [4]
     assert found[1]["key"] == [5, -1, 6, 7]
     # every group once, every key once
@@ -62,7 +73,7 @@ def test_jobs_begin_on_shard_boundaries_and_dropped_groups_go_with_the_training_
 def test_held_out_jobs_start_on_held_out_shard_boundaries(per_job):
     rng = np.random.default_rng(per_job)
     held = rng.random(50) < 0.3
-    found = jobs(50, {}, held, 3, per_job)
+    found = jobs(50, Drops(50), held, 3, per_job)
     size = -(-per_job // 3) * 3
     val = [j for j in found if (j.split == 1).any()]
     assert all((j.split == 1).all() for j in val)
@@ -73,7 +84,7 @@ def test_held_out_jobs_start_on_held_out_shard_boundaries(per_job):
 
 
 def test_no_group_makes_one_empty_job():
-    (job,) = jobs(0, {}, np.zeros(0, dtype=bool), 5, 10)
+    (job,) = jobs(0, Drops(0), np.zeros(0, dtype=bool), 5, 10)
     assert len(job.groups) == 0 and job.first == (0, 0)
 
 
@@ -81,7 +92,7 @@ def test_the_jobs_sample_rows_are_merged_in_key_order_across_batch_boundaries(tm
     """Rows come back in key order however the jobs' files are cut into batches and however many
     rows the merge takes at once (a batch ending exactly where a take ends included)."""
     held = np.array([n % 3 == 1 for n in range(23)])
-    found = jobs(25, {4: ("eval", "x"), 17: ("licence", "y")}, held, per_shard=2, per_job=4)
+    found = jobs(25, _drops(25, {4: ("eval", "x"), 17: ("licence", "y")}), held, per_shard=2, per_job=4)
     for job in found:
         keys = job.key[job.split != DROPPED].tolist()
         with pa.OSFile(str(tmp_path / f"samples-{job.number:05d}.arrow"), "wb") as sink:
@@ -122,3 +133,14 @@ def test_a_saved_part_index_reads_the_same_members_as_a_scan(tmp_path):
         with pytest.raises(FileNotFoundError):
             reader.read("p-00000.tar", "z")
         reader.close()
+
+
+def test_drops_keep_one_detail_per_distinct_text():
+    """A million pictures balanced out cost a byte and an int each, not a record each."""
+    drops = Drops(6)
+    drops.add(np.array([0, 2, 4]), "entity", "max_per_entity 2")
+    drops.add([5], "eval", "cub:a.jpg (distance 3)")
+    drops.add(np.array([1]), "entity", "max_per_entity 2")
+    assert drops.details == ["max_per_entity 2", "cub:a.jpg (distance 3)"]
+    assert drops.kind.tolist() == [3, 3, 3, 0, 3, 1] and drops.detail.tolist() == [0, 0, 0, 0, 0, 1]
+    assert len(drops) == 5

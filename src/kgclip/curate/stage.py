@@ -40,6 +40,7 @@ from kgclip.curate.write import (
     BALANCE_QUERY,
     EVAL,
     LICENCE,
+    Drops,
     Layout,
     Target,
     aside_batches,
@@ -106,30 +107,26 @@ def _run(ctx: StageContext) -> StageResult:
         "duplicates_merged": ok - len(made),
         "near_duplicates_merged": int(made.near.sum()),
     }
-    alive = np.ones(len(made), dtype=bool)
-    evaluated, counts["eval_copies_dropped"] = _eval_copies(
-        made, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
+    drops = Drops(len(made))
+    counts["eval_copies_dropped"] = _eval_copies(
+        made, drops, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
     )
-    alive[list(evaluated)] = False
     pairs = made.query_pairs()
     spill = ctx.path(SPILL)
     _clear_own(spill)
     try:
         made.spill(ctx.path("fetched.parquet"), ctx.path("hits.parquet"), spill)
-        refused = _refused(made, alive)
-        alive[list(refused)] = False
-        dropped, before = _balance(
-            made, alive, pairs, queries, cfg.max_per_entity, cfg.max_per_query, ctx.config.seed
+        _refuse(made, drops)
+        before_drops = len(drops)
+        before = _balance(
+            made, drops, pairs, queries, cfg.max_per_entity, cfg.max_per_query, ctx.config.seed
         )
         del pairs
-        counts["balanced_out"] = len(dropped)
-        held = _held_out(made, np.flatnonzero(alive), cfg.val_fraction, cfg.val_max)
-        why = {f: (EVAL, f"{m[0]}:{m[1]} (distance {m[2]})") for f, m in evaluated.items()}
-        why.update({f: (LICENCE, detail) for f, detail in refused.items()})
-        why.update({f: (_balance_kind(d), d) for f, d in dropped})
+        counts["balanced_out"] = len(drops) - before_drops
+        held = _held_out(made, np.flatnonzero(drops.kind == 0), cfg.val_fraction, cfg.val_max)
         lookups = Lookups(queries, entities, types, query_types)
         with GroupWriter(ctx.path("samples.parquet"), Sample.SCHEMA, TABLE_ROWS_PER_GROUP) as table:
-            sizes, covered, with_alt = _write_samples(ctx, made, why, held, lookups, table)
+            sizes, covered, with_alt = _write_samples(ctx, made, drops, held, lookups, table)
         release()
         save_matches(index_paths(ctx.config, ctx.workdir), aside_rows(spill, EVAL), ctx.path(MATCHES))
         with GroupWriter(ctx.path("rejected.parquet"), Rejected.SCHEMA, TABLE_ROWS_PER_GROUP) as rejected:
@@ -174,13 +171,11 @@ def _count_ok(path: Path) -> int:
     )
 
 
-def _eval_copies(
-    made: Plan, paths: list[Path], distance: int
-) -> tuple[dict[int, tuple[str, str, int]], dict[str, int]]:
-    """The groups with a copy close to an evaluation image, with the nearest match (the first copy's
-    on a tie), and dropped pictures per evaluation set (the reference's rule, on arrays)."""
+def _eval_copies(made: Plan, drops: Drops, paths: list[Path], distance: int) -> dict[str, int]:
+    """Drop the groups with a copy close to an evaluation image, each with its nearest match (the
+    first copy's on a tie); dropped pictures per evaluation set (the reference's rule, on arrays)."""
     if not paths:
-        return {}, {}
+        return {}
     index = EvalIndex(paths)
     hashes, valid = made.copy_phashes()
     positions = np.flatnonzero(valid)
@@ -191,38 +186,38 @@ def _eval_copies(
         group = int(owner[position])
         if group not in matched or match[2] < matched[group][2]:
             matched[group] = match
+    for group, (eval_set, image, apart) in matched.items():
+        drops.add([group], EVAL, f"{eval_set}:{image} (distance {apart})")
     console.print(
         f"curate: {len(matched):,} pictures dropped as copies of evaluation images "
         f"({sum(index.images_per_set.values()):,} indexed in {len(index.images_per_set)} sets)"
     )
-    return dict(sorted(matched.items())), dict(Counter(m[0] for m in matched.values()))
+    return dict(Counter(m[0] for m in matched.values()))
 
 
-def _refused(made: Plan, alive: np.ndarray) -> dict[int, str]:
-    """The groups whose kept pixels' licence does not pass the filter, with why (licences.py)."""
+def _refuse(made: Plan, drops: Drops) -> None:
+    """Drop the groups whose kept pixels' licence does not pass the filter, saying why (licences.py)."""
     if not made.accepted:
-        return {}
-    refused: dict[int, str] = {}
-    for chosen, groups in made.windows(np.flatnonzero(alive)):
+        return
+    for chosen, groups in made.windows(np.flatnonzero(drops.kind == 0)):
         for f, g in zip(chosen.tolist(), groups, strict=True):
             if not g.licence_passes():
-                refused[f] = f"{g.licence()[0]} is not among {', '.join(g.accepted)}"
-    return refused
+                drops.add([f], LICENCE, f"{g.licence()[0]} is not among {', '.join(g.accepted)}")
 
 
 def _balance(
     made: Plan,
-    alive: np.ndarray,
+    drops: Drops,
     pairs: tuple[np.ndarray, np.ndarray, list[str]],
     queries: dict[str, Query],
     per_entity: int,
     per_query: int,
     seed: int,
-) -> tuple[list[tuple[int, str]], Counter[str]]:
-    """The reference `balance` (tests/curate_reference.py) on arrays: the groups dropped (entity
-    cap first, then query cap, each in group order) with the cap that dropped them, and pictures
-    per entity before balancing.
-    `alive` loses the dropped groups. `pairs` is `made.query_pairs()`."""
+) -> Counter[str]:
+    """The reference `balance` (tests/curate_reference.py) on arrays: drop the groups over the
+    entity cap, then those over the query cap, each with its cap; pictures per entity before
+    balancing. `pairs` is `made.query_pairs()`."""
+    alive = drops.kind == 0
     owner, codes, ids = pairs
     entity_ids = sorted({q.entity_id for q in queries.values() if q.entity_id})
     entity_code = {e: i for i, e in enumerate(entity_ids)}
@@ -236,16 +231,15 @@ def _balance(
     live = alive[by_entity[0]]
     tally = np.bincount(by_entity[1][live], minlength=len(entity_ids))
     before = Counter({entity_ids[e]: int(n) for e, n in enumerate(tally) if n})
-    dropped: list[tuple[int, str]] = []
-    for cap, pairs, names, name in (
-        (per_entity, by_entity, entity_ids, "max_per_entity"),
-        (per_query, by_query, ids, "max_per_query"),
+    for cap, pairs, names, name, kind in (
+        (per_entity, by_entity, entity_ids, "max_per_entity", BALANCE_ENTITY),
+        (per_query, by_query, ids, "max_per_query", BALANCE_QUERY),
     ):
         if cap > 0:
             out = _cap(made, alive, pairs, names, cap, seed, name)
             alive[out] = False
-            dropped += [(int(f), f"{name} {cap}") for f in out]
-    return dropped, before
+            drops.add(out, kind, f"{name} {cap}")
+    return before
 
 
 def _pairs(owner: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -318,7 +312,7 @@ def _write_rejected(fetched: Path, spill: Path, out: GroupWriter) -> Counter[str
 def _write_samples(
     ctx: StageContext,
     made: Plan,
-    why: dict[int, tuple[str, str]],
+    drops: Drops,
     held: np.ndarray,
     lookups: Lookups,
     table: GroupWriter,
@@ -338,7 +332,7 @@ def _write_samples(
         made.folder,
     )
     todo = jobs(
-        len(made), why, held, cfg.samples_per_shard,
+        len(made), drops, held, cfg.samples_per_shard,
         per_job_default(cfg.executor, cfg.shards_per_task, cfg.samples_per_shard),
     )
     sizes: dict[str, dict[str, int]] = {TRAIN: {}, VAL: {}}
@@ -371,10 +365,6 @@ def _write_samples(
     for folder, _ in folders.values():
         _swap_in(ctx.path(f".{folder}.new"), ctx.path(folder))
     return sizes, covered, with_alt
-
-
-def _balance_kind(why: str) -> str:
-    return BALANCE_ENTITY if why.startswith("max_per_entity") else BALANCE_QUERY
 
 
 def _clear_own(path: Path) -> None:

@@ -63,18 +63,46 @@ class Layout:
     indexes: Path | None = None  # the parts' member indexes, saved once for many tasks (shards.index_part)
 
 
+class Drops:
+    """Why each dropped group was dropped, as arrays rather than a record per group (balancing
+    may drop millions): per group a kind (0 = kept, else 1 + its place in ASIDE) and the code of
+    its detail among the distinct details (one per cap, per refused licence, per matched
+    evaluation image)."""
+
+    def __init__(self, groups: int) -> None:
+        self.kind = np.zeros(groups, dtype=np.int8)
+        self.detail = np.zeros(groups, dtype=np.int32)
+        self.details: list[str] = []
+        self._codes: dict[str, int] = {}
+
+    def add(self, groups: Sequence[int] | np.ndarray, kind: str, detail: str) -> None:
+        """The groups dropped for one reason with one detail."""
+        code = self._codes.setdefault(detail, len(self.details))
+        if code == len(self.details):
+            self.details.append(detail)
+        where = np.asarray(groups, dtype=np.int64)
+        self.kind[where] = ASIDE.index(kind) + 1
+        self.detail[where] = code
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.kind))
+
+
 @dataclass(frozen=True)
 class Job:
     """Consecutive groups written by one task: `split[i]` is 0 (training), 1 (held out) or DROPPED;
     a kept group's key is `key[i]`; `first[s]` samples of split s come before the job's (a whole
-    number of shards). `why` says why each dropped group of the job was dropped."""
+    number of shards). A dropped group's kind and detail are `drop[i]` and `details[detail[i]]`
+    (Drops)."""
 
     number: int
     groups: np.ndarray
     split: np.ndarray
     key: np.ndarray
     first: tuple[int, int]
-    why: dict[int, tuple[str, str]] = field(default_factory=dict)
+    drop: np.ndarray
+    detail: np.ndarray
+    details: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int((self.split != DROPPED).sum())
@@ -90,21 +118,18 @@ class Done:
     with_alt: int
 
 
-def jobs(
-    groups: int, why: dict[int, tuple[str, str]], held: np.ndarray, per_shard: int, per_job: int
-) -> list[Job]:
+def jobs(groups: int, drops: Drops, held: np.ndarray, per_shard: int, per_job: int) -> list[Job]:
     """The jobs for `groups` groups; `held[n]` says whether the n-th kept group is held out.
     `per_job` samples a job (rounded up to whole shards); 0: one job for everything."""
     split = np.zeros(groups, dtype=np.int8)
-    dropped = np.fromiter(why, dtype=np.int64, count=len(why))
-    split[dropped] = DROPPED
+    split[drops.kind != 0] = DROPPED
     kept = np.flatnonzero(split != DROPPED)
     split[kept[held]] = 1
     key = np.full(groups, -1, dtype=np.int64)
     key[kept] = np.arange(len(kept))
     everything = np.arange(groups, dtype=np.int64)
     if per_job <= 0:
-        return [Job(0, everything, split, key, (0, 0), why)]
+        return [_job(0, everything, split, key, (0, 0), drops)]
     size = -(-per_job // per_shard) * per_shard
     made: list[Job] = []
     train = split == 0
@@ -113,19 +138,18 @@ def jobs(
     cuts = [0, *starts[starts > 0].tolist(), groups]
     for lo, hi in itertools.pairwise(cuts):
         mine = everything[lo:hi][split[lo:hi] != 1]
-        made.append(_job(len(made), mine, split, key, (int(ordinal[lo]) if lo else 0, 0), why))
+        made.append(_job(len(made), mine, split, key, (int(ordinal[lo]) if lo else 0, 0), drops))
     val = np.flatnonzero(split == 1)
     for lo in range(0, len(val), size):
-        made.append(_job(len(made), val[lo : lo + size], split, key, (0, lo), why))
+        made.append(_job(len(made), val[lo : lo + size], split, key, (0, lo), drops))
     return made
 
 
 def _job(
-    number: int, groups: np.ndarray, split: np.ndarray, key: np.ndarray, first: tuple[int, int],
-    why: dict[int, tuple[str, str]],
+    number: int, groups: np.ndarray, split: np.ndarray, key: np.ndarray, first: tuple[int, int], drops: Drops
 ) -> Job:
-    mine = {g: why[g] for g in groups[split[groups] == DROPPED].tolist()}
-    return Job(number, groups, split[groups], key[groups], first, mine)
+    drop, detail = drops.kind[groups], drops.detail[groups]
+    return Job(number, groups, split[groups], key[groups], first, drop, detail, drops.details)
 
 
 def write_job(
@@ -145,13 +169,13 @@ def write_job(
         with _Rows(layout.spill / f"samples-{job.number:05d}.arrow", Sample.SCHEMA) as rows, _Aside(
             layout.spill, job.number
         ) as aside:
-            for chosen, groups in made.windows(job.groups):
+            for _, groups in made.windows(job.groups):
                 made_samples = []
-                for f, g in zip(chosen.tolist(), groups, strict=True):
-                    code, key = int(job.split[at]), int(job.key[at])
-                    at += 1
+                for g in groups:
+                    here, at = at, at + 1
+                    code, key = int(job.split[here]), int(job.key[here])
                     if code == DROPPED:
-                        kind, detail = job.why[f]
+                        kind, detail = ASIDE[job.drop[here] - 1], job.details[job.detail[here]]
                         aside.add(kind, [Rejected("curate", c.url, REASON[kind], detail) for c in g.copies])
                         continue
                     sink = sinks[SPLITS[code]]
