@@ -157,14 +157,15 @@ def test_the_blocks_may_run_anywhere_in_any_order_and_give_the_same_matches(monk
     index = hashindex.HashIndex(hashes)
     seen: list[int] = []
 
-    def backwards(index, queries, starts, block, radius):
+    def backwards(index, queries, starts, block, radius, above):
         seen.extend(starts)
-        found = {s: index.search_block(queries[s : s + block], s, radius) for s in reversed(starts)}
+        found = {s: index.search_block(queries[s : s + block], s, radius, above) for s in reversed(starts)}
         return [found[s] for s in starts]
 
     got = index.search(hashes, 6, backwards)
     assert len(seen) > 3
     assert all(np.array_equal(a, b) for a, b in zip(got, index.search(hashes, 6), strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(index.pairs(6, backwards), index.pairs(6), strict=True))
 
 
 def test_the_blocks_as_ray_tasks_give_the_same_matches(monkeypatch):
@@ -176,5 +177,23 @@ def test_the_blocks_as_ray_tasks_give_the_same_matches(monkeypatch):
     monkeypatch.setattr(hashindex, "CANDIDATES", 20_000)
     hashes = _planted()
     index = hashindex.HashIndex(hashes)
-    got = index.search(hashes, 6, ray_blocks(RayConfig(num_cpus=2, tasks_in_flight=3)))
-    assert all(np.array_equal(a, b) for a, b in zip(got, index.search(hashes, 6), strict=True))
+    got = index.pairs(6, ray_blocks(RayConfig(num_cpus=2, tasks_in_flight=3)))
+    assert all(np.array_equal(a, b) for a, b in zip(got, index.pairs(6), strict=True))
+
+
+@pytest.mark.parametrize("radius", [0, 3, 6, 11])
+def test_pairs_are_every_pair_within_the_radius_once(radius, monkeypatch):
+    """The self-search proposes each pair once (a < b), never a hash with itself, and finds what
+    comparing all pairs finds, also across blocks and with repeated hashes."""
+    from kgclip.curate import hashindex
+
+    monkeypatch.setattr(hashindex, "CANDIDATES", 5_000)  # several blocks
+    rng = np.random.default_rng(radius)
+    hashes = rng.integers(0, 2**63, 1500, dtype=np.int64).astype(np.uint64)
+    hashes[1::7] = hashes[::7][: len(hashes[1::7])] ^ np.uint64(0b100101)  # near copies, 3 bits off
+    hashes[2::50] = hashes[3::50][: len(hashes[2::50])]  # exact repeats
+    a, b = hashindex.HashIndex(hashes).pairs(radius)
+    brute = np.bitwise_count(hashes[:, None] ^ hashes[None, :]) <= radius
+    ba, bb = np.nonzero(np.triu(brute, k=1))
+    assert list(zip(a.tolist(), b.tolist(), strict=True)) == list(zip(ba.tolist(), bb.tolist(), strict=True))
+    assert len(a) > 0

@@ -495,7 +495,7 @@ def _near(
     values = pc.fill_null(phash, 0).to_numpy().astype(np.uint64)[hashed]
     began = time.monotonic()
     index = HashIndex(values)
-    a, b = index.search(index.hashes, distance, blocks)[:2]
+    a, b = index.pairs(distance, blocks)
     console.print(
         f"curate: near-duplicate search over {len(hashed):,} pictures within {distance} bits "
         f"took {time.monotonic() - began:.1f} s"

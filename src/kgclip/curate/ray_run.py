@@ -56,12 +56,12 @@ def ray_blocks(cfg: RayConfig) -> BlockMap:
     grows faster than the pictures: curate.md, Time); the index goes to the object store once."""
 
     def run(
-        index: HashIndex, queries: np.ndarray, starts: list[int], block: int, radius: int
+        index: HashIndex, queries: np.ndarray, starts: list[int], block: int, radius: int, above: bool
     ) -> list[np.ndarray]:
         with ray_session(cfg) as ray:
             shared = ray.put(index), ray.put(queries)
             task = ray.remote(_search_block).options(num_cpus=1, max_retries=cfg.task_retries)
-            submit = lambda s: task.remote(*shared, s, block, radius)  # noqa: E731
+            submit = lambda s: task.remote(*shared, s, block, radius, above)  # noqa: E731
             try:
                 found = dict(run_bounded(ray, submit, starts, in_flight(ray, cfg)))
             except ray.exceptions.RayTaskError as exc:
@@ -71,5 +71,7 @@ def ray_blocks(cfg: RayConfig) -> BlockMap:
     return run
 
 
-def _search_block(index: HashIndex, queries: np.ndarray, start: int, block: int, radius: int) -> np.ndarray:
-    return index.search_block(queries[start : start + block], start, radius)
+def _search_block(
+    index: HashIndex, queries: np.ndarray, start: int, block: int, radius: int, above: bool
+) -> np.ndarray:
+    return index.search_block(queries[start : start + block], start, radius, above)
