@@ -53,10 +53,10 @@ class WordNetSource(Section):
 
 
 QID = r"^Q[1-9][0-9]*$"
+PID = r"^P[1-9][0-9]*$"
 # A setting that changes how a stage runs but not a byte of what it writes: left out of the stage's
 # config digest (stageconfig.py), so changing it does not make the stage's outputs stale.
 HOW_NOT_WHAT = {"fingerprint": False}
-PID = r"^P[1-9][0-9]*$"
 
 
 class WikidataRoot(Section):
@@ -706,8 +706,8 @@ class CurateConfig(Section):
     )
     executor: Literal["local", "ray"] = Field(
         default="local",
-        description="write the shards in this process, or as Ray tasks of whole shards (the same bytes; "
-        "the work directory must be on a file system every Ray worker sees)",
+        description="run the near-duplicate search and write the shards in this process, or as Ray tasks "
+        "(the same bytes; the work directory must be on a file system every Ray worker sees)",
         json_schema_extra=HOW_NOT_WHAT,
     )
     shards_per_task: int = Field(

@@ -66,6 +66,7 @@ COPY_COLUMNS = (
     "colour",
 )
 HIT_COLUMNS = tuple(c for c in Hit.SCHEMA.names if c not in ("width", "height"))  # curate reads no hit size
+SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # the spill folder's Arrow streams
 _DICTIONARY = ("query_id", "license")  # few distinct values: stored once while grouping
 
 
@@ -237,7 +238,7 @@ class Plan:
                         sink = pa.OSFile(str(self.folder / f"{name}-{k:05d}.arrow"), "wb")
                         sinks.append(sink)
                         writers[k] = pa.ipc.new_stream(
-                            sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                            sink, table.schema, options=SPILL_OPTIONS
                         )
                     writers[k].write_table(table.slice(lo, hi - lo))
         finally:

@@ -5,7 +5,9 @@ spill folder and the fetch parts from the work directory (a file system every wo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +30,7 @@ def ray_runner(made: Plan, lookups: Lookups, layout: Layout, cfg: RayConfig) -> 
     def run(todo: Sequence[Job], advance: Callable[[int], None]) -> Iterator[Done]:
         with ray_session(cfg) as ray:
             limit = in_flight(ray, cfg)
-            try:
+            with _task_errors(ray):
                 parts = sorted(p.name for p in layout.parts.glob("*.tar"))
                 chunks = [parts[i :: limit] for i in range(min(limit, len(parts)))]
                 index = ray.remote(_index_parts).options(num_cpus=1, max_retries=cfg.task_retries)
@@ -39,8 +41,6 @@ def ray_runner(made: Plan, lookups: Lookups, layout: Layout, cfg: RayConfig) -> 
                 for job, result in done:
                     advance(len(job))
                     yield result
-            except ray.exceptions.RayTaskError as exc:
-                raise PipelineError(f"curate: a task failed on Ray: {exc.cause or exc}") from None
 
     return run
 
@@ -62,10 +62,8 @@ def ray_blocks(cfg: RayConfig) -> BlockMap:
             shared = ray.put(index), ray.put(queries)
             task = ray.remote(_search_block).options(num_cpus=1, max_retries=cfg.task_retries)
             submit = lambda s: task.remote(*shared, s, block, radius, above)  # noqa: E731
-            try:
+            with _task_errors(ray):
                 found = dict(run_bounded(ray, submit, starts, in_flight(ray, cfg)))
-            except ray.exceptions.RayTaskError as exc:
-                raise PipelineError(f"curate: a task failed on Ray: {exc.cause or exc}") from None
         return [found[s] for s in starts]
 
     return run
@@ -75,3 +73,12 @@ def _search_block(
     index: HashIndex, queries: np.ndarray, start: int, block: int, radius: int, above: bool
 ) -> np.ndarray:
     return index.search_block(queries[start : start + block], start, radius, above)
+
+
+@contextmanager
+def _task_errors(ray: Any) -> Iterator[None]:
+    """A task's failure as the pipeline's error, saying what the task said."""
+    try:
+        yield
+    except ray.exceptions.RayTaskError as exc:
+        raise PipelineError(f"curate: a task failed on Ray: {exc.cause or exc}") from None

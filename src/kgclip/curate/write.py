@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kgclip.curate.plan import BATCH, GROUPS_PER_BUCKET, Plan
+from kgclip.curate.plan import BATCH, GROUPS_PER_BUCKET, SPILL_OPTIONS, Plan
 from kgclip.curate.samples import Lookups, sample_json, sample_row, stored
 from kgclip.curate.shards import PartReader, ShardWriter
 from kgclip.curate.split import TRAIN, VAL
@@ -287,7 +287,7 @@ class _Rows:
     def __enter__(self) -> _Rows:
         self._atomic = atomic_path(self.path)
         self._sink = pa.OSFile(str(self._atomic.__enter__()), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self.schema, options=_LZ4)
+        self._writer = pa.ipc.new_stream(self._sink, self.schema, options=SPILL_OPTIONS)
         return self
 
     def add(self, table: pa.Table) -> None:
@@ -300,9 +300,6 @@ class _Rows:
             self._sink.close()
         finally:
             self._atomic.__exit__(*exc)
-
-
-_LZ4 = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 class _Aside:
