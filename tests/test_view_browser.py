@@ -85,6 +85,7 @@ def no_xss(driver):
 
 def test_walk_overview_tree_entity_picture_rejections(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(server + "/")
     assert "187" in browser.find_element(By.ID, "numbers").text
@@ -96,7 +97,8 @@ def test_walk_overview_tree_entity_picture_rejections(server, browser, tmp_path)
     assert "living thing" in browser.find_element(By.CSS_SELECTOR, "details.root summary").text
     shot(browser, tmp_path, "2-tree")
     browser.find_element(By.ID, "tree-q").send_keys("koala\n")
-    browser.find_element(By.LINK_TEXT, "koala").click()
+    # the search is a new page: wait for it rather than look on the tree page it replaces
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.LINK_TEXT, "koala"))[0].click()
 
     assert browser.current_url.endswith("/entity/wn%3An01882714")
     assert browser.find_element(By.ID, "name").text == "koala"
