@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,20 +145,22 @@ def _complete(table: pa.Table, schema: pa.Schema, names: Sequence[str]) -> pa.Ta
 
 @dataclass
 class Plan:
-    """Samples-to-be in pixel-hash order: group f has the copies `copy_order[copy_start[f]:
-    copy_start[f + 1]]` (rows of the grouping's copies table, the kept picture's first) and likewise
-    its hits. `spill` then writes every row a sample needs into bucket files by group, after which
+    """Samples-to-be in pixel-hash order: group f has the copies `copy_rows[copy_start[f]:
+    copy_start[f + 1]]` (their rows in fetched.parquet, the kept picture's first) and likewise its
+    hits' rows in hits.parquet. The grouping's tables are gone by then: per picture the plan holds
+    only these integers, the kept pixel hash, and (until taken) each copy's perceptual hash and each
+    hit's query. `spill` writes every row a sample needs into bucket files by group, after which
     `windows` builds the `Group` records of any groups, in order, a bucket at a time."""
 
-    copies: pa.Table | None  # the grouping's columns; None once spilled
-    hits: pa.Table | None
-    copy_order: np.ndarray
+    copy_rows: np.ndarray | None  # None once spilled
     copy_start: np.ndarray
-    hit_order: np.ndarray
+    hit_rows: np.ndarray | None
     hit_start: np.ndarray
     near: np.ndarray  # distinct near-duplicate pictures merged into each group
     accepted: tuple[str, ...]
-    kept_sha: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="S64"))  # per group
+    kept_sha: np.ndarray  # per group
+    phashes: tuple[np.ndarray, np.ndarray] | None = None  # per copy: hash, whether it has one
+    queries: tuple[np.ndarray, list[str]] | None = None  # per hit: its query id's code; ids by code
     folder: Path | None = None
     per_bucket: int = GROUPS_PER_BUCKET
 
@@ -171,38 +173,32 @@ class Plan:
         return [h.decode() if isinstance(h, bytes) else h for h in found.tolist()]
 
     def copy_phashes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every copy's perceptual hash in plan order, and whether it has one (before `spill`)."""
-        assert self.copies is not None, "spilled"
-        column = self.copies.column("phash").take(self.copy_order)
-        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
-        return pc.fill_null(column, 0).to_numpy().astype(np.uint64), valid
+        """Every copy's perceptual hash in plan order, and whether it has one; taken once (their
+        memory goes with them)."""
+        assert self.phashes is not None, "taken"
+        found, self.phashes = self.phashes, None
+        return found
 
     def query_pairs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Per hit in plan order, its group and the code of its query id, and the ids by code
-        (before `spill`)."""
-        assert self.hits is not None, "spilled"
-        ids = self.hits.column("query_id").take(self.hit_order)
-        ids = ids.cast(pa.string()) if pa.types.is_dictionary(ids.type) else ids
-        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-        encoded = pc.dictionary_encode(ids)
-        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        """Per hit in plan order, its group and the code of its query id, and the ids by code;
+        taken once."""
+        assert self.queries is not None, "taken"
+        (codes, ids), self.queries = self.queries, None
         owner = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.hit_start))
-        return owner, codes, encoded.dictionary.to_pylist()
+        return owner, codes, ids
 
     def spill(self, fetched: Path, hits: Path, folder: Path, per_bucket: int = 0) -> None:
         """Read the two tables once more, every column a sample needs, and write each row into
         the bucket file of its group (`per_bucket` consecutive groups a bucket), with its position
-        in plan order; then drop the grouping's tables. Memory: a batch of rows."""
-        assert self.copies is not None and self.hits is not None, "spilled twice"
+        in plan order; the row numbers go. Memory: a batch of rows."""
+        assert self.copy_rows is not None and self.hit_rows is not None, "spilled twice"
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.per_bucket = per_bucket or max(GROUPS_PER_BUCKET, -(-len(self) // MAX_BUCKETS))
-        copy_rows = self.copies.column("row").to_numpy()[self.copy_order]
-        hit_rows = self.hits.column("row").to_numpy()[self.hit_order]
-        self.copies = self.hits = None
-        release()
+        copy_rows, self.copy_rows = self.copy_rows, None
         self._spill(fetched, copy_rows, self.copy_start, "copies", Fetched.SCHEMA, COPY_COLUMNS)
         del copy_rows
+        hit_rows, self.hit_rows = self.hit_rows, None
         self._spill(hits, hit_rows, self.hit_start, "hits", Hit.SCHEMA, HIT_COLUMNS)
         release()
 
@@ -336,8 +332,13 @@ def plan(
     blocks: BlockMap | None = None,
 ) -> Plan:
     """The groups of the reference `group_duplicates(fetched, hits, ...)`, as a `Plan` (module
-    docstring). `blocks` runs the near-duplicate search's blocks (HashIndex.search)."""
+    docstring). `blocks` runs the near-duplicate search's blocks (HashIndex.search). Each column
+    is dropped once the grouping is done with it, so pass tables nothing else holds (as
+    `plan(read_ok_copies(...), read_hits(...))` does): then the URLs and pixel hashes are not
+    kept while the rest is sorted, and the plan keeps none of the tables."""
     accepted = tuple(accepted)
+    # a licence filter asks merged pictures' records whose licence passes: every column stays
+    records = bool(accepted) and near_distance > 0
     n = copies.num_rows
     # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort
     # below is then a numpy lexsort of integers, the table position last (a stable order)
@@ -355,10 +356,14 @@ def plan(
     position_by_url = np.empty(n, dtype=np.int64)
     position_by_url[by_url] = np.arange(n)
     del by_url, first_of_url
-    by_sha, new = _by_sha(_fixed(copies.column("pixel_sha256")), url_rank)
+    sha = _fixed(copies.column("pixel_sha256"))
+    copies = _without(copies, [] if records else ["url", "pixel_sha256"])
+    by_sha, new = _by_sha(sha, url_rank)
     exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
     exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
     exact = len(exact_start) - 1
+    exact_sha = sha[by_sha[exact_start[:-1]]]
+    del sha, new
 
     # hit -> the exact group of its URL. A URL stored twice (in two groups) goes, as the object
     # path's URL map has it, to the group inserted last, groups being inserted in URL order
@@ -366,6 +371,7 @@ def plan(
     np.minimum.at(inserted, exact_of, position_by_url[by_sha])
     del position_by_url
     url_of = url_rank[by_sha]
+    del url_rank
     lookup = np.lexsort((np.arange(n), -inserted[exact_of], url_of))
     firsts = lookup[np.flatnonzero(np.concatenate([[n > 0], url_of[lookup][1:] != url_of[lookup][:-1]]))]
     chosen = np.zeros(len(distinct_urls), dtype=np.int64)  # by URL rank: its copy's by_sha position
@@ -373,6 +379,7 @@ def plan(
     del lookup, firsts, inserted
     found = pc.index_in(hits.column("url"), value_set=distinct_urls)  # the URL's rank
     del distinct_urls
+    hits = _without(hits, [] if records else ["url", "license"])
     mapped = pc.is_valid(found).to_numpy(zero_copy_only=False)
     hit_index = np.flatnonzero(mapped)
     hit_url = pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[mapped].astype(np.int64)
@@ -389,14 +396,27 @@ def plan(
         copy_order = by_sha
         copy_group = exact_of
         groups = exact
+        kept_sha = exact_sha
     else:
         groups = int(final_of.max()) + 1 if exact else 0
         copy_group = final_of[exact_of]
         not_kept = (exact_of != keep_of[copy_group]).astype(np.int8)
         order = np.lexsort((np.arange(n), url_of, not_kept, copy_group))
+        del not_kept
         copy_order = by_sha[order]
         copy_group = copy_group[order]
         near = np.bincount(final_of, minlength=groups) - 1
+        kept_sha = exact_sha[keep_of]  # a group's first copy is its kept exact group's first
+    del by_sha, exact_of, url_of, exact_sha
+    copy_start = _starts(copy_group, groups)
+    del copy_group
+    copy_rows = copies.column("row").to_numpy()[copy_order]
+    phash = copies.column("phash").take(copy_order)
+    phashes = (
+        pc.fill_null(phash, 0).to_numpy().astype(np.uint64),
+        pc.is_valid(phash).to_numpy(zero_copy_only=False),
+    )
+    del copies, phash, copy_order
     hit_group = final_of[hit_exact]
     # by (group, query, rank, URL, position): two keys of two parts each (their products fit in
     # 64 bits), and the position needs none, as the hits come in it and the sort is stable
@@ -410,20 +430,37 @@ def plan(
     order = np.lexsort((rank_url, group_query))
     del rank_url, group_query
     hit_order = hit_index[order]
-    copy_start = _starts(copy_group, groups)
-    kept_sha = _fixed(copies.column("pixel_sha256").take(copy_order[copy_start[:-1]]))
+    hit_start = _starts(hit_group[order], groups)
+    del order, hit_group, hit_index
+    hit_rows = hits.column("row").to_numpy()[hit_order]
+    codes = _codes(hits.column("query_id").take(hit_order))
+    del hits, hit_order
     release()
     return Plan(
-        copies,
-        hits,
-        copy_order,
+        copy_rows,
         copy_start,
-        hit_order,
-        _starts(hit_group[order], groups),
+        hit_rows,
+        hit_start,
         near[:groups] if keep_of is not None else np.zeros(groups, dtype=np.int64),
         accepted,
         kept_sha,
+        phashes,
+        codes,
     )
+
+
+def _without(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """The table less some columns: their buffers go once nothing else holds the table."""
+    return table.drop_columns(list(names)) if names else table
+
+
+def _codes(ids: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Query ids as codes (-1 for none), and the ids by code."""
+    ids = ids.cast(pa.string()) if pa.types.is_dictionary(ids.type) else ids
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    encoded = pc.dictionary_encode(ids)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
 
 
 def _by_sha(sha: np.ndarray, url_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
