@@ -7,7 +7,7 @@ import random
 import pytest
 
 from curate_reference import group_duplicates
-from kgclip.curate.plan import plan, read_hits, read_ok_copies
+from kgclip.curate.plan import plan
 from kgclip.tables import Fetched, Hit, write_records
 
 LICENCES = ["CC BY 4.0", "cc0", None, "by-sa", "public domain", "All rights reserved"]
@@ -67,8 +67,7 @@ def test_the_plan_groups_as_the_object_path_does(tmp_path, seed, distance, accep
     write_records(tmp_path / "fetched.parquet", fetched, Fetched)
     write_records(tmp_path / "hits.parquet", hits, Hit)
     made = plan(
-        read_ok_copies(tmp_path / "fetched.parquet"), read_hits(tmp_path / "hits.parquet"),
-        distance, 48, accepted,
+        tmp_path / "fetched.parquet", tmp_path / "hits.parquet", distance, 48, accepted,
     )
     expected = group_duplicates(fetched, hits, distance, 48, accepted)
     assert made.sha(range(len(made))) == [g.pixel_sha256 for g in expected]
@@ -87,6 +86,6 @@ def test_the_plan_groups_as_the_object_path_does(tmp_path, seed, distance, accep
 def test_an_empty_harvest_makes_an_empty_plan(tmp_path):
     write_records(tmp_path / "fetched.parquet", [], Fetched)
     write_records(tmp_path / "hits.parquet", [], Hit)
-    made = plan(read_ok_copies(tmp_path / "fetched.parquet"), read_hits(tmp_path / "hits.parquet"), 6)
+    made = plan(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", 6)
     made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill")
     assert len(made) == 0 and list(made.windows([])) == []

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import pyarrow.parquet as pq
 
 from kgclip.curate.dedup import Group
 from kgclip.curate.hashindex import BlockMap, HashIndex
+from kgclip.curate.memory import release
 from kgclip.progress import console
 from kgclip.tables import Fetched, Hit
 
@@ -50,7 +50,8 @@ BATCH = 65_536  # rows read at once
 WINDOW = 1024  # groups built as records at once
 GROUPS_PER_BUCKET = 32_768  # groups whose rows are spilled to one pair of bucket files ...
 MAX_BUCKETS = 400  # ... unless that makes more buckets than this (each is an open file while spilling)
-# What the grouping reads; the rest of a sample's columns are read once more, in `Plan.spill`.
+# The records built to ask whether a merged picture's licence passes; the grouping itself reads a
+# column at a time, and a sample's columns are read once more, in `Plan.spill`.
 PLAN_COPY_COLUMNS = ("url", "pixel_sha256", "width", "height", "phash", "colour")
 PLAN_HIT_COLUMNS = ("query_id", "rank", "url", "license")
 COPY_COLUMNS = (
@@ -67,68 +68,103 @@ COPY_COLUMNS = (
 )
 HIT_COLUMNS = tuple(c for c in Hit.SCHEMA.names if c not in ("width", "height"))  # curate reads no hit size
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # the spill folder's Arrow streams
-_DICTIONARY = ("query_id", "license")  # few distinct values: stored once while grouping
 
 
-def open_table(path: Path, dictionary: Sequence[str] = ()) -> pq.ParquetFile:
+def open_table(path: Path) -> pq.ParquetFile:
     """A parquet file read a page at a time: a harvest's tables are one row group of up to a
     million rows, which Arrow otherwise loads whole (compressed and decoded) to read any batch."""
-    names = pq.read_schema(path).names
-    return pq.ParquetFile(
-        path, read_dictionary=[c for c in dictionary if c in names], pre_buffer=False, buffer_size=1 << 20
-    )
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
 
 
-def release() -> None:
-    """Give the memory Arrow's allocator keeps for reuse back to the system."""
-    pa.default_memory_pool().release_unused()
-
-
-@contextmanager
-def system_memory_pool() -> Iterator[None]:
-    """Arrow's buffers from the C library's allocator while curate runs. Its grouping alternates
-    Arrow tables and numpy arrays of a few hundred MB; pyarrow's default (mimalloc) keeps the pages
-    Arrow freed, which numpy (on malloc) cannot reuse: at 300,000 pictures the grouping's peak was
-    412 MiB with mimalloc and 315 MiB with the system allocator (benchmarks/curate_scale.py)."""
-    before = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(before)
-
-
-def read_ok_copies(path: Path) -> pa.Table:
-    """The fetched rows with status ok and a pixel hash: the columns the grouping needs and `row`,
-    the row's number in the file."""
+def _batches(path: Path, columns: Sequence[str], schema: pa.Schema) -> Iterator[pa.Table]:
+    """The file's rows a batch at a time, in these columns (those added since it was written null)."""
     file = open_table(path)
-    present = [c for c in PLAN_COPY_COLUMNS if c in file.schema_arrow.names]
-    chunks = []
-    offset = 0
-    for batch in file.iter_batches(batch_size=BATCH, columns=["status", *present]):
-        keep = pc.and_(pc.equal(batch.column("status"), "ok"), pc.is_valid(batch.column("pixel_sha256")))
-        rows = pa.array(np.arange(offset, offset + batch.num_rows, dtype=np.int64))
+    present = [c for c in columns if c in file.schema_arrow.names]
+    for batch in file.iter_batches(batch_size=BATCH, columns=present):
+        yield _complete(pa.Table.from_batches([batch]), schema, columns)
+
+
+def _ok(batch: pa.Table) -> np.ndarray:
+    """The fetched rows the grouping takes: status ok, with a pixel hash."""
+    keep = pc.and_(pc.equal(batch.column("status"), "ok"), pc.is_valid(batch.column("pixel_sha256")))
+    return pc.fill_null(keep, False).to_numpy(zero_copy_only=False)
+
+
+def _ok_column(path: Path, name: str) -> pa.ChunkedArray:
+    """One column of the ok rows of fetched.parquet, in file order."""
+    batches = _batches(path, list(dict.fromkeys(["status", "pixel_sha256", name])), Fetched.SCHEMA)
+    chunks = [b.column(name).filter(pa.array(_ok(b))) for b in batches]
+    return pa.chunked_array([c for part in chunks for c in part.chunks], Fetched.SCHEMA.field(name).type)
+
+
+def _ok_rows(path: Path) -> np.ndarray:
+    rows, offset = [], 0
+    for batch in _batches(path, ["status", "pixel_sha256"], Fetched.SCHEMA):
+        rows.append(np.flatnonzero(_ok(batch)) + offset)
         offset += batch.num_rows
-        table = pa.Table.from_batches([batch]).append_column("row", rows)
-        chunks.append(table.filter(pc.fill_null(keep, False)).drop_columns("status"))
-    table = pa.concat_tables(chunks) if chunks else _empty(file.schema_arrow, present).append_column(
-        "row", pa.array([], pa.int64())
-    )
-    table = _complete(table, Fetched.SCHEMA, [*PLAN_COPY_COLUMNS, "row"]).combine_chunks()
-    release()
-    return table
+    return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
-def read_hits(path: Path) -> pa.Table:
-    """The hits' columns the grouping needs, and `row`, each hit's number in the file."""
-    file = open_table(path, _DICTIONARY)
-    present = [c for c in PLAN_HIT_COLUMNS if c in file.schema_arrow.names]
-    chunks = [pa.Table.from_batches([b]) for b in file.iter_batches(batch_size=BATCH, columns=present)]
-    table = pa.concat_tables(chunks) if chunks else _empty(file.schema_arrow, present)
-    table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    table = _complete(table, Hit.SCHEMA, [*PLAN_HIT_COLUMNS, "row"])
-    release()
-    return table
+def _url_ranks(urls: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Each URL's rank among the distinct ones (code point order; equal URLs, equal rank), and the
+    distinct URLs in that order. The sorted URLs are compared a batch at a time: one copy of the
+    distinct URLs is made, not one of all."""
+    n = len(urls)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
+    by_url = pc.sort_indices(urls).to_numpy().astype(np.int64)  # stable: equal URLs in table order
+    first = np.ones(n, dtype=bool)
+    for lo in range(1, n, BATCH):
+        part = urls.take(by_url[lo - 1 : min(n, lo + BATCH)])
+        first[lo : lo + len(part) - 1] = pc.not_equal(part.slice(1), part.slice(0, len(part) - 1)).to_numpy(
+            zero_copy_only=False
+        )
+    distinct = urls.take(by_url[first]).combine_chunks()
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_url] = np.cumsum(first) - 1
+    return rank, distinct
+
+
+def _hit_urls(path: Path, distinct: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The hits whose URL was fetched (their row numbers) and each one's URL rank, a batch at a time."""
+    index, ranks, offset = [], [], 0
+    for batch in _batches(path, ["url"], Hit.SCHEMA):
+        found = pc.index_in(batch.column("url"), value_set=distinct)
+        mapped = pc.is_valid(found).to_numpy(zero_copy_only=False)
+        index.append(np.flatnonzero(mapped) + offset)
+        ranks.append(pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[mapped].astype(np.int64))
+        offset += batch.num_rows
+    if not index:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(index), np.concatenate(ranks)
+
+
+def _query_codes(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Every hit's query id as a code (-1 for none) and the ids by code (first seen first); the ids
+    are few (a query per entity and attribute), the hits many."""
+    ids: dict[str, int] = {}
+    codes = []
+    for batch in _batches(path, ["query_id"], Hit.SCHEMA):
+        column = batch.column("query_id").combine_chunks()
+        column = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
+        encoded = pc.dictionary_encode(column)
+        local = np.array([ids.setdefault(v, len(ids)) for v in encoded.dictionary.to_pylist()] + [-1],
+                         dtype=np.int64)
+        codes.append(local[pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)])
+    return (np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)), list(ids)
+
+
+def _take_rows(path: Path, rows: np.ndarray, columns: Sequence[str], schema: pa.Schema) -> pa.Table:
+    """Some rows of a file, by number, in the order asked."""
+    want = np.unique(rows)
+    chunks, offset = [], 0
+    for batch in _batches(path, columns, schema):
+        lo, hi = np.searchsorted(want, [offset, offset + batch.num_rows])
+        if hi > lo:
+            chunks.append(batch.take(want[lo:hi] - offset))
+        offset += batch.num_rows
+    table = pa.concat_tables(chunks) if chunks else _empty(schema, columns)
+    return table.take(np.searchsorted(want, rows))
 
 
 def _empty(schema: pa.Schema, names: Sequence[str]) -> pa.Table:
@@ -324,40 +360,26 @@ def _fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def plan(
-    copies: pa.Table,
-    hits: pa.Table,
+    fetched: Path,
+    hits: Path,
     near_distance: int = 0,
     near_colour: int = 255,
     accepted: Sequence[str] = (),
     blocks: BlockMap | None = None,
 ) -> Plan:
     """The groups of the reference `group_duplicates(fetched, hits, ...)`, as a `Plan` (module
-    docstring). `blocks` runs the near-duplicate search's blocks (HashIndex.search). Each column
-    is dropped once the grouping is done with it, so pass tables nothing else holds (as
-    `plan(read_ok_copies(...), read_hits(...))` does): then the URLs and pixel hashes are not
-    kept while the rest is sorted, and the plan keeps none of the tables."""
+    docstring). `blocks` runs the near-duplicate search's blocks (HashIndex.search). The tables are
+    read a column at a time, each when its step comes: the URLs, the pixel hashes and the hits'
+    URLs are never all held at once, and the plan keeps none of them."""
     accepted = tuple(accepted)
-    # a licence filter asks merged pictures' records whose licence passes: every column stays
-    records = bool(accepted) and near_distance > 0
-    n = copies.num_rows
+    rows = _ok_rows(fetched)
+    n = len(rows)
     # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort
     # below is then a numpy lexsort of integers, the table position last (a stable order)
-    by_url = _sort(copies, [("url", "ascending")])
-    url_sorted = copies.column("url").take(by_url)
-    first_of_url = np.ones(n, dtype=bool)
-    if n > 1:
-        first_of_url[1:] = pc.not_equal(url_sorted.slice(1), url_sorted.slice(0, n - 1)).to_numpy(
-            zero_copy_only=False
-        )
-    distinct_urls = url_sorted.filter(pa.array(first_of_url)).combine_chunks()
-    del url_sorted
-    url_rank = np.empty(n, dtype=np.int64)
-    url_rank[by_url] = np.cumsum(first_of_url) - 1
+    url_rank, distinct_urls = _url_ranks(_ok_column(fetched, "url"))
     position_by_url = np.empty(n, dtype=np.int64)
-    position_by_url[by_url] = np.arange(n)
-    del by_url, first_of_url
-    sha = _fixed(copies.column("pixel_sha256"))
-    copies = _without(copies, [] if records else ["url", "pixel_sha256"])
+    position_by_url[np.argsort(url_rank, kind="stable")] = np.arange(n)
+    sha = _fixed(_ok_column(fetched, "pixel_sha256"))
     by_sha, new = _by_sha(sha, url_rank)
     exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
     exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
@@ -377,19 +399,23 @@ def plan(
     chosen = np.zeros(len(distinct_urls), dtype=np.int64)  # by URL rank: its copy's by_sha position
     chosen[url_of[firsts]] = firsts
     del lookup, firsts, inserted
-    found = pc.index_in(hits.column("url"), value_set=distinct_urls)  # the URL's rank
+    hit_index, hit_url = _hit_urls(hits, distinct_urls)  # the hits' rows, their URLs' ranks
     del distinct_urls
-    hits = _without(hits, [] if records else ["url", "license"])
-    mapped = pc.is_valid(found).to_numpy(zero_copy_only=False)
-    hit_index = np.flatnonzero(mapped)
-    hit_url = pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[mapped].astype(np.int64)
     hit_exact = exact_of[chosen[hit_url]]
-    del found, mapped, chosen
+    del chosen
 
+    phash = _ok_column(fetched, "phash")
+    phashes = (
+        pc.fill_null(phash, 0).to_numpy().astype(np.uint64),
+        pc.is_valid(phash).to_numpy(zero_copy_only=False),
+    )
+    del phash
     near = np.zeros(exact, dtype=np.int64)
     if near_distance > 0 and exact > 1:
-        final_of, keep_of = _near(copies, hits, by_sha, exact_start, hit_index, hit_exact, near_distance,
-                                  near_colour, accepted, blocks)
+        final_of, keep_of = _near(
+            fetched, hits, rows, phashes, by_sha, exact_start, hit_index, hit_exact, near_distance,
+            near_colour, accepted, blocks,
+        )
     else:
         final_of, keep_of = np.arange(exact, dtype=np.int64), None
     if keep_of is None:
@@ -410,31 +436,28 @@ def plan(
     del by_sha, exact_of, url_of, exact_sha
     copy_start = _starts(copy_group, groups)
     del copy_group
-    copy_rows = copies.column("row").to_numpy()[copy_order]
-    phash = copies.column("phash").take(copy_order)
-    phashes = (
-        pc.fill_null(phash, 0).to_numpy().astype(np.uint64),
-        pc.is_valid(phash).to_numpy(zero_copy_only=False),
-    )
-    del copies, phash, copy_order
+    copy_rows = rows[copy_order]
+    phashes = (phashes[0][copy_order], phashes[1][copy_order])
+    del rows, copy_order
     hit_group = final_of[hit_exact]
     # by (group, query, rank, URL, position): two keys of two parts each (their products fit in
     # 64 bits), and the position needs none, as the hits come in it and the sort is stable
-    queries = _ranks(hits.column("query_id").take(hit_index))
-    group_query = hit_group * (int(queries.max(initial=0)) + 1) + queries
-    del queries
-    rank_url = _ints(hits.column("rank").take(hit_index))
+    codes, ids = _query_codes(hits)
+    codes = codes[hit_index]
+    rank = np.empty(len(ids) + 1, dtype=np.int64)  # the ids' code point order; no id last
+    rank[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+    rank[-1] = len(ids)
+    group_query = hit_group * (len(ids) + 1) + rank[codes]
+    rank_url = _hit_ranks(hits)[hit_index]
     rank_url -= rank_url.min(initial=0)
     rank_url *= int(hit_url.max(initial=0)) + 1
     rank_url += hit_url
     order = np.lexsort((rank_url, group_query))
-    del rank_url, group_query
-    hit_order = hit_index[order]
+    del rank_url, group_query, hit_url
+    hit_rows = hit_index[order]
     hit_start = _starts(hit_group[order], groups)
+    codes = codes[order]
     del order, hit_group, hit_index
-    hit_rows = hits.column("row").to_numpy()[hit_order]
-    codes = _codes(hits.column("query_id").take(hit_order))
-    del hits, hit_order
     release()
     return Plan(
         copy_rows,
@@ -445,22 +468,23 @@ def plan(
         accepted,
         kept_sha,
         phashes,
-        codes,
+        _first_seen(codes, ids),
     )
 
 
-def _without(table: pa.Table, names: Sequence[str]) -> pa.Table:
-    """The table less some columns: their buffers go once nothing else holds the table."""
-    return table.drop_columns(list(names)) if names else table
+def _hit_ranks(path: Path) -> np.ndarray:
+    """Every hit's rank in its results (0 for none)."""
+    ranks = [_ints(b.column("rank")) for b in _batches(path, ["rank"], Hit.SCHEMA)]
+    return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
 
-def _codes(ids: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
-    """Query ids as codes (-1 for none), and the ids by code."""
-    ids = ids.cast(pa.string()) if pa.types.is_dictionary(ids.type) else ids
-    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    encoded = pc.dictionary_encode(ids)
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, encoded.dictionary.to_pylist()
+def _first_seen(codes: np.ndarray, ids: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The codes renumbered by first appearance, and the ids in that order."""
+    first = np.unique(codes[codes >= 0], return_index=True)
+    seen = first[0][np.argsort(first[1])]
+    renumber = np.full(len(ids) + 1, -1, dtype=np.int64)  # -1 stays -1
+    renumber[seen] = np.arange(len(seen))
+    return renumber[codes], [ids[c] for c in seen.tolist()]
 
 
 def _by_sha(sha: np.ndarray, url_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -495,26 +519,15 @@ def _ints(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.fill_null(column, 0).to_numpy().astype(np.int64) if len(column) else np.zeros(0, np.int64)
 
 
-def _ranks(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Strings as their rank among the distinct values (code point order, as Arrow and Python sort)."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    encoded = pc.dictionary_encode(array)
-    values = encoded.dictionary.to_pylist()
-    rank = np.empty(len(values) + 1, dtype=np.int64)
-    rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
-    rank[-1] = len(values)  # no id: last
-    return rank[pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)]
-
-
 def _starts(sorted_groups: np.ndarray, groups: int) -> np.ndarray:
     return np.searchsorted(sorted_groups, np.arange(groups + 1)).astype(np.int64)
 
 
 def _near(
-    copies: pa.Table,
-    hits: pa.Table,
+    fetched: Path,
+    hits: Path,
+    rows: np.ndarray,
+    phashes: tuple[np.ndarray, np.ndarray],
     by_sha: np.ndarray,
     exact_start: np.ndarray,
     hit_index: np.ndarray,
@@ -528,18 +541,18 @@ def _near(
     final group, the exact group whose pixels it keeps; (identity, None) when nothing merges."""
     exact = len(exact_start) - 1
     first = by_sha[exact_start[:-1]]
-    phash = copies.column("phash").take(first)
-    hashed = np.flatnonzero(pc.is_valid(phash).to_numpy(zero_copy_only=False))
-    values = pc.fill_null(phash, 0).to_numpy().astype(np.uint64)[hashed]
+    hashed = np.flatnonzero(phashes[1][first])
+    values = phashes[0][first][hashed]
     began = time.monotonic()
     index = HashIndex(values)
     a, b = index.pairs(distance, blocks)
+    del index, values
     console.print(
         f"curate: near-duplicate search over {len(hashed):,} pictures within {distance} bits "
         f"took {time.monotonic() - began:.1f} s"
     )
     a, b = hashed[a], hashed[b]
-    colour = copies.column("colour").take(first)
+    colour = _ok_column(fetched, "colour").take(first)
     has = pc.is_valid(colour).to_numpy(zero_copy_only=False)
     rgb = pc.fill_null(colour, 0).to_numpy().astype(np.int64)
     both = has[a] & has[b]
@@ -559,10 +572,12 @@ def _near(
             break
     merged = np.flatnonzero(np.bincount(root, minlength=exact) > 1)
     keep = np.arange(exact, dtype=np.int64)  # per root, the exact group whose pixels are kept
-    width = pc.fill_null(copies.column("width").take(first), 0).to_numpy().astype(np.int64)
-    height = pc.fill_null(copies.column("height").take(first), 0).to_numpy().astype(np.int64)
+    width = _ints(_ok_column(fetched, "width").take(first))
+    height = _ints(_ok_column(fetched, "height").take(first))
     members = np.flatnonzero(np.isin(root, merged))
-    passes = _licence_passes(copies, hits, by_sha, exact_start, hit_index, hit_exact, members, accepted)
+    passes = _licence_passes(
+        fetched, hits, rows, by_sha, exact_start, hit_index, hit_exact, members, accepted
+    )
     by_root: dict[int, list[int]] = {}
     for g in members.tolist():  # in exact (pixel-hash) order, as the object path's components
         by_root.setdefault(int(root[g]), []).append(g)
@@ -576,8 +591,9 @@ def _near(
 
 
 def _licence_passes(
-    copies: pa.Table,
-    hits: pa.Table,
+    fetched: Path,
+    hits: Path,
+    rows: np.ndarray,
     by_sha: np.ndarray,
     exact_start: np.ndarray,
     hit_index: np.ndarray,
@@ -585,25 +601,25 @@ def _licence_passes(
     members: np.ndarray,
     accepted: tuple[str, ...],
 ) -> dict[int, bool]:
-    """Whether each merged exact group's licence passes the filter (all pass without one)."""
+    """Whether each merged exact group's licence passes the filter (all pass without one); the
+    records of these few pictures are read from the tables by row number."""
     if not accepted or len(members) == 0:
         return {}
     mask = np.isin(hit_exact, members)
+    hit_table = _take_rows(hits, hit_index[mask], PLAN_HIT_COLUMNS, Hit.SCHEMA)
     hit_key = pa.table(
-        {
-            "g": hit_exact[mask],
-            "query_id": hits.column("query_id").take(hit_index[mask]),
-            "rank": hits.column("rank").take(hit_index[mask]),
-            "url": hits.column("url").take(hit_index[mask]),
-        }
+        {"g": hit_exact[mask], **{c: hit_table.column(c) for c in ("query_id", "rank", "url")}}
     )
     order = _sort(hit_key, [("g", "ascending"), ("query_id", "ascending"), ("rank", "ascending"),
                             ("url", "ascending")])
-    sub_hits = hit_index[mask][order]
+    hit_table = hit_table.take(order)
     hit_start = np.searchsorted(hit_exact[mask][order], np.arange(len(exact_start))).astype(np.int64)
+    spans = [by_sha[exact_start[g] : exact_start[g + 1]] for g in members.tolist()]
+    copy_table = _take_rows(fetched, rows[np.concatenate(spans)], PLAN_COPY_COLUMNS, Fetched.SCHEMA)
+    copy_start = np.cumsum([0, *map(len, spans)]).tolist()
     found: dict[int, bool] = {}
-    for g in members.tolist():  # few: the pictures of merged components
-        copy_part = copies.drop_columns("row").take(by_sha[exact_start[g] : exact_start[g + 1]]).to_pylist()
-        hit_part = hits.drop_columns("row").take(sub_hits[hit_start[g] : hit_start[g + 1]]).to_pylist()
+    for k, g in enumerate(members.tolist()):  # few: the pictures of merged components
+        copy_part = copy_table.slice(copy_start[k], copy_start[k + 1] - copy_start[k]).to_pylist()
+        hit_part = hit_table.slice(hit_start[g], hit_start[g + 1] - hit_start[g]).to_pylist()
         found[g] = _group(copy_part, hit_part, 0, accepted).licence_passes()
     return found

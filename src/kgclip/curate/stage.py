@@ -20,16 +20,13 @@ from kgclip.config import Config
 from kgclip.curate.balance import balance_draw
 from kgclip.curate.card import SamplesTable, ShardImages, ambiguity_summary, write_card
 from kgclip.curate.decontam import MATCHES, EvalIndex, save_matches
+from kgclip.curate.memory import compact_memory, release
 from kgclip.curate.plan import (
     BATCH,
     WINDOW,
     Plan,
     open_table,
     plan,
-    read_hits,
-    read_ok_copies,
-    release,
-    system_memory_pool,
 )
 from kgclip.curate.samples import Lookups, type_attribute_types
 from kgclip.curate.shards import write_sizes
@@ -79,7 +76,7 @@ def run(ctx: StageContext) -> StageResult:
     samples are built as records a window at a time while their shards are written, samples.parquet
     and rejected.parquet are appended as they go, and the card is counted from samples.parquet."""
     on_ray = ctx.config.curate.executor == "ray"
-    with system_memory_pool(), ray_session(ctx.config.ray) if on_ray else nullcontext():  # one Ray for all
+    with compact_memory(), ray_session(ctx.config.ray) if on_ray else nullcontext():  # one Ray for all
         return _run(ctx)
 
 
@@ -95,8 +92,8 @@ def _run(ctx: StageContext) -> StageResult:
     queries = {q.query_id: q for q in read_records(ctx.path("queries.parquet"), Query)}
     query_types = type_attribute_types(queries.values(), types)
     made = plan(
-        read_ok_copies(ctx.path("fetched.parquet")),
-        read_hits(ctx.path("hits.parquet")),
+        ctx.path("fetched.parquet"),
+        ctx.path("hits.parquet"),
         cfg.near_duplicate_distance,
         cfg.near_duplicate_colour,
         cfg.licenses,
