@@ -89,3 +89,38 @@ def test_an_empty_harvest_makes_an_empty_plan(tmp_path):
     made = plan(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", 6)
     made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill")
     assert len(made) == 0 and list(made.windows([])) == []
+
+
+def test_a_fetched_table_from_before_the_hash_columns_groups_as_if_they_were_empty(tmp_path):
+    """fetched.parquet written before `phash` and `colour` existed: those columns are read as null."""
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    fetched, hits = _harvest(5, pictures=60)
+    write_records(tmp_path / "fetched.parquet", fetched, Fetched)
+    old = pq.read_table(tmp_path / "fetched.parquet").drop_columns(["phash", "colour"])
+    pq.write_table(old, tmp_path / "fetched.parquet")
+    write_records(tmp_path / "hits.parquet", hits, Hit)
+    made = plan(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", 6, 48, ("cc0",))
+    blank = [dataclasses.replace(f, phash=None, colour=None) for f in fetched]
+    expected = group_duplicates(blank, hits, 6, 48, ("cc0",))
+    made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill")
+    assert _shape(g for _, groups in made.windows(range(len(made))) for g in groups) == _shape(expected)
+    hashes, valid = made.copy_phashes()
+    assert len(hashes) == sum(len(g.copies) for g in expected) and not valid.any()
+
+
+def test_kept_hashes_are_packed_only_when_they_are_lowercase_sha256_hex():
+    import numpy as np
+
+    from kgclip.curate.plan import _packed
+
+    hexes = np.array([f"{k * 7919:064x}".encode() for k in range(70_000)], dtype="S64")  # > a batch
+    packed = _packed(hexes)
+    assert packed.shape == (70_000, 32) and bytes(packed[1]).hex() == f"{7919:064x}"
+    tail = hexes.copy()
+    tail[-1] = b"G" * 64  # one odd hash in the last batch: all stay text
+    assert _packed(tail) is tail
+    short = np.array([b"abc", b"def"])
+    assert _packed(short) is short

@@ -35,7 +35,9 @@ class HashIndex:
             order = np.argsort(keys, kind="stable")
             # chunk value * n + position, ascending: the hashes with one chunk value are a run, in
             # position order, so a self-search can start each probe after the query's own position
-            self._tables.append((keys[order].astype(np.int64) * n + order, order))
+            ranked = keys[order].astype(np.int64) * n + order
+            # positions in 32 bits when they fit: 16 bytes less per hash over the four tables
+            self._tables.append((ranked, order.astype(np.int32) if n < 2**31 else order))
 
     def __len__(self) -> int:
         return len(self.hashes)

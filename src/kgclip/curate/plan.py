@@ -2,12 +2,12 @@
 
 The object path (`group_duplicates` in tests/curate_reference.py, a `Group` of records per picture)
 holds every row of fetched.parquet and hits.parquet as Python objects, 3-5 KiB per picture. Here
-the grouping reads only the columns it sorts on (`read_ok_copies`, `read_hits`: Arrow, with each
-row's number in its file) and works on integers:
+the grouping reads one column at a time, when its step comes (the copies' URLs, then their pixel
+hashes, then the hits' URLs a batch at a time, ...), and works on integers and row numbers:
 
 - URLs become dense ranks (one Arrow sort of the copies' URLs; a hit's URL is looked up among the
-  distinct ones) and pixel hashes compact bytes, so every sort is a numpy lexsort with the table
-  position last: stable, as the object path's sorts are;
+  distinct ones, a batch of hits at a time) and pixel hashes compact bytes, so every sort is a
+  numpy lexsort with the table position last: stable, as the object path's sorts are;
 - exact copies: the ok rows sorted by (pixel hash, URL); a change of pixel hash starts a group, so
   the groups come out in pixel-hash order with their copies by URL, as `group_duplicates` orders them;
 - hits: each goes to the group of its URL (a URL stored twice goes where the object path's URL map
@@ -15,11 +15,12 @@ row's number in its file) and works on integers:
 - near copies: the kept copy's perceptual hash per exact group goes through the multi-index search
   (curate/hashindex.py), components by minimum-label propagation; a component keeps the largest
   picture (`dedup._combine`), and only for components of several pictures with a licence filter
-  are the members' `Group` records built to ask whose licence passes.
+  are the members' rows read back and their `Group` records built to ask whose licence passes.
 
-The result, a `Plan`, is per picture two permutations, the offsets of each group's slice of them
-and the kept pixel hash. `Plan.spill` then reads the two tables once more with every column a
-sample needs and writes each row into the bucket file of its group (consecutive groups, in order);
+The result, a `Plan`, is per picture the row numbers of its copies and hits, the offsets of each
+group's slice of them and the kept pixel hash (about 110 bytes a picture). `Plan.spill` then reads
+the two tables once more with every column a sample needs and writes each row into the bucket file
+of its group (consecutive groups, in order);
 `Plan.windows` reads one bucket at a time and builds the `Group` records of a window of groups. So
 the rows of a harvest are Python objects only a window at a time.
 
@@ -105,14 +106,15 @@ def _ok_rows(path: Path) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
-def _url_ranks(urls: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Each URL's rank among the distinct ones (code point order; equal URLs, equal rank), and the
-    distinct URLs in that order. The sorted URLs are compared a batch at a time: one copy of the
-    distinct URLs is made, not one of all."""
+def _url_ranks(fetched: Path) -> tuple[np.ndarray, pa.Array]:
+    """Each ok copy's URL rank among the distinct ones (code point order; equal URLs, equal rank),
+    and the distinct URLs in that order. The sorted URLs are compared a batch at a time, and all
+    the URLs go once the distinct ones are copied out."""
+    urls = _ok_column(fetched, "url")
     n = len(urls)
     if n == 0:
         return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
-    by_url = pc.sort_indices(urls).to_numpy().astype(np.int64)  # stable: equal URLs in table order
+    by_url = pc.sort_indices(urls).to_numpy().view(np.int64)  # stable: equal URLs in table order
     first = np.ones(n, dtype=bool)
     for lo in range(1, n, BATCH):
         part = urls.take(by_url[lo - 1 : min(n, lo + BATCH)])
@@ -120,6 +122,7 @@ def _url_ranks(urls: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
             zero_copy_only=False
         )
     distinct = urls.take(by_url[first]).combine_chunks()
+    del urls
     rank = np.empty(n, dtype=np.int64)
     rank[by_url] = np.cumsum(first) - 1
     return rank, distinct
@@ -194,7 +197,7 @@ class Plan:
     hit_start: np.ndarray
     near: np.ndarray  # distinct near-duplicate pictures merged into each group
     accepted: tuple[str, ...]
-    kept_sha: np.ndarray  # per group
+    kept_sha: np.ndarray  # per group: 32 bytes a row (`_packed`), or the hashes as they came
     phashes: tuple[np.ndarray, np.ndarray] | None = None  # per copy: hash, whether it has one
     queries: tuple[np.ndarray, list[str]] | None = None  # per hit: its query id's code; ids by code
     folder: Path | None = None
@@ -206,6 +209,9 @@ class Plan:
     def sha(self, chosen: np.ndarray) -> list[str]:
         """The kept pixels' hash of each chosen group."""
         found = self.kept_sha[np.asarray(chosen, dtype=np.int64)]
+        if found.ndim == 2:  # packed (`_packed`)
+            text = found.tobytes().hex()
+            return [text[k : k + 64] for k in range(0, len(text), 64)]
         return [h.decode() if isinstance(h, bytes) else h for h in found.tolist()]
 
     def copy_phashes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -244,9 +250,9 @@ class Plan:
     ) -> None:
         assert self.folder is not None
         file = open_table(path)
-        position = np.full(file.metadata.num_rows, -1, dtype=np.int64)
-        position[rows] = np.arange(len(rows), dtype=np.int64)
-        owner = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(start))
+        position = np.full(file.metadata.num_rows, -1, dtype=_index(len(rows)))
+        position[rows] = np.arange(len(rows))
+        owner = np.repeat(np.arange(len(self), dtype=_index(len(self))), np.diff(start))
         present = [c for c in columns if c in file.schema_arrow.names]
         writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         sinks: list[pa.NativeFile] = []
@@ -317,6 +323,11 @@ class Plan:
             release()
 
 
+def _index(n: int) -> type[np.integer]:
+    """The narrowest of int32 and int64 that numbers n things (and -1 for none)."""
+    return np.int32 if n < 2**31 - 1 else np.int64
+
+
 def _slices(table: pa.Table, start: np.ndarray, chosen: np.ndarray, first: int) -> list[list[dict]]:
     """The rows of each chosen group, from a bucket table that begins with group `first`."""
     lo = start[chosen] - start[first]
@@ -376,7 +387,7 @@ def plan(
     n = len(rows)
     # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort
     # below is then a numpy lexsort of integers, the table position last (a stable order)
-    url_rank, distinct_urls = _url_ranks(_ok_column(fetched, "url"))
+    url_rank, distinct_urls = _url_ranks(fetched)
     position_by_url = np.empty(n, dtype=np.int64)
     position_by_url[np.argsort(url_rank, kind="stable")] = np.arange(n)
     sha = _fixed(_ok_column(fetched, "pixel_sha256"))
@@ -384,7 +395,7 @@ def plan(
     exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
     exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
     exact = len(exact_start) - 1
-    exact_sha = sha[by_sha[exact_start[:-1]]]
+    exact_sha = _packed(sha[by_sha[exact_start[:-1]]])
     del sha, new
 
     # hit -> the exact group of its URL. A URL stored twice (in two groups) goes, as the object
@@ -485,6 +496,23 @@ def _first_seen(codes: np.ndarray, ids: list[str]) -> tuple[np.ndarray, list[str
     renumber = np.full(len(ids) + 1, -1, dtype=np.int64)  # -1 stays -1
     renumber[seen] = np.arange(len(seen))
     return renumber[codes], [ids[c] for c in seen.tolist()]
+
+
+def _packed(sha: np.ndarray) -> np.ndarray:
+    """SHA-256 hashes in lowercase hex (fetch writes no other) as their 32 bytes, a row each: half
+    the memory of the text for the one hash the plan keeps per picture. Other texts stay as they
+    are."""
+    if sha.dtype != np.dtype("S64"):
+        return sha
+    packed = np.empty((len(sha), 32), dtype=np.uint8)
+    for lo in range(0, len(sha), BATCH):
+        digits = sha[lo : lo + BATCH].view(np.uint8).reshape(-1, 64)
+        decimal, letter = (digits >= 48) & (digits <= 57), (digits >= 97) & (digits <= 102)
+        if not (decimal | letter).all():
+            return sha
+        value = np.where(letter, digits - 87, digits - 48).astype(np.uint8)
+        packed[lo : lo + BATCH] = value[:, 0::2] << 4 | value[:, 1::2]
+    return packed
 
 
 def _by_sha(sha: np.ndarray, url_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -108,11 +108,11 @@ def _run(ctx: StageContext) -> StageResult:
     counts["eval_copies_dropped"] = _eval_copies(
         made, drops, index_paths(ctx.config, ctx.workdir), cfg.decontam_distance
     )
-    pairs = made.query_pairs()
     spill = ctx.path(SPILL)
     _clear_own(spill)
     try:
         made.spill(ctx.path("fetched.parquet"), ctx.path("hits.parquet"), spill)
+        pairs = made.query_pairs()  # after the spill, which has the memory's peak
         _refuse(made, drops)
         before_drops = len(drops)
         before = _balance(
@@ -171,10 +171,10 @@ def _count_ok(path: Path) -> int:
 def _eval_copies(made: Plan, drops: Drops, paths: list[Path], distance: int) -> dict[str, int]:
     """Drop the groups with a copy close to an evaluation image, each with its nearest match (the
     first copy's on a tie); dropped pictures per evaluation set (the reference's rule, on arrays)."""
+    hashes, valid = made.copy_phashes()  # taken whether or not needed: their memory goes
     if not paths:
         return {}
     index = EvalIndex(paths)
-    hashes, valid = made.copy_phashes()
     positions = np.flatnonzero(valid)
     found = index.matches(hashes[positions], distance)
     owner = np.searchsorted(made.copy_start, positions, side="right") - 1
