@@ -124,3 +124,23 @@ def test_kept_hashes_are_packed_only_when_they_are_lowercase_sha256_hex():
     assert _packed(tail) is tail
     short = np.array([b"abc", b"def"])
     assert _packed(short) is short
+
+
+def test_small_batches_and_several_lookup_passes_make_the_same_groups(tmp_path, monkeypatch):
+    """Every step that reads or packs in batches (the columns, the hits' URL lookup in passes, the
+    pixel-hash runs) cut at 7 rows: the groups are those of the reference still."""
+    from kgclip.curate import plan as module
+
+    monkeypatch.setattr(module, "BATCH", 7)
+    fetched, hits = _harvest(6, pictures=80)
+    write_records(tmp_path / "fetched.parquet", fetched, Fetched)
+    write_records(tmp_path / "hits.parquet", hits, Hit)
+    passes = []
+    lookup = module.pc.index_in
+    monkeypatch.setattr(module.pc, "index_in", lambda *a, **k: passes.append(1) or lookup(*a, **k))
+    made = plan(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", 6, 48, ("cc0",))
+    assert 1 < len(passes) <= module.HIT_PASSES  # the hits' URLs in slices, not one lookup per batch
+    expected = group_duplicates(fetched, hits, 6, 48, ("cc0",))
+    made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill", per_bucket=9)
+    got = [g for _, groups in made.windows(range(len(made)), window=4) for g in groups]
+    assert _shape(got) == _shape(expected)

@@ -48,6 +48,7 @@ from kgclip.progress import console
 from kgclip.tables import Fetched, Hit
 
 BATCH = 65_536  # rows read at once
+HIT_PASSES = 8  # slices in which the hits' URLs are looked up among the copies' (`_hit_urls`)
 WINDOW = 1024  # groups built as records at once
 GROUPS_PER_BUCKET = 32_768  # groups whose rows are spilled to one pair of bucket files ...
 MAX_BUCKETS = 400  # ... unless that makes more buckets than this (each is an open file while spilling)
@@ -129,14 +130,29 @@ def _url_ranks(fetched: Path) -> tuple[np.ndarray, pa.Array]:
 
 
 def _hit_urls(path: Path, distinct: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The hits whose URL was fetched (their row numbers) and each one's URL rank, a batch at a time."""
+    """The hits whose URL was fetched (their row numbers) and each one's URL rank. The hits' URLs
+    are looked up in HIT_PASSES slices, not all at once (memory) and not a batch at a time: each
+    lookup hashes every distinct URL again, which a batch at a time would do once per 65,536 hits
+    (a time growing as the square of the pictures)."""
+    rows = open_table(path).metadata.num_rows
+    per_pass = max(BATCH, -(-rows // HIT_PASSES))
     index, ranks, offset = [], [], 0
-    for batch in _batches(path, ["url"], Hit.SCHEMA):
-        found = pc.index_in(batch.column("url"), value_set=distinct)
+    batches = _batches(path, ["url"], Hit.SCHEMA)
+    while offset < rows:
+        urls, taken = [], 0
+        for batch in batches:
+            urls.extend(batch.column("url").chunks)
+            taken += batch.num_rows
+            if taken >= per_pass:
+                break
+        if not taken:
+            break
+        found = pc.index_in(pa.chunked_array(urls, pa.string()), value_set=distinct)
+        del urls
         mapped = pc.is_valid(found).to_numpy(zero_copy_only=False)
         index.append(np.flatnonzero(mapped) + offset)
         ranks.append(pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[mapped].astype(np.int64))
-        offset += batch.num_rows
+        offset += taken
     if not index:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(index), np.concatenate(ranks)
