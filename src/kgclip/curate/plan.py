@@ -100,6 +100,7 @@ def _ok_column(path: Path, name: str) -> pa.ChunkedArray:
 
 
 def _ok_rows(path: Path) -> np.ndarray:
+    """The ok rows' numbers in fetched.parquet: all the plan keeps of a copy until the spill."""
     rows, offset = [], 0
     for batch in _batches(path, ["status", "pixel_sha256"], Fetched.SCHEMA):
         rows.append(np.flatnonzero(_ok(batch)) + offset)
@@ -404,6 +405,8 @@ def plan(
     # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort
     # below is then a numpy lexsort of integers, the table position last (a stable order)
     url_rank, distinct_urls = _url_ranks(fetched)
+    hit_index, hit_url = _hit_urls(hits, distinct_urls)  # the hits' rows, their URLs' ranks
+    del distinct_urls  # the last URL text the grouping holds
     position_by_url = np.empty(n, dtype=np.int64)
     position_by_url[np.argsort(url_rank, kind="stable")] = np.arange(n)
     sha = _fixed(_ok_column(fetched, "pixel_sha256"))
@@ -423,11 +426,9 @@ def plan(
     del url_rank
     lookup = np.lexsort((np.arange(n), -inserted[exact_of], url_of))
     firsts = lookup[np.flatnonzero(np.concatenate([[n > 0], url_of[lookup][1:] != url_of[lookup][:-1]]))]
-    chosen = np.zeros(len(distinct_urls), dtype=np.int64)  # by URL rank: its copy's by_sha position
+    chosen = np.zeros(int(url_of.max(initial=-1)) + 1, dtype=np.int64)  # by URL rank: its by_sha copy
     chosen[url_of[firsts]] = firsts
     del lookup, firsts, inserted
-    hit_index, hit_url = _hit_urls(hits, distinct_urls)  # the hits' rows, their URLs' ranks
-    del distinct_urls
     hit_exact = exact_of[chosen[hit_url]]
     del chosen
 

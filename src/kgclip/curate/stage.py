@@ -21,13 +21,7 @@ from kgclip.curate.balance import balance_draw
 from kgclip.curate.card import SamplesTable, ShardImages, ambiguity_summary, write_card
 from kgclip.curate.decontam import MATCHES, EvalIndex, save_matches
 from kgclip.curate.memory import compact_memory, release
-from kgclip.curate.plan import (
-    BATCH,
-    WINDOW,
-    Plan,
-    open_table,
-    plan,
-)
+from kgclip.curate.plan import BATCH, WINDOW, Plan, open_table, plan
 from kgclip.curate.samples import Lookups, type_attribute_types
 from kgclip.curate.shards import write_sizes
 from kgclip.curate.split import TRAIN, VAL, val_draw
