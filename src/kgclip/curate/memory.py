@@ -5,7 +5,6 @@ the process instead of waiting in an allocator for a reuse that may not come."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -17,9 +16,9 @@ WARM = 32 * 1024 * 1024  # the most glibc's moving threshold reaches (DEFAULT_MM
 
 
 def _mallopt() -> Callable[[int, int], int] | None:
-    """glibc's `mallopt`, or None elsewhere (macOS has none; musl's does nothing)."""
-    name = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    """glibc's `mallopt` from the symbols already loaded (no `find_library`, which runs ldconfig),
+    or None elsewhere (macOS has none; musl's does nothing)."""
+    return getattr(ctypes.CDLL(None), "mallopt", None)
 
 
 _MALLOPT = _mallopt()
