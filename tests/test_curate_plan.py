@@ -144,3 +144,20 @@ def test_small_batches_and_several_lookup_passes_make_the_same_groups(tmp_path, 
     made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill", per_bucket=9)
     got = [g for _, groups in made.windows(range(len(made)), window=4) for g in groups]
     assert _shape(got) == _shape(expected)
+
+
+def test_the_plan_lets_go_of_its_hashes_and_queries_once_taken(tmp_path):
+    """The perceptual hashes go after the decontamination step even with no evaluation index (they
+    are 9 bytes a copy), and the query codes once the balancing has them."""
+    from kgclip.curate.stage import _eval_copies
+    from kgclip.curate.write import Drops
+
+    fetched, hits = _harvest(7, pictures=40)
+    write_records(tmp_path / "fetched.parquet", fetched, Fetched)
+    write_records(tmp_path / "hits.parquet", hits, Hit)
+    made = plan(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", 6)
+    assert made.phashes is not None and made.queries is not None
+    assert _eval_copies(made, Drops(len(made)), [], 6) == {}
+    assert made.phashes is None
+    owner, codes, ids = made.query_pairs()
+    assert made.queries is None and len(owner) == len(codes) == made.hit_start[-1] and ids
