@@ -2,11 +2,11 @@
 
 The object path (`group_duplicates` in tests/curate_reference.py, a `Group` of records per picture)
 holds every row of fetched.parquet and hits.parquet as Python objects, 3-5 KiB per picture. Here
-the grouping reads one column at a time, when its step comes (the copies' URLs, then their pixel
-hashes, then the hits' URLs a batch at a time, ...), and works on integers and row numbers:
+the grouping reads one column at a time, when its step comes (the copies' URLs, then the hits'
+URLs in slices, then the copies' pixel hashes, ...), and works on integers and row numbers:
 
 - URLs become dense ranks (one Arrow sort of the copies' URLs; a hit's URL is looked up among the
-  distinct ones, a batch of hits at a time) and pixel hashes compact bytes, so every sort is a
+  distinct ones, a slice of hits at a time) and pixel hashes compact bytes, so every sort is a
   numpy lexsort with the table position last: stable, as the object path's sorts are;
 - exact copies: the ok rows sorted by (pixel hash, URL); a change of pixel hash starts a group, so
   the groups come out in pixel-hash order with their copies by URL, as `group_duplicates` orders them;
