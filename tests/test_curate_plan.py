@@ -161,3 +161,26 @@ def test_the_plan_lets_go_of_its_hashes_and_queries_once_taken(tmp_path):
     assert made.phashes is None
     owner, codes, ids = made.query_pairs()
     assert made.queries is None and len(owner) == len(codes) == made.hit_start[-1] and ids
+
+
+def test_pixel_hashes_of_several_lengths_across_batches_group_as_the_reference(tmp_path, monkeypatch):
+    """The batch-wise fixed-width hashes fall back to the whole column when a later batch's hashes
+    have another length (hashes are fetch's 64-hex in practice; the fallback keeps any text right)."""
+    import dataclasses
+
+    from kgclip.curate import plan as module
+
+    monkeypatch.setattr(module, "BATCH", 5)
+    fetched, hits = _harvest(8, pictures=50)
+    fetched = [
+        dataclasses.replace(f, pixel_sha256=f.pixel_sha256[:40]) if f.pixel_sha256 and k > 60 else f
+        for k, f in enumerate(fetched)
+    ]
+    write_records(tmp_path / "fetched.parquet", fetched, Fetched)
+    write_records(tmp_path / "hits.parquet", hits, Hit)
+    made = plan(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", 6, 48)
+    expected = group_duplicates(fetched, hits, 6, 48)
+    assert made.sha(range(len(made))) == [g.pixel_sha256 for g in expected]
+    made.spill(tmp_path / "fetched.parquet", tmp_path / "hits.parquet", tmp_path / "spill")
+    got = [g for _, groups in made.windows(range(len(made))) for g in groups]
+    assert _shape(got) == _shape(expected)

@@ -371,6 +371,24 @@ def _group(copies: list[dict], hits: list[dict], near: int, accepted: tuple[str,
     )
 
 
+def _ok_hashes(path: Path, n: int) -> np.ndarray:
+    """The n ok copies' pixel hashes as `_fixed` makes them, filled in a batch at a time: the whole
+    column as Arrow text, its combined copy and the fixed-width copy were never held together (at a
+    million pictures, one of the grouping's peaks). Hashes of several lengths go `_fixed`'s way."""
+    out, at = None, 0
+    for batch in _batches(path, ["status", "pixel_sha256"], Fetched.SCHEMA):
+        part = _fixed(batch.column("pixel_sha256").filter(pa.array(_ok(batch))))
+        if len(part) == 0:
+            continue
+        if part.dtype == object or (out is not None and part.dtype != out.dtype):
+            return _fixed(_ok_column(path, "pixel_sha256"))
+        if out is None:
+            out = np.empty(n, dtype=part.dtype)
+        out[at : at + len(part)] = part
+        at += len(part)
+    return out if out is not None else _fixed(_ok_column(path, "pixel_sha256"))
+
+
 def _fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Strings as a compact numpy array: fixed-width bytes when all have one length (pixel hashes)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -409,7 +427,7 @@ def plan(
     del distinct_urls  # the last URL text the grouping holds
     position_by_url = np.empty(n, dtype=np.int64)
     position_by_url[np.argsort(url_rank, kind="stable")] = np.arange(n)
-    sha = _fixed(_ok_column(fetched, "pixel_sha256"))
+    sha = _ok_hashes(fetched, n)
     by_sha, new = _by_sha(sha, url_rank)
     exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
     exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
@@ -424,8 +442,13 @@ def plan(
     del position_by_url
     url_of = url_rank[by_sha]
     del url_rank
-    lookup = np.lexsort((np.arange(n), -inserted[exact_of], url_of))
-    firsts = lookup[np.flatnonzero(np.concatenate([[n > 0], url_of[lookup][1:] != url_of[lookup][:-1]]))]
+    # by (URL, inserted last first, position) as one key: a stable argsort needs no position key
+    lookup = url_of * (n + 1)
+    lookup += n - inserted[exact_of]
+    lookup = np.argsort(lookup, kind="stable")
+    ordered = url_of[lookup]
+    firsts = lookup[np.flatnonzero(np.concatenate([[n > 0], ordered[1:] != ordered[:-1]]))]
+    del ordered
     chosen = np.zeros(int(url_of.max(initial=-1)) + 1, dtype=np.int64)  # by URL rank: its by_sha copy
     chosen[url_of[firsts]] = firsts
     del lookup, firsts, inserted
@@ -455,8 +478,13 @@ def plan(
         groups = int(final_of.max()) + 1 if exact else 0
         copy_group = final_of[exact_of]
         not_kept = (exact_of != keep_of[copy_group]).astype(np.int8)
-        order = np.lexsort((np.arange(n), url_of, not_kept, copy_group))
+        # by (group, kept copy first, URL, position) as one key, as above
+        order = copy_group * 2
+        order += not_kept
         del not_kept
+        order *= int(url_of.max(initial=0)) + 1
+        order += url_of
+        order = np.argsort(order, kind="stable")
         copy_order = by_sha[order]
         copy_group = copy_group[order]
         near = np.bincount(final_of, minlength=groups) - 1
