@@ -7,7 +7,7 @@ URLs in slices, then the copies' pixel hashes, ...), and works on integers and r
 
 - URLs become dense ranks (one Arrow sort of the copies' URLs; a hit's URL is looked up among the
   distinct ones, a slice of hits at a time) and pixel hashes compact bytes, so every sort is a
-  numpy lexsort with the table position last: stable, as the object path's sorts are;
+  stable numpy sort of integer keys with the table position last, as the object path's sorts are;
 - exact copies: the ok rows sorted by (pixel hash, URL); a change of pixel hash starts a group, so
   the groups come out in pixel-hash order with their copies by URL, as `group_duplicates` orders them;
 - hits: each goes to the group of its URL (a URL stored twice goes where the object path's URL map
@@ -92,11 +92,21 @@ def _ok(batch: pa.Table) -> np.ndarray:
     return pc.fill_null(keep, False).to_numpy(zero_copy_only=False)
 
 
-def _ok_column(path: Path, name: str) -> pa.ChunkedArray:
+def _ok_parts(path: Path, name: str, rows: np.ndarray) -> Iterator[pa.ChunkedArray]:
+    """One column of fetched.parquet, a batch at a time, only at the ok rows (`_ok_rows`): the
+    status and pixel-hash columns are read once, not again for every column."""
+    keep = np.zeros(open_table(path).metadata.num_rows, dtype=bool)
+    keep[rows] = True
+    offset = 0
+    for batch in _batches(path, [name], Fetched.SCHEMA):
+        yield batch.column(name).filter(pa.array(keep[offset : offset + batch.num_rows]))
+        offset += batch.num_rows
+
+
+def _ok_column(path: Path, name: str, rows: np.ndarray) -> pa.ChunkedArray:
     """One column of the ok rows of fetched.parquet, in file order."""
-    batches = _batches(path, list(dict.fromkeys(["status", "pixel_sha256", name])), Fetched.SCHEMA)
-    chunks = [b.column(name).filter(pa.array(_ok(b))) for b in batches]
-    return pa.chunked_array([c for part in chunks for c in part.chunks], Fetched.SCHEMA.field(name).type)
+    chunks = [c for part in _ok_parts(path, name, rows) for c in part.chunks]
+    return pa.chunked_array(chunks, Fetched.SCHEMA.field(name).type)
 
 
 def _ok_rows(path: Path) -> np.ndarray:
@@ -108,11 +118,11 @@ def _ok_rows(path: Path) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
-def _url_ranks(fetched: Path) -> tuple[np.ndarray, pa.Array]:
+def _url_ranks(fetched: Path, rows: np.ndarray) -> tuple[np.ndarray, pa.Array]:
     """Each ok copy's URL rank among the distinct ones (code point order; equal URLs, equal rank),
     and the distinct URLs in that order. The sorted URLs are compared a batch at a time, and all
     the URLs go once the distinct ones are copied out."""
-    urls = _ok_column(fetched, "url")
+    urls = _ok_column(fetched, "url", rows)
     n = len(urls)
     if n == 0:
         return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
@@ -371,22 +381,22 @@ def _group(copies: list[dict], hits: list[dict], near: int, accepted: tuple[str,
     )
 
 
-def _ok_hashes(path: Path, n: int) -> np.ndarray:
-    """The n ok copies' pixel hashes as `_fixed` makes them, filled in a batch at a time: the whole
+def _ok_hashes(path: Path, rows: np.ndarray) -> np.ndarray:
+    """The ok copies' pixel hashes as `_fixed` makes them, filled in a batch at a time: the whole
     column as Arrow text, its combined copy and the fixed-width copy were never held together (at a
     million pictures, one of the grouping's peaks). Hashes of several lengths go `_fixed`'s way."""
     out, at = None, 0
-    for batch in _batches(path, ["status", "pixel_sha256"], Fetched.SCHEMA):
-        part = _fixed(batch.column("pixel_sha256").filter(pa.array(_ok(batch))))
+    for column in _ok_parts(path, "pixel_sha256", rows):
+        part = _fixed(column)
         if len(part) == 0:
             continue
         if part.dtype == object or (out is not None and part.dtype != out.dtype):
-            return _fixed(_ok_column(path, "pixel_sha256"))
+            return _fixed(_ok_column(path, "pixel_sha256", rows))
         if out is None:
-            out = np.empty(n, dtype=part.dtype)
+            out = np.empty(len(rows), dtype=part.dtype)
         out[at : at + len(part)] = part
         at += len(part)
-    return out if out is not None else _fixed(_ok_column(path, "pixel_sha256"))
+    return out if out is not None else _fixed(_ok_column(path, "pixel_sha256", rows))
 
 
 def _fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -422,12 +432,12 @@ def plan(
     n = len(rows)
     # URLs as dense ranks (equal URLs, equal rank) and pixel hashes as compact bytes: every sort
     # below is then a numpy lexsort of integers, the table position last (a stable order)
-    url_rank, distinct_urls = _url_ranks(fetched)
+    url_rank, distinct_urls = _url_ranks(fetched, rows)
     hit_index, hit_url = _hit_urls(hits, distinct_urls)  # the hits' rows, their URLs' ranks
     del distinct_urls  # the last URL text the grouping holds
     position_by_url = np.empty(n, dtype=np.int64)
     position_by_url[np.argsort(url_rank, kind="stable")] = np.arange(n)
-    sha = _ok_hashes(fetched, n)
+    sha = _ok_hashes(fetched, rows)
     by_sha, new = _by_sha(sha, url_rank)
     exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
     exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
@@ -455,7 +465,7 @@ def plan(
     hit_exact = exact_of[chosen[hit_url]]
     del chosen
 
-    phash = _ok_column(fetched, "phash")
+    phash = _ok_column(fetched, "phash", rows)
     phashes = (
         pc.fill_null(phash, 0).to_numpy().astype(np.uint64),
         pc.is_valid(phash).to_numpy(zero_copy_only=False),
@@ -625,7 +635,7 @@ def _near(
         f"took {time.monotonic() - began:.1f} s"
     )
     a, b = hashed[a], hashed[b]
-    colour = _ok_column(fetched, "colour").take(first)
+    colour = _ok_column(fetched, "colour", rows).take(first)
     has = pc.is_valid(colour).to_numpy(zero_copy_only=False)
     rgb = pc.fill_null(colour, 0).to_numpy().astype(np.int64)
     both = has[a] & has[b]
@@ -645,8 +655,8 @@ def _near(
             break
     merged = np.flatnonzero(np.bincount(root, minlength=exact) > 1)
     keep = np.arange(exact, dtype=np.int64)  # per root, the exact group whose pixels are kept
-    width = _ints(_ok_column(fetched, "width").take(first))
-    height = _ints(_ok_column(fetched, "height").take(first))
+    width = _ints(_ok_column(fetched, "width", rows).take(first))
+    height = _ints(_ok_column(fetched, "height", rows).take(first))
     members = np.flatnonzero(np.isin(root, merged))
     passes = _licence_passes(
         fetched, hits, rows, by_sha, exact_start, hit_index, hit_exact, members, accepted
