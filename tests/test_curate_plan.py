@@ -117,13 +117,15 @@ def test_kept_hashes_are_packed_only_when_they_are_lowercase_sha256_hex():
     from kgclip.curate.plan import _packed
 
     hexes = np.array([f"{k * 7919:064x}".encode() for k in range(70_000)], dtype="S64")  # > a batch
-    packed = _packed(hexes)
-    assert packed.shape == (70_000, 32) and bytes(packed[1]).hex() == f"{7919:064x}"
+    every = np.arange(70_000)[::-1]
+    packed = _packed(hexes, every)
+    assert packed.shape == (70_000, 32) and bytes(packed[-2]).hex() == f"{7919:064x}"
+    assert bytes(packed[0]).hex() == f"{69_999 * 7919:064x}"
     tail = hexes.copy()
-    tail[-1] = b"G" * 64  # one odd hash in the last batch: all stay text
-    assert _packed(tail) is tail
+    tail[0] = b"G" * 64  # one odd hash in the last batch taken: all stay text
+    assert np.array_equal(_packed(tail, every), tail[every])
     short = np.array([b"abc", b"def"])
-    assert _packed(short) is short
+    assert np.array_equal(_packed(short, np.array([1, 0])), short[::-1])
 
 
 def test_small_batches_and_several_lookup_passes_make_the_same_groups(tmp_path, monkeypatch):

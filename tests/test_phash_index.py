@@ -197,3 +197,42 @@ def test_pairs_are_every_pair_within_the_radius_once(radius, monkeypatch):
     ba, bb = np.nonzero(np.triu(brute, k=1))
     assert list(zip(a.tolist(), b.tolist(), strict=True)) == list(zip(ba.tolist(), bb.tolist(), strict=True))
     assert len(a) > 0
+
+
+def test_correlated_bits_are_spread_over_the_chunks_and_the_pairs_stay_exact():
+    """Hashes whose low 16 bits are copied into the next 16 (a pHash's neighbouring coefficients
+    agree in the same way) would crowd one chunk's values; the layout puts each copied pair of bits
+    in different chunks, so the runs a probe reads are short, and the pairs are those of brute force."""
+    from kgclip.curate import hashindex
+
+    rng = np.random.default_rng(5)
+    low = rng.integers(0, 2**16, 3000, dtype=np.int64).astype(np.uint64) & np.uint64(0x00FF)  # 256 values
+    rest = rng.integers(0, 2**31, 3000, dtype=np.int64).astype(np.uint64) << np.uint64(32)
+    hashes = low | (low << np.uint64(8)) | (low << np.uint64(16)) | (low << np.uint64(24)) | rest
+    hashes[1::9] = hashes[::9][: len(hashes[1::9])] ^ np.uint64(0b1000000100000010001)
+    bits = hashindex._layout(hashes)
+    assert sorted(bits.tolist()) == list(range(64))
+    chunk_of = {int(b): i // hashindex.CHUNK_BITS for i, b in enumerate(bits)}
+    for b in range(8):  # bit b is copied to b + 8, b + 16 and b + 24: four bits, four chunks
+        assert len({chunk_of[b + k] for k in (0, 8, 16, 24)}) == 4
+    index = hashindex.HashIndex(hashes)
+    longest = int(np.diff(index._starts, axis=1).max())
+    contiguous = int(np.bincount((hashes & np.uint64(0xFFFF)).astype(np.int64)).max())
+    assert longest * 4 < contiguous  # 12 hashes against 23 per value of the low chunk, before
+    for radius in (3, 6, 9):
+        a, b = index.pairs(radius)
+        brute = np.bitwise_count(hashes[:, None] ^ hashes[None, :]) <= radius
+        ba, bb = np.nonzero(np.triu(brute, k=1))
+        assert np.array_equal(a, ba) and np.array_equal(b, bb)
+
+
+def test_a_crowd_of_equal_hashes_finds_every_pair():
+    """Far more matches than the compiled loop's first buffer: it grows and loses none."""
+    hashes = np.full(300, 0x5A5A5A5A5A5A5A5, dtype=np.uint64)
+    hashes[::3] ^= np.uint64(1 << 40)
+    a, b = HashIndex(hashes).pairs(1)
+    assert len(a) == 300 * 299 // 2
+    assert np.array_equal(a * 300 + b, np.flatnonzero(np.triu(np.ones((300, 300), dtype=bool), k=1)))
+    q, i, d = HashIndex(hashes).search(hashes[:5], 0)
+    assert len(q) == 2 * 100 + 3 * 200 and set(d.tolist()) == {0}  # 0 and 3 are flipped
+    assert np.array_equal(i[q == 3], np.arange(0, 300, 3)) and np.all(i[q == 1] % 3 != 0)

@@ -442,7 +442,7 @@ def plan(
     exact_of = np.cumsum(new) - 1  # exact group of each copy, in by_sha order
     exact_start = np.append(np.flatnonzero(new), n).astype(np.int64)
     exact = len(exact_start) - 1
-    exact_sha = _packed(sha[by_sha[exact_start[:-1]]])
+    exact_sha = _packed(sha, by_sha[exact_start[:-1]])
     del sha, new
 
     # hit -> the exact group of its URL. A URL stored twice (in two groups) goes, as the object
@@ -553,18 +553,18 @@ def _first_seen(codes: np.ndarray, ids: list[str]) -> tuple[np.ndarray, list[str
     return renumber[codes], [ids[c] for c in seen.tolist()]
 
 
-def _packed(sha: np.ndarray) -> np.ndarray:
-    """SHA-256 hashes in lowercase hex (fetch writes no other) as their 32 bytes, a row each: half
-    the memory of the text for the one hash the plan keeps per picture. Other texts stay as they
-    are."""
+def _packed(sha: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """`sha[take]`, SHA-256 hashes in lowercase hex (fetch writes no other), as their 32 bytes, a
+    row each: half the memory of the text for the one hash the plan keeps per picture, packed a
+    batch at a time (no whole copy of the taken text). Other texts are taken as they are."""
     if sha.dtype != np.dtype("S64"):
-        return sha
-    packed = np.empty((len(sha), 32), dtype=np.uint8)
-    for lo in range(0, len(sha), BATCH):
-        digits = sha[lo : lo + BATCH].view(np.uint8).reshape(-1, 64)
+        return sha[take]
+    packed = np.empty((len(take), 32), dtype=np.uint8)
+    for lo in range(0, len(take), BATCH):
+        digits = sha[take[lo : lo + BATCH]].view(np.uint8).reshape(-1, 64)
         decimal, letter = (digits >= 48) & (digits <= 57), (digits >= 97) & (digits <= 102)
         if not (decimal | letter).all():
-            return sha
+            return sha[take]
         value = np.where(letter, digits - 87, digits - 48).astype(np.uint8)
         packed[lo : lo + BATCH] = value[:, 0::2] << 4 | value[:, 1::2]
     return packed
