@@ -132,9 +132,10 @@ def test_the_block_size_bounds_memory_not_the_answer(monkeypatch):
     hashes[1::10] = hashes[::10] ^ np.uint64(0b10110)
     index = hashindex.HashIndex(hashes)
     whole = index.search(hashes, 6)
-    assert index._block(17) == hashindex.BLOCK  # few hashes: the largest blocks
-    monkeypatch.setattr(hashindex, "CANDIDATES", 20_000)
-    assert index._block(17) < 1000
+    table = hashindex.Table(hashes, 0)
+    assert table.block(17) == hashindex.BLOCK  # few hashes: the largest blocks
+    monkeypatch.setattr(hashindex, "CANDIDATES", 10_000)
+    assert table.block(17) < 1000
     small = index.search(hashes, 6)
     assert all(np.array_equal(a, b) for a, b in zip(whole, small, strict=True))
     assert len(whole[0]) > len(hashes)  # the planted pairs, besides every hash with itself
@@ -157,13 +158,13 @@ def test_the_blocks_may_run_anywhere_in_any_order_and_give_the_same_matches(monk
     index = hashindex.HashIndex(hashes)
     seen: list[int] = []
 
-    def backwards(index, queries, starts, block, radius, above):
+    def backwards(table, queries, starts, block, radius, above):
         seen.extend(starts)
-        found = {s: index.search_block(queries[s : s + block], s, radius, above) for s in reversed(starts)}
+        found = {s: table.search_block(queries[s : s + block], s, radius, above) for s in reversed(starts)}
         return [found[s] for s in starts]
 
     got = index.search(hashes, 6, backwards)
-    assert len(seen) > 3
+    assert len(seen) > 3 * hashindex.CHUNKS  # several blocks of each chunk's table
     assert all(np.array_equal(a, b) for a, b in zip(got, index.search(hashes, 6), strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(index.pairs(6, backwards), index.pairs(6), strict=True))
 
@@ -216,7 +217,8 @@ def test_correlated_bits_are_spread_over_the_chunks_and_the_pairs_stay_exact():
     for b in range(8):  # bit b is copied to b + 8, b + 16 and b + 24: four bits, four chunks
         assert len({chunk_of[b + k] for k in (0, 8, 16, 24)}) == 4
     index = hashindex.HashIndex(hashes)
-    longest = int(np.diff(index._starts, axis=1).max())
+    permuted = hashindex._permute(hashes, bits)
+    longest = max(int(np.diff(hashindex.Table(permuted, c).starts).max()) for c in range(hashindex.CHUNKS))
     contiguous = int(np.bincount((hashes & np.uint64(0xFFFF)).astype(np.int64)).max())
     assert longest * 4 < contiguous  # 12 hashes against 23 per value of the low chunk, before
     for radius in (3, 6, 9):

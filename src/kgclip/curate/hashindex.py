@@ -30,29 +30,17 @@ CHUNK_BITS = 16
 _MASK = np.uint64((1 << CHUNK_BITS) - 1)
 Matches = tuple[np.ndarray, np.ndarray, np.ndarray]  # query indices, stored indices, distances
 BLOCK = 100_000  # queries searched at once, at most ...
-CANDIDATES = 200_000_000  # ... and about this many candidate pairs (under a second) per block: the
-# unit of work handed to a runner (Ray tasks in curate), and of the search's progress
+CANDIDATES = 50_000_000  # ... and about this many candidate pairs (a fraction of a second) per block
+# and chunk: the unit of work handed to a runner (Ray tasks in curate)
 
 
 class HashIndex:
+    """The stored hashes and their bit layout; the chunk tables are built one at a time while a
+    search runs (12 bytes a hash each, where all four at once held 48)."""
+
     def __init__(self, hashes: np.ndarray | list[int]) -> None:
         self.hashes = np.asarray(hashes, dtype=np.uint64)
-        n = len(self.hashes)
         self._bits = _layout(self.hashes)  # permuted bit i is the hash's bit _bits[i]
-        permuted = _permute(self.hashes, self._bits)
-        # per chunk: where each chunk value's run starts, the positions in chunk-value order (stable:
-        # ascending within a run, so a self-search can start each probe after the query's own; 32
-        # bits when they fit) and the hashes in that order (a probe's candidates are contiguous)
-        self._starts = np.empty((CHUNKS, (1 << CHUNK_BITS) + 1), dtype=np.int64)
-        self._order = np.empty((CHUNKS, n), dtype=np.int32 if n < 2**31 else np.int64)
-        self._sorted = np.empty((CHUNKS, n), dtype=np.uint64)
-        for c in range(CHUNKS):
-            keys = _chunk(permuted, c)
-            order = np.argsort(keys, kind="stable")
-            self._starts[c, 0] = 0
-            np.cumsum(np.bincount(keys.astype(np.int64), minlength=1 << CHUNK_BITS), out=self._starts[c, 1:])
-            self._order[c] = order
-            self._sorted[c] = permuted[order]
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -79,38 +67,61 @@ class HashIndex:
         if len(self.hashes) == 0 or len(queries) == 0:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty
-        block = self._block(len(_flips(radius // CHUNKS)))
-        starts = list(range(0, len(queries), block))
-        keys = np.concatenate((blocks or search_blocks)(self, queries, starts, block, radius, above))
+        permuted = _permute(self.hashes, self._bits)
+        queries = permuted if above else _permute(queries, self._bits)
+        probes = len(_flips(radius // CHUNKS))
+        found: list[np.ndarray] = []
+        for c in range(CHUNKS):
+            table = Table(permuted, c)
+            block = table.block(probes)
+            starts = list(range(0, len(queries), block))
+            found.extend((blocks or search_blocks)(table, queries, starts, block, radius, above))
+            del table
+        keys = np.unique(np.concatenate(found))  # a pair proposed by several chunks counts once
         return keys // len(self.hashes), keys % len(self.hashes)
 
-    def _block(self, probes: int) -> int:
+
+class Table:
+    """One chunk's table: where each chunk value's run starts, the positions in chunk-value order
+    (stable: ascending within a run, so a self-search can stop at the query's own; 32 bits when
+    they fit) and the permuted hashes in that order (a probe's candidates are contiguous)."""
+
+    def __init__(self, permuted: np.ndarray, chunk: int) -> None:
+        keys = _chunk(permuted, chunk).astype(np.uint16)
+        order = np.argsort(keys, kind="stable")
+        self.chunk = chunk
+        self.starts = np.zeros((1 << CHUNK_BITS) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys, minlength=1 << CHUNK_BITS), out=self.starts[1:])
+        del keys
+        self.hashes = permuted[order]
+        self.order = order.astype(np.int32) if len(order) < 2**31 else order
+
+    def block(self, probes: int) -> int:
         """Queries per block: about CANDIDATES candidate pairs, estimating a probe's matches by how
         many stored hashes share a chunk value with a stored hash (the queries are usually the
         stored hashes themselves; real hashes crowd some values, so this exceeds len / 65536)."""
-        runs = np.diff(self._starts, axis=1).astype(np.float64)
-        per_probe = float((runs**2).sum()) / max(1, len(self.hashes))
+        runs = np.diff(self.starts).astype(np.float64)
+        per_probe = float((runs**2).sum()) / max(1, len(self.order))
         return int(min(BLOCK, max(256, CANDIDATES // max(1.0, probes * per_probe))))
 
     def search_block(self, queries: np.ndarray, offset: int, radius: int, above: bool = False) -> np.ndarray:
-        """Matches of one block of queries (the first numbered `offset`) as sorted unique keys
-        query * len(self) + stored; with `above`, the queries are the stored hashes from `offset`
-        on and only stored positions after each query's own are proposed."""
-        found = _matches(
-            _permute(np.asarray(queries, dtype=np.uint64), self._bits), offset, radius,
-            _flips(radius // CHUNKS), self._starts, self._order, self._sorted, above,
+        """Matches of one block of (permuted) queries, the first numbered `offset`, as keys
+        query * stored hashes + stored, unsorted; with `above`, the queries are the stored hashes
+        from `offset` on and only stored positions after each query's own are proposed."""
+        return _matches(
+            queries, offset, radius, _flips(radius // CHUNKS), self.chunk, self.starts, self.order,
+            self.hashes, above,
         )
-        return np.unique(found)  # a pair proposed by several chunks counts once
 
 
-BlockMap = Callable[["HashIndex", np.ndarray, list[int], int, int, bool], list[np.ndarray]]
+BlockMap = Callable[[Table, np.ndarray, list[int], int, int, bool], list[np.ndarray]]
 
 
 def search_blocks(
-    index: HashIndex, queries: np.ndarray, starts: list[int], block: int, radius: int, above: bool
+    table: Table, queries: np.ndarray, starts: list[int], block: int, radius: int, above: bool
 ) -> list[np.ndarray]:
     """Each block of `block` queries from each start, in this process."""
-    return [index.search_block(queries[s : s + block], s, radius, above) for s in starts]
+    return [table.search_block(queries[s : s + block], s, radius, above) for s in starts]
 
 
 @njit(cache=True, nogil=True)
@@ -119,35 +130,34 @@ def _matches(
     offset: int,
     radius: int,
     flips: np.ndarray,
+    chunk: int,
     starts: np.ndarray,
     order: np.ndarray,
     hashes: np.ndarray,
     above: bool,
-) -> np.ndarray:  # pragma: no cover - compiled; its Python twin is the brute force in the tests
-    """Keys query * n + stored of every candidate within the radius (unsorted; a pair found through
-    several chunks appears once per chunk)."""
-    n = order.shape[1]
+) -> np.ndarray:  # pragma: no cover - compiled; tested against brute force
+    """Keys query * n + stored of every candidate within the radius, in no order."""
+    n = len(order)
     found = np.empty(1024, dtype=np.int64)
     m = 0
-    for c in range(CHUNKS):
-        values = ((queries >> np.uint64(c * CHUNK_BITS)) & _MASK).astype(np.int64)
-        # the queries in chunk-value order: consecutive queries probe the same or neighbouring
-        # runs, which stay in cache (in position order each probe is a miss to memory, 10x slower)
-        for j in np.argsort(values, kind="mergesort"):
-            q = queries[j]
-            own = offset + j
-            for f in flips:
-                probe = values[j] ^ np.int64(f)
-                lo, hi = starts[c, probe], starts[c, probe + 1]
-                # a run holds ascending positions: a self-search walks it down to the query's own
-                for k in range(hi - 1, lo - 1, -1):
-                    if above and order[c, k] <= own:
-                        break
-                    if _ones(q ^ hashes[c, k]) <= radius:
-                        if m == len(found):
-                            found = np.concatenate((found, np.empty(m, dtype=np.int64)))
-                        found[m] = own * n + order[c, k]
-                        m += 1
+    values = ((queries >> np.uint64(chunk * CHUNK_BITS)) & _MASK).astype(np.int64)
+    # the queries in chunk-value order: consecutive queries probe the same or neighbouring runs,
+    # which stay in cache (in position order each probe is a miss to memory, 3.5x slower)
+    for j in np.argsort(values, kind="mergesort"):
+        q = queries[j]
+        own = offset + j
+        for f in flips:
+            probe = values[j] ^ np.int64(f)
+            lo, hi = starts[probe], starts[probe + 1]
+            # a run holds ascending positions: a self-search walks it down to the query's own
+            for k in range(hi - 1, lo - 1, -1):
+                if above and order[k] <= own:
+                    break
+                if _ones(q ^ hashes[k]) <= radius:
+                    if m == len(found):
+                        found = np.concatenate((found, np.empty(m, dtype=np.int64)))
+                    found[m] = own * n + order[k]
+                    m += 1
     return found[:m]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kgclip.config import RayConfig
-from kgclip.curate.hashindex import BlockMap, HashIndex
+from kgclip.curate.hashindex import BlockMap, Table
 from kgclip.curate.plan import Plan
 from kgclip.curate.samples import Lookups
 from kgclip.curate.shards import index_part
@@ -53,13 +53,14 @@ def _index_parts(parts: list[str], layout: Layout) -> None:
 
 def ray_blocks(cfg: RayConfig) -> BlockMap:
     """The near-duplicate search's blocks as Ray tasks (the only part of the grouping whose time
-    grows faster than the pictures: curate.md, Time); the index goes to the object store once."""
+    grows faster than the pictures: curate.md, Time); each chunk's table goes to the object store
+    once."""
 
     def run(
-        index: HashIndex, queries: np.ndarray, starts: list[int], block: int, radius: int, above: bool
+        table: Table, queries: np.ndarray, starts: list[int], block: int, radius: int, above: bool
     ) -> list[np.ndarray]:
         with ray_session(cfg) as ray:
-            shared = ray.put(index), ray.put(queries)
+            shared = ray.put(table), ray.put(queries)
             task = ray.remote(_search_block).options(num_cpus=1, max_retries=cfg.task_retries)
             submit = lambda s: task.remote(*shared, s, block, radius, above)  # noqa: E731
             with _task_errors(ray):
@@ -70,9 +71,9 @@ def ray_blocks(cfg: RayConfig) -> BlockMap:
 
 
 def _search_block(
-    index: HashIndex, queries: np.ndarray, start: int, block: int, radius: int, above: bool
+    table: Table, queries: np.ndarray, start: int, block: int, radius: int, above: bool
 ) -> np.ndarray:
-    return index.search_block(queries[start : start + block], start, radius, above)
+    return table.search_block(queries[start : start + block], start, radius, above)
 
 
 @contextmanager
