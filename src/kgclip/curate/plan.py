@@ -635,11 +635,16 @@ def _near(
         f"took {time.monotonic() - began:.1f} s"
     )
     a, b = hashed[a], hashed[b]
-    colour = _ok_column(fetched, "colour", rows).take(first)
-    has = pc.is_valid(colour).to_numpy(zero_copy_only=False)
-    rgb = pc.fill_null(colour, 0).to_numpy().astype(np.int64)
-    both = has[a] & has[b]
-    apart = np.max([np.abs(((rgb[a] >> s) & 0xFF) - ((rgb[b] >> s) & 0xFF)) for s in (16, 8, 0)], axis=0)
+    del hashed
+    # the colours, and below the sizes, of only the pictures that need them: per-picture arrays here
+    # would add to the plan and the index at the grouping's peak
+    colour = _ok_column(fetched, "colour", rows)
+    colour_a, colour_b = colour.take(first[a]), colour.take(first[b])
+    del colour
+    both = (pc.is_valid(colour_a).to_numpy(zero_copy_only=False)
+            & pc.is_valid(colour_b).to_numpy(zero_copy_only=False))
+    rgb_a, rgb_b = _ints(colour_a), _ints(colour_b)
+    apart = np.max([np.abs(((rgb_a >> s) & 0xFF) - ((rgb_b >> s) & 0xFF)) for s in (16, 8, 0)], axis=0)
     linked = ~(both & (apart > colours)) & (a != b)  # one drawing in two colours: two pictures
     a, b = a[linked], b[linked]
     if len(a) == 0:
@@ -653,21 +658,24 @@ def _near(
         root = root[root]
         if np.array_equal(root, before):
             break
-    merged = np.flatnonzero(np.bincount(root, minlength=exact) > 1)
-    keep = np.arange(exact, dtype=np.int64)  # per root, the exact group whose pixels are kept
-    width = _ints(_ok_column(fetched, "width", rows).take(first))
-    height = _ints(_ok_column(fetched, "height", rows).take(first))
-    members = np.flatnonzero(np.isin(root, merged))
+    del before
+    members = np.flatnonzero(root != np.arange(exact)) if exact else np.zeros(0, dtype=np.int64)
+    members = np.union1d(members, root[members])  # every picture of a merged component, in order
+    area = (_ints(_ok_column(fetched, "width", rows).take(first[members]))
+            * _ints(_ok_column(fetched, "height", rows).take(first[members])))
     passes = _licence_passes(
         fetched, hits, rows, by_sha, exact_start, hit_index, hit_exact, members, accepted
     )
     by_root: dict[int, list[int]] = {}
-    for g in members.tolist():  # in exact (pixel-hash) order, as the object path's components
-        by_root.setdefault(int(root[g]), []).append(g)
+    for k, g in enumerate(members.tolist()):  # in exact (pixel-hash) order, as the object path's components
+        by_root.setdefault(int(root[g]), []).append(k)
+    keep: dict[int, int] = {}  # per root, the exact group whose pixels are kept
     for r, group in by_root.items():
-        candidates = [g for g in group if passes.get(g, True)] or group
-        keep[r] = min(candidates, key=lambda g: (-int(width[g]) * int(height[g]), g))  # g: pixel-hash order
-    kept = keep[root]  # the kept exact group of each exact group's component
+        candidates = [k for k in group if passes.get(int(members[k]), True)] or group
+        keep[r] = int(members[min(candidates, key=lambda k: (-int(area[k]), k))])  # k: pixel-hash order
+    kept = root  # the kept exact group of each exact group's component (outside merged ones, itself)
+    kept[members] = [keep[r] for r in root[members].tolist()]
+    del root
     final_keys = np.unique(kept)  # final groups in the kept pixels' hash order
     final_of = np.searchsorted(final_keys, kept)
     return final_of, final_keys
