@@ -124,7 +124,7 @@ def search_blocks(
     return [table.search_block(queries[s : s + block], s, radius, above) for s in starts]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _matches(
     queries: np.ndarray,
     offset: int,
@@ -194,7 +194,7 @@ def _layout(hashes: np.ndarray) -> np.ndarray:
     return np.array([b for chunk in chunks for b in chunk], dtype=np.uint64)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _permute(hashes: np.ndarray, bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     out = np.zeros_like(hashes)
     for j in range(len(hashes)):

@@ -636,10 +636,10 @@ def _near(
     )
     a, b = hashed[a], hashed[b]
     del hashed
-    # the colours, and below the sizes, of only the pictures that need them: per-picture arrays here
-    # would add to the plan and the index at the grouping's peak
-    colour = _ok_column(fetched, "colour", rows)
-    colour_a, colour_b = colour.take(first[a]), colour.take(first[b])
+    # the colours, and below the sizes, of only the pictures that need them, read by row number:
+    # per-picture arrays here would add to the plan at the grouping's peak
+    colour = _take_rows(fetched, rows[first[np.concatenate((a, b))]], ["colour"], Fetched.SCHEMA).column(0)
+    colour_a, colour_b = colour.slice(0, len(a)), colour.slice(len(a))
     del colour
     both = (pc.is_valid(colour_a).to_numpy(zero_copy_only=False)
             & pc.is_valid(colour_b).to_numpy(zero_copy_only=False))
@@ -659,10 +659,11 @@ def _near(
         if np.array_equal(root, before):
             break
     del before
-    members = np.flatnonzero(root != np.arange(exact)) if exact else np.zeros(0, dtype=np.int64)
+    members = np.flatnonzero(root != np.arange(exact))
     members = np.union1d(members, root[members])  # every picture of a merged component, in order
-    area = (_ints(_ok_column(fetched, "width", rows).take(first[members]))
-            * _ints(_ok_column(fetched, "height", rows).take(first[members])))
+    sizes = _take_rows(fetched, rows[first[members]], ["width", "height"], Fetched.SCHEMA)
+    area = _ints(sizes.column("width")) * _ints(sizes.column("height"))
+    del sizes
     passes = _licence_passes(
         fetched, hits, rows, by_sha, exact_start, hit_index, hit_exact, members, accepted
     )
