@@ -22,6 +22,7 @@ from kgclip.fetch.batch import WEB, Batch, Outcome, decode, unfetched
 from kgclip.fetch.hostgate import HostGate
 from kgclip.fetch.http import FetchPolicy, SafeFetcher
 from kgclip.fetch.images import ImageOptions
+from kgclip.fetch.resample import load_kernels
 from kgclip.workers import process_pool
 
 Commit = Callable[[Batch, list[Outcome]], None]
@@ -87,7 +88,9 @@ async def _run(
 @contextmanager
 def _decoders(workers: int) -> Iterator[Executor]:
     """Processes for real parallelism; one worker is a thread, which still overlaps the downloads
-    because Pillow releases the GIL while it decodes and encodes."""
+    because Pillow releases the GIL while it decodes and encodes. The resize kernels are loaded
+    before the processes fork, so they start with them."""
+    load_kernels()
     pool: Executor = process_pool(workers) if workers > 1 else ThreadPoolExecutor(1)
     with pool:
         yield pool
