@@ -13,8 +13,10 @@ output row are whole input rows, and writes its output transposed: the horizonta
 transposed source and writes rows; the vertical pass reads those rows and writes columns, transposed
 back at the end. The horizontal pass always goes first, as in Pillow up to 12; Pillow 13 sometimes
 filters vertically first (when the height shrinks more than the width), which rounds the
-intermediate differently: ±1-2 levels in some pixels of 6 of 400 benchmark photos. Here the order,
-and so the stored pixels, do not depend on the Pillow version installed.
+intermediate differently: some pixels of 105 of the fetch benchmark's 2,387 images differ, by at
+most 8 levels (PSNR at least 58 dB). Here the order, and so the stored pixels, do not depend on the
+Pillow version installed. The convolution releases the GIL, as Pillow's does, so a decoding thread
+does not stall the downloads.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from numba import njit
 from PIL import Image
 
 Filter = Literal["bicubic", "lanczos", "bilinear"]
-# Pillow's filter codes here, and each filter's support (its half-width at scale 1)
+# the filters' codes in the kernels, and each filter's support (its half-width at scale 1)
 _KINDS: dict[str, int] = {"bilinear": 0, "bicubic": 1, "lanczos": 2}
 SUPPORT: dict[str, float] = {"bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}
 _PRECISION = 22  # bits of the integer weights: 8 for the pixel and 2 to spare in a 32-bit sum
@@ -100,7 +102,7 @@ def _clip(total: np.int32) -> np.uint32:
     return np.uint32(0 if level < 0 else (255 if level > 255 else level))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _convolve(source: np.ndarray, weights: np.ndarray, bounds: np.ndarray, channels: int) -> np.ndarray:
     """Filter packed pixels (n_in, m) along the first axis; the result is transposed, (m, n_out).
 
