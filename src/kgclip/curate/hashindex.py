@@ -20,6 +20,7 @@ few nanoseconds each, keeping nothing but the matches.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -208,9 +209,14 @@ def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:
     return (hashes >> np.uint64(c * CHUNK_BITS)) & _MASK
 
 
+@cache
 def _flips(bits: int) -> np.ndarray:
-    """Every 16-bit mask with at most `bits` ones (XORed onto a chunk value, the probes)."""
+    """Every 16-bit mask with at most `bits` ones (XORed onto a chunk value, the probes). Made once
+    per radius: a search asks for them per block and chunk, and the decontamination index searches
+    a few hashes at a time, where making them was most of the search. Read-only, as it is shared."""
     masks = [0]
     for k in range(1, bits + 1):
         masks.extend(sum(1 << b for b in chosen) for chosen in combinations(range(CHUNK_BITS), k))
-    return np.array(masks, dtype=np.uint64)
+    flips = np.array(masks, dtype=np.uint64)
+    flips.flags.writeable = False
+    return flips
